@@ -1,0 +1,237 @@
+//! Builds `AppState` from the configuration — choosing every backend once,
+//! here, behind its trait — and the `Router`. Nothing else.
+
+use crate::auth::accounts::Accounts;
+use crate::auth::keys::{KeyError, KeyRing, MasterKey};
+use crate::auth::passwords::PasswordHasher;
+use crate::auth::policy::PasswordPolicy;
+use crate::auth::revocation::RevocationSet;
+use crate::auth::sessions::Sessions;
+use crate::auth::tokens::TokenService;
+use crate::config::{Config, DatabaseBackend, Environment};
+use crate::http;
+use crate::http::middleware::{request_id, security_headers};
+use crate::resilience::DependencyGuard;
+use crate::resilience::health::{Component, HealthMonitor};
+use crate::store::layered::LayeredSessionStore;
+use crate::store::memory::MemorySessionCache;
+use crate::store::redis::RedisSessionCache;
+use crate::store::sql::{PgStore, SqliteStore};
+use crate::store::{
+    KeyStore, Probe, SessionCache, SessionLedger, SessionStore, StoreError, UserStore,
+};
+use axum::Router;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Sessions the in-process cache holds before it starts dropping entries.
+const MEMORY_SESSION_CAPACITY: usize = 100_000;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub accounts: Arc<Accounts>,
+    pub sessions: Arc<Sessions>,
+    pub tokens: Arc<TokenService>,
+    pub keys: Arc<KeyRing>,
+    pub revocations: Arc<RevocationSet>,
+    pub users: Arc<dyn UserStore>,
+    pub health: Arc<HealthMonitor>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The SQL store behind all three durable traits.
+struct Durable {
+    users: Arc<dyn UserStore>,
+    ledger: Arc<dyn SessionLedger>,
+    keys: Arc<dyn KeyStore>,
+    probe: Arc<dyn Probe>,
+}
+
+/// Opens the configured SQL database and runs its migrations.
+async fn open_durable(config: &Config, guard: Arc<DependencyGuard>) -> Result<Durable, StartError> {
+    fn wrap<S>(store: Arc<S>) -> Durable
+    where
+        S: UserStore + SessionLedger + KeyStore + Probe + 'static,
+    {
+        Durable {
+            users: store.clone(),
+            ledger: store.clone(),
+            keys: store.clone(),
+            probe: store,
+        }
+    }
+    let backend = config.database_backend().map_err(StartError::Other)?;
+    match backend {
+        DatabaseBackend::Postgres(url) => {
+            let store = PgStore::connect(url.expose(), config.database.pool_size, guard)?;
+            store.migrate().await?;
+            Ok(wrap(Arc::new(store)))
+        }
+        DatabaseBackend::Sqlite(path) => {
+            if let Some(dir) = std::path::Path::new(&path).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StartError::Other(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            let store = SqliteStore::open(&path, guard).await?;
+            store.migrate().await?;
+            Ok(wrap(Arc::new(store)))
+        }
+    }
+}
+
+/// Runs the migrations only (`holdfast migrate`).
+pub async fn migrate(config: &Config) -> Result<(), StartError> {
+    let guard = Arc::new(DependencyGuard::new("database", migration_timeout(config)));
+    open_durable(config, guard).await.map(|_| ())
+}
+
+/// Migrations may take longer than a query; give them a generous bound.
+fn migration_timeout(config: &Config) -> Duration {
+    config.database.timeout.max(Duration::from_secs(30))
+}
+
+/// Picks the session cache: Redis when configured; process memory when not,
+/// or (development only) when the configured Redis does not answer at start.
+async fn session_cache(
+    config: &Config,
+    guard: Arc<DependencyGuard>,
+) -> Result<(Arc<dyn SessionCache>, Option<Arc<dyn Probe>>), StartError> {
+    let memory =
+        || -> Arc<dyn SessionCache> { Arc::new(MemorySessionCache::new(MEMORY_SESSION_CAPACITY)) };
+    let Some(url) = &config.redis.url else {
+        return Ok((memory(), None));
+    };
+    let redis = Arc::new(RedisSessionCache::connect(url.expose(), guard)?);
+    if config.env == Environment::Development
+        && let Err(e) = redis.ping().await
+    {
+        tracing::warn!(error = %e, "redis unreachable at start; development falls back to process memory");
+        return Ok((memory(), None));
+    }
+    Ok((redis.clone(), Some(redis)))
+}
+
+impl AppState {
+    pub async fn build(config: Config) -> Result<Self, StartError> {
+        let config = Arc::new(config);
+        let master = MasterKey::load(&config)?;
+        let db_guard = Arc::new(DependencyGuard::new("database", config.database.timeout));
+        let redis_guard = Arc::new(DependencyGuard::new("redis", config.redis.timeout));
+
+        let durable = open_durable(&config, Arc::clone(&db_guard)).await?;
+        let (cache, redis_probe) = session_cache(&config, Arc::clone(&redis_guard)).await?;
+        let cache_backend = cache.backend();
+        let sessions: Arc<dyn SessionStore> =
+            Arc::new(LayeredSessionStore::new(cache, Arc::clone(&durable.ledger)));
+
+        let now = crate::auth::now();
+        let keys = Arc::new(KeyRing::load(durable.keys.as_ref(), &master, now).await?);
+        let access_ttl = config.tokens.access_ttl.as_secs() as i64;
+        let leeway = config.tokens.leeway.as_secs() as i64;
+        let revocations = Arc::new(RevocationSet::new(access_ttl + leeway));
+        warm_revocations(&revocations, &durable, now).await?;
+
+        let tokens = Arc::new(TokenService::new(
+            Arc::clone(&keys),
+            Arc::clone(&revocations),
+            config.issuer.clone(),
+            config.audience.clone(),
+            access_ttl,
+            leeway,
+        ));
+        let hasher = PasswordHasher::start(config.passwords.hash_workers, config.passwords.queue)
+            .map_err(|e| StartError::Other(e.to_string()))?;
+        let policy = Arc::new(PasswordPolicy::load());
+        let accounts = Arc::new(Accounts::new(
+            Arc::clone(&durable.users),
+            Arc::clone(&sessions),
+            Arc::clone(&hasher),
+            policy,
+            Arc::clone(&revocations),
+        ));
+        let session_service = Arc::new(Sessions::new(
+            Arc::clone(&durable.users),
+            sessions,
+            hasher,
+            Arc::clone(&tokens),
+            Arc::clone(&revocations),
+            config.tokens.refresh_ttl.as_secs() as i64,
+        ));
+
+        let mut components = vec![Component {
+            probe: Arc::clone(&durable.probe),
+            guard: db_guard,
+        }];
+        let mut in_process = Vec::new();
+        match redis_probe {
+            Some(probe) => components.push(Component {
+                probe,
+                guard: redis_guard,
+            }),
+            None => in_process.push(("redis", cache_backend)),
+        }
+        let health = Arc::new(HealthMonitor::new(components, in_process));
+
+        spawn_revocation_purge(Arc::clone(&revocations));
+        Ok(Self {
+            config,
+            accounts,
+            sessions: session_service,
+            tokens,
+            keys,
+            revocations,
+            users: durable.users,
+            health,
+        })
+    }
+
+    pub fn router(&self) -> Router {
+        let hsts = security_headers::Hsts(self.config.env == Environment::Production);
+        http::routes(self.clone())
+            .layer(axum::middleware::from_fn_with_state(
+                hsts,
+                security_headers::layer,
+            ))
+            .layer(axum::middleware::from_fn(request_id::layer))
+    }
+}
+
+/// Loads the revocations still able to refuse a live token, so a restarted
+/// node honours what was revoked before it started.
+async fn warm_revocations(
+    revocations: &RevocationSet,
+    durable: &Durable,
+    now: i64,
+) -> Result<(), StoreError> {
+    let since = now - revocations.horizon();
+    for sid in durable.ledger.revoked_since(since).await? {
+        revocations.revoke_session(sid, now);
+    }
+    for (user, not_before) in durable.users.not_before_since(since).await? {
+        revocations.set_user_not_before(user, not_before);
+    }
+    Ok(())
+}
+
+fn spawn_revocation_purge(revocations: Arc<RevocationSet>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            revocations.purge(crate::auth::now());
+        }
+    });
+}

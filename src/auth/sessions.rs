@@ -1,0 +1,247 @@
+//! Sessions: login, refresh-token rotation with reuse detection
+//! (RFC 6819 §5.2.2.3), logout, logout-all, listing and deleting.
+//!
+//! A refresh token is `<session id>.<secret>`; the secret is 256 random bits
+//! and only its SHA-256 is stored (a fast hash is right for a high-entropy
+//! secret; Argon2 is for passwords).
+
+use crate::auth::passwords::PasswordHasher;
+use crate::auth::revocation::RevocationSet;
+use crate::auth::tokens::TokenService;
+use crate::error::ApiError;
+use crate::store::{Rotation, Session, SessionStore, UnixTime, User, UserStatus, UserStore};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// What login and refresh hand back.
+#[derive(Debug, Clone)]
+pub struct TokenPair {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub refresh_token: String,
+    pub refresh_expires_in: i64,
+    pub session_id: Uuid,
+}
+
+/// Who is asking, kept on the session for the owner's session list.
+#[derive(Debug, Clone, Default)]
+pub struct Client {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+pub struct Sessions {
+    users: Arc<dyn UserStore>,
+    sessions: Arc<dyn SessionStore>,
+    hasher: Arc<PasswordHasher>,
+    tokens: Arc<TokenService>,
+    revocations: Arc<RevocationSet>,
+    refresh_ttl: i64,
+}
+
+impl Sessions {
+    pub fn new(
+        users: Arc<dyn UserStore>,
+        sessions: Arc<dyn SessionStore>,
+        hasher: Arc<PasswordHasher>,
+        tokens: Arc<TokenService>,
+        revocations: Arc<RevocationSet>,
+        refresh_ttl: i64,
+    ) -> Self {
+        Self {
+            users,
+            sessions,
+            hasher,
+            tokens,
+            revocations,
+            refresh_ttl,
+        }
+    }
+
+    /// Same answer, and the same Argon2 work, for an unknown login and a
+    /// wrong password. A disabled account is named only after the right
+    /// password, so the status leaks to nobody else.
+    pub async fn login(
+        &self,
+        login: &str,
+        password: String,
+        client: Client,
+        now: UnixTime,
+    ) -> Result<TokenPair, ApiError> {
+        let user = self.users.by_login(login.trim()).await?;
+        let phc = user.as_ref().map(|u| u.password_hash.clone());
+        let matched = self.hasher.verify(password, phc).await?;
+        let user = match (user, matched) {
+            (Some(user), true) => user,
+            (user, _) => {
+                tracing::warn!(
+                    user_id = user.map(|u| u.id.to_string()).unwrap_or_default(),
+                    "login failed"
+                );
+                return Err(ApiError::InvalidCredentials);
+            }
+        };
+        if user.status == UserStatus::Disabled {
+            tracing::warn!(user_id = %user.id, "login refused: account disabled");
+            return Err(ApiError::AccountDisabled);
+        }
+        let (secret, hash) = new_refresh_secret()?;
+        let session = Session {
+            id: Uuid::new_v4(),
+            user_id: user.id,
+            refresh_hash: hash,
+            created_at: now,
+            last_used_at: now,
+            expires_at: now + self.refresh_ttl,
+            user_agent: client.user_agent.map(|ua| ua.chars().take(256).collect()),
+            ip: client.ip,
+            revoked_at: None,
+        };
+        self.sessions.create(&session).await?;
+        tracing::info!(user_id = %user.id, session_id = %session.id, "login succeeded");
+        self.pair(&user, &session, &secret, now)
+    }
+
+    pub async fn refresh(&self, refresh_token: &str, now: UnixTime) -> Result<TokenPair, ApiError> {
+        let (sid, presented) = parse_refresh_token(refresh_token)?;
+        let (next_secret, next_hash) = new_refresh_secret()?;
+        match self
+            .sessions
+            .rotate(sid, &presented, &next_hash, now)
+            .await?
+        {
+            Rotation::Rotated(session) => {
+                let user = self
+                    .users
+                    .by_id(session.user_id)
+                    .await?
+                    .ok_or(ApiError::Revoked)?;
+                if user.status == UserStatus::Disabled {
+                    self.sessions.revoke(sid, now).await?;
+                    self.revocations.revoke_session(sid, now);
+                    return Err(ApiError::AccountDisabled);
+                }
+                self.pair(&user, &session, &next_secret, now)
+            }
+            Rotation::Reused => {
+                self.revocations.revoke_session(sid, now);
+                tracing::warn!(session_id = %sid, "refresh token reuse detected; session revoked");
+                Err(ApiError::RefreshReuse)
+            }
+            Rotation::Mismatch => Err(ApiError::TokenInvalid),
+            Rotation::Gone => Err(ApiError::Revoked),
+        }
+    }
+
+    /// Revokes the caller's session, and the session of `refresh_token` if
+    /// it is another one of the same user.
+    pub async fn logout(
+        &self,
+        user_id: Uuid,
+        sid: Uuid,
+        refresh_token: Option<&str>,
+        now: UnixTime,
+    ) -> Result<(), ApiError> {
+        self.revoke_one(sid, now).await?;
+        if let Some((other, _)) = refresh_token.and_then(|t| parse_refresh_token(t).ok())
+            && other != sid
+            && let Some(session) = self.sessions.get(other).await?
+            && session.user_id == user_id
+        {
+            self.revoke_one(other, now).await?;
+        }
+        tracing::info!(%user_id, session_id = %sid, "logout");
+        Ok(())
+    }
+
+    pub async fn logout_all(&self, user_id: Uuid, now: UnixTime) -> Result<(), ApiError> {
+        self.users.set_not_before(user_id, now).await?;
+        self.revocations.set_user_not_before(user_id, now);
+        for sid in self.sessions.revoke_user(user_id, None, now).await? {
+            self.revocations.revoke_session(sid, now);
+        }
+        tracing::info!(%user_id, "logout from every session");
+        Ok(())
+    }
+
+    pub async fn list(&self, user_id: Uuid, now: UnixTime) -> Result<Vec<Session>, ApiError> {
+        Ok(self.sessions.list_for_user(user_id, now).await?)
+    }
+
+    /// Deletes one of the user's own sessions; anybody else's is NOTFOUND.
+    pub async fn delete(&self, user_id: Uuid, sid: Uuid, now: UnixTime) -> Result<(), ApiError> {
+        match self.sessions.get(sid).await? {
+            Some(session) if session.user_id == user_id && session.is_live(now) => {
+                self.revoke_one(sid, now).await
+            }
+            _ => Err(ApiError::NotFound),
+        }
+    }
+
+    async fn revoke_one(&self, sid: Uuid, now: UnixTime) -> Result<(), ApiError> {
+        self.sessions.revoke(sid, now).await?;
+        self.revocations.revoke_session(sid, now);
+        Ok(())
+    }
+
+    fn pair(
+        &self,
+        user: &User,
+        session: &Session,
+        secret: &str,
+        now: UnixTime,
+    ) -> Result<TokenPair, ApiError> {
+        Ok(TokenPair {
+            access_token: self.tokens.issue(user, session.id, now)?,
+            expires_in: self.tokens.access_ttl(),
+            refresh_token: format!("{}.{secret}", session.id),
+            refresh_expires_in: session.expires_at - now,
+            session_id: session.id,
+        })
+    }
+}
+
+/// 256 random bits, and the hex SHA-256 that is all the store keeps.
+fn new_refresh_secret() -> Result<(String, String), ApiError> {
+    let mut bytes = [0u8; 32];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal("rng failed"))?;
+    let secret = URL_SAFE_NO_PAD.encode(bytes);
+    let hash = hash_secret(&secret);
+    Ok((secret, hash))
+}
+
+fn hash_secret(secret: &str) -> String {
+    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes()).as_ref())
+}
+
+/// `<session id>.<secret>` → (session id, hash of the secret).
+fn parse_refresh_token(token: &str) -> Result<(Uuid, String), ApiError> {
+    let (sid, secret) = token.trim().split_once('.').ok_or(ApiError::TokenInvalid)?;
+    let sid = Uuid::parse_str(sid).map_err(|_| ApiError::TokenInvalid)?;
+    if secret.len() != 43
+        || !secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(ApiError::TokenInvalid);
+    }
+    Ok((sid, hash_secret(secret)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refresh_tokens_carry_256_bits_and_parse_back() {
+        let (secret, hash) = new_refresh_secret().expect("secret");
+        assert_eq!(URL_SAFE_NO_PAD.decode(&secret).expect("b64").len(), 32);
+        let sid = Uuid::new_v4();
+        let (parsed, parsed_hash) = parse_refresh_token(&format!("{sid}.{secret}")).expect("parse");
+        assert_eq!((parsed, parsed_hash), (sid, hash));
+        assert!(parse_refresh_token("nonsense").is_err());
+        assert!(parse_refresh_token(&format!("{sid}.short")).is_err());
+    }
+}

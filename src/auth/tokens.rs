@@ -1,0 +1,287 @@
+//! Access tokens: EdDSA JWTs signed with the key ring's active key and
+//! verified strictly — the algorithm is the one bound to the key (never
+//! `none`, never HS* with a public key), `iss` and `aud` must match, `exp`
+//! and `nbf` are checked here against a passed-in `now` with the configured
+//! leeway, and revocations are consulted in memory. No I/O on this path.
+
+use crate::auth::keys::KeyRing;
+use crate::auth::revocation::RevocationSet;
+use crate::error::ApiError;
+use crate::store::{UnixTime, User};
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub sub: Uuid,
+    pub aud: String,
+    pub iat: UnixTime,
+    pub nbf: UnixTime,
+    pub exp: UnixTime,
+    pub jti: Uuid,
+    pub sid: Uuid,
+    pub roles: Vec<String>,
+}
+
+pub struct TokenService {
+    keys: Arc<KeyRing>,
+    revocations: Arc<RevocationSet>,
+    issuer: String,
+    audience: String,
+    access_ttl: i64,
+    leeway: i64,
+}
+
+impl TokenService {
+    pub fn new(
+        keys: Arc<KeyRing>,
+        revocations: Arc<RevocationSet>,
+        issuer: String,
+        audience: String,
+        access_ttl: i64,
+        leeway: i64,
+    ) -> Self {
+        Self {
+            keys,
+            revocations,
+            issuer,
+            audience,
+            access_ttl,
+            leeway,
+        }
+    }
+
+    pub fn access_ttl(&self) -> i64 {
+        self.access_ttl
+    }
+
+    pub fn issue(&self, user: &User, sid: Uuid, now: UnixTime) -> Result<String, ApiError> {
+        let set = self.keys.snapshot();
+        let key = set
+            .signing
+            .as_ref()
+            .ok_or_else(|| ApiError::internal("no active signing key"))?;
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            sub: user.id,
+            aud: self.audience.clone(),
+            iat: now,
+            nbf: now,
+            exp: now + self.access_ttl,
+            jti: Uuid::new_v4(),
+            sid,
+            roles: user.roles.clone(),
+        };
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(ApiError::internal)
+    }
+
+    pub fn verify(&self, token: &str, now: UnixTime) -> Result<AccessClaims, ApiError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::TokenInvalid)?;
+        let kid = header.kid.ok_or(ApiError::TokenInvalid)?;
+        let set = self.keys.snapshot();
+        let key = set.verifying.get(&kid).ok_or(ApiError::TokenInvalid)?;
+        if header.alg != key.algorithm {
+            return Err(ApiError::TokenInvalid);
+        }
+        let mut validation = Validation::new(key.algorithm);
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&[&self.audience]);
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        // Time is checked below against the caller's `now`.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        let claims = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
+            .map_err(|_| ApiError::TokenInvalid)?
+            .claims;
+        if now > claims.exp + self.leeway {
+            return Err(ApiError::TokenExpired);
+        }
+        if now + self.leeway < claims.nbf {
+            return Err(ApiError::TokenInvalid);
+        }
+        if self.revocations.is_session_revoked(claims.sid)
+            || self
+                .revocations
+                .is_user_token_revoked(claims.sub, claims.iat)
+        {
+            return Err(ApiError::Revoked);
+        }
+        Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::keys::{MasterKey, generate};
+    use crate::store::UserStatus;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    const NOW: UnixTime = 1_800_000_000;
+
+    fn service() -> (TokenService, Arc<RevocationSet>) {
+        let master = MasterKey::from_bytes(&[3u8; 32]).expect("master");
+        let key = generate(&master, NOW).expect("key");
+        let ring = Arc::new(KeyRing::from_stored(&[key], &master).expect("ring"));
+        let revocations = Arc::new(RevocationSet::new(930));
+        let svc = TokenService::new(
+            ring,
+            Arc::clone(&revocations),
+            "https://issuer.test".into(),
+            "aud".into(),
+            900,
+            30,
+        );
+        (svc, revocations)
+    }
+
+    fn user() -> User {
+        User {
+            id: Uuid::new_v4(),
+            email: "a@example.com".into(),
+            username: "alice".into(),
+            password_hash: String::new(),
+            status: UserStatus::Active,
+            roles: vec!["admin".into()],
+            not_before: None,
+            created_at: NOW,
+            updated_at: NOW,
+        }
+    }
+
+    fn b64(value: serde_json::Value) -> String {
+        URL_SAFE_NO_PAD.encode(value.to_string())
+    }
+
+    #[test]
+    fn a_fresh_token_verifies_with_its_claims() {
+        let (svc, _) = service();
+        let user = user();
+        let sid = Uuid::new_v4();
+        let token = svc.issue(&user, sid, NOW).expect("issue");
+        let claims = svc.verify(&token, NOW + 10).expect("verify");
+        assert_eq!(
+            (claims.sub, claims.sid, claims.exp),
+            (user.id, sid, NOW + 900)
+        );
+        assert_eq!(claims.roles, vec!["admin".to_string()]);
+    }
+
+    #[test]
+    fn expiry_and_not_before_respect_the_leeway() {
+        let (svc, _) = service();
+        let token = svc.issue(&user(), Uuid::new_v4(), NOW).expect("issue");
+        assert!(svc.verify(&token, NOW + 900 + 30).is_ok());
+        assert!(matches!(
+            svc.verify(&token, NOW + 931),
+            Err(ApiError::TokenExpired)
+        ));
+        assert!(svc.verify(&token, NOW - 30).is_ok());
+        assert!(matches!(
+            svc.verify(&token, NOW - 31),
+            Err(ApiError::TokenInvalid)
+        ));
+    }
+
+    #[test]
+    fn revoked_sessions_and_not_before_are_refused() {
+        let (svc, revocations) = service();
+        let user = user();
+        let sid = Uuid::new_v4();
+        let token = svc.issue(&user, sid, NOW).expect("issue");
+        revocations.set_user_not_before(user.id, NOW + 1);
+        assert!(matches!(
+            svc.verify(&token, NOW + 2),
+            Err(ApiError::Revoked)
+        ));
+        let (svc, revocations) = service();
+        let token = svc.issue(&user, sid, NOW).expect("issue");
+        revocations.revoke_session(sid, NOW);
+        assert!(matches!(svc.verify(&token, NOW), Err(ApiError::Revoked)));
+    }
+
+    #[test]
+    fn forged_algorithms_and_tampering_are_refused() {
+        let (svc, _) = service();
+        let token = svc.issue(&user(), Uuid::new_v4(), NOW).expect("issue");
+        let parts: Vec<&str> = token.split('.').collect();
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("json");
+        let kid = header["kid"].as_str().expect("kid").to_string();
+        // alg none, with and without a signature.
+        let none = format!(
+            "{}.{}.",
+            b64(serde_json::json!({"alg":"none","kid":kid})),
+            parts[1]
+        );
+        assert!(matches!(
+            svc.verify(&none, NOW),
+            Err(ApiError::TokenInvalid)
+        ));
+        // HS256 keyed with the public key bytes (the classic confusion).
+        let hs = jsonwebtoken::encode(
+            &{
+                let mut h = Header::new(Algorithm::HS256);
+                h.kid = Some(kid.clone());
+                h
+            },
+            &serde_json::from_slice::<serde_json::Value>(
+                &URL_SAFE_NO_PAD.decode(parts[1]).expect("b64"),
+            )
+            .expect("json"),
+            &jsonwebtoken::EncodingKey::from_secret(kid.as_bytes()),
+        )
+        .expect("hs");
+        assert!(matches!(svc.verify(&hs, NOW), Err(ApiError::TokenInvalid)));
+        // A changed payload breaks the signature.
+        let mut claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
+        claims["roles"] = serde_json::json!(["root"]);
+        let tampered = format!("{}.{}.{}", parts[0], b64(claims), parts[2]);
+        assert!(matches!(
+            svc.verify(&tampered, NOW),
+            Err(ApiError::TokenInvalid)
+        ));
+        // Unknown kid.
+        let unknown = format!(
+            "{}.{}.{}",
+            b64(serde_json::json!({"alg":"EdDSA","kid":"nope","typ":"JWT"})),
+            parts[1],
+            parts[2]
+        );
+        assert!(matches!(
+            svc.verify(&unknown, NOW),
+            Err(ApiError::TokenInvalid)
+        ));
+        assert!(matches!(
+            svc.verify("garbage", NOW),
+            Err(ApiError::TokenInvalid)
+        ));
+    }
+
+    #[test]
+    fn another_issuer_or_audience_is_refused() {
+        let (svc, _) = service();
+        let token = svc.issue(&user(), Uuid::new_v4(), NOW).expect("issue");
+        let (mut other, _) = service();
+        // Same key ring, different expectations.
+        other.keys = Arc::clone(&svc.keys);
+        other.issuer = "https://elsewhere.test".into();
+        assert!(matches!(
+            other.verify(&token, NOW),
+            Err(ApiError::TokenInvalid)
+        ));
+        other.issuer = svc.issuer.clone();
+        other.audience = "other".into();
+        assert!(matches!(
+            other.verify(&token, NOW),
+            Err(ApiError::TokenInvalid)
+        ));
+    }
+}

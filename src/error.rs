@@ -1,0 +1,214 @@
+//! `ApiError`: the error-code table of DESIGN.md §3. Its `IntoResponse` is the
+//! only place a status code is chosen for a failure; 500 bodies stay generic
+//! and the detail goes to the log under the same correlation id.
+
+use crate::http::middleware::request_id;
+use crate::store::StoreError;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// One field that failed validation, listed in `details.fields`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &str, message: impl Into<String>) -> Self {
+        Self {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("malformed request: {0}")]
+    Malformed(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request body too large")]
+    PayloadTooLarge,
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("invalid credentials")]
+    InvalidCredentials,
+    /// No credential at all: answered with a bare `WWW-Authenticate: Bearer`.
+    #[error("authentication required")]
+    MissingCredentials,
+    #[error("token expired")]
+    TokenExpired,
+    #[error("token invalid")]
+    TokenInvalid,
+    #[error("token or session revoked")]
+    Revoked,
+    #[error("not permitted")]
+    Forbidden,
+    #[error("account disabled")]
+    AccountDisabled,
+    #[error("refresh token reuse detected")]
+    RefreshReuse,
+    #[error("{0} already taken")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+    #[error("dependency {dependency} unavailable")]
+    Unavailable {
+        dependency: String,
+        retry_after_secs: u64,
+    },
+    #[error("read-only mode")]
+    ReadOnly,
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        Self::Internal(detail.to_string())
+    }
+
+    /// The contract's code, status and client-facing message.
+    fn parts(&self) -> (&'static str, StatusCode, &'static str) {
+        use ApiError::*;
+        match self {
+            Malformed(_) => ("REQ001", StatusCode::BAD_REQUEST, "Malformed request"),
+            MethodNotAllowed => (
+                "REQ001",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Method not allowed",
+            ),
+            PayloadTooLarge => (
+                "REQ002",
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request body too large",
+            ),
+            Validation(_) => (
+                "VAL001",
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Validation failed",
+            ),
+            InvalidCredentials => ("AUTH001", StatusCode::UNAUTHORIZED, "Invalid credentials"),
+            MissingCredentials => (
+                "AUTH003",
+                StatusCode::UNAUTHORIZED,
+                "Authentication required",
+            ),
+            TokenExpired => ("AUTH002", StatusCode::UNAUTHORIZED, "Token expired"),
+            TokenInvalid => ("AUTH003", StatusCode::UNAUTHORIZED, "Token invalid"),
+            Revoked => (
+                "AUTH004",
+                StatusCode::UNAUTHORIZED,
+                "Token or session revoked",
+            ),
+            Forbidden => ("AUTH005", StatusCode::FORBIDDEN, "Not permitted"),
+            AccountDisabled => ("AUTH006", StatusCode::FORBIDDEN, "Account disabled"),
+            RefreshReuse => (
+                "AUTH007",
+                StatusCode::UNAUTHORIZED,
+                "Refresh token reuse detected; session revoked",
+            ),
+            Conflict(_) => (
+                "CONFLICT001",
+                StatusCode::CONFLICT,
+                "Email or username already taken",
+            ),
+            NotFound => ("NOTFOUND", StatusCode::NOT_FOUND, "Not found"),
+            Unavailable { .. } => (
+                "SVC001",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "A dependency is unavailable",
+            ),
+            ReadOnly => (
+                "SVC002",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Service is in read-only mode",
+            ),
+            Internal(_) => (
+                "INTERNAL",
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+            ),
+        }
+    }
+
+    fn details(&self) -> Option<serde_json::Value> {
+        match self {
+            ApiError::Validation(fields) => Some(json!({ "fields": fields })),
+            ApiError::Conflict(field) => Some(json!({ "field": field })),
+            ApiError::Malformed(reason) => Some(json!({ "reason": reason })),
+            ApiError::Unavailable { dependency, .. } => Some(json!({ "dependency": dependency })),
+            _ => None,
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable { dependency, .. } => ApiError::Unavailable {
+                dependency: dependency.to_string(),
+                retry_after_secs: 5,
+            },
+            StoreError::Conflict(field) => ApiError::Conflict(field.to_string()),
+            StoreError::Corrupt(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (code, status, message) = self.parts();
+        let correlation_id = request_id::current().unwrap_or_default();
+        match &self {
+            ApiError::Internal(detail) => {
+                tracing::error!(%correlation_id, error = %detail, "internal error")
+            }
+            ApiError::Unavailable { dependency, .. } => {
+                tracing::warn!(%correlation_id, %dependency, "dependency unavailable")
+            }
+            _ => {}
+        }
+        let mut error = json!({
+            "code": code,
+            "message": message,
+            "correlation_id": correlation_id,
+            "timestamp": OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default(),
+        });
+        if let Some(details) = self.details() {
+            error["details"] = details;
+        }
+        let mut response = (status, axum::Json(json!({ "error": error }))).into_response();
+        let headers = response.headers_mut();
+        match &self {
+            ApiError::MissingCredentials => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::TokenExpired
+            | ApiError::TokenInvalid
+            | ApiError::Revoked
+            | ApiError::RefreshReuse => {
+                headers.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            ApiError::Unavailable {
+                retry_after_secs, ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            ApiError::ReadOnly => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(30u64));
+            }
+            _ => {}
+        }
+        response
+    }
+}

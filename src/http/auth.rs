@@ -1,0 +1,127 @@
+//! `/api/v1/auth/*`: parse, call the domain, map the result.
+
+use crate::app::AppState;
+use crate::auth::accounts::Registration;
+use crate::auth::now;
+use crate::auth::sessions::TokenPair;
+use crate::error::ApiError;
+use crate::http::extract::{Authenticated, ClientInfo, Json, OptionalJson};
+use crate::http::users::UserView;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::IntoResponse;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+#[derive(Deserialize)]
+pub struct RegisterBody {
+    email: String,
+    username: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+pub struct LoginBody {
+    login: String,
+    password: String,
+}
+
+#[derive(Deserialize)]
+pub struct RefreshBody {
+    refresh_token: String,
+}
+
+#[derive(Deserialize)]
+pub struct LogoutBody {
+    refresh_token: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct TokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+    refresh_token: String,
+    refresh_expires_in: i64,
+    session_id: Uuid,
+}
+
+impl From<TokenPair> for TokenResponse {
+    fn from(p: TokenPair) -> Self {
+        Self {
+            access_token: p.access_token,
+            token_type: "Bearer",
+            expires_in: p.expires_in,
+            refresh_token: p.refresh_token,
+            refresh_expires_in: p.refresh_expires_in,
+            session_id: p.session_id,
+        }
+    }
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<RegisterBody>,
+) -> Result<impl IntoResponse, ApiError> {
+    let registration = Registration {
+        email: body.email,
+        username: body.username,
+        password: body.password,
+        roles: Vec::new(),
+    };
+    let user = state.accounts.register(registration, now()).await?;
+    Ok((StatusCode::CREATED, axum::Json(UserView::from(user))))
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ClientInfo(client): ClientInfo,
+    Json(body): Json<LoginBody>,
+) -> Result<axum::Json<TokenResponse>, ApiError> {
+    let pair = state
+        .sessions
+        .login(&body.login, body.password, client, now())
+        .await?;
+    Ok(axum::Json(pair.into()))
+}
+
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshBody>,
+) -> Result<axum::Json<TokenResponse>, ApiError> {
+    let pair = state.sessions.refresh(&body.refresh_token, now()).await?;
+    Ok(axum::Json(pair.into()))
+}
+
+pub async fn logout(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+    OptionalJson(body): OptionalJson<LogoutBody>,
+) -> Result<StatusCode, ApiError> {
+    let refresh_token = body.and_then(|b| b.refresh_token);
+    state
+        .sessions
+        .logout(claims.sub, claims.sid, refresh_token.as_deref(), now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn logout_all(
+    State(state): State<AppState>,
+    Authenticated(claims): Authenticated,
+) -> Result<StatusCode, ApiError> {
+    state.sessions.logout_all(claims.sub, now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Forward-auth for nginx `auth_request`, Traefik and Envoy: 204 with the
+/// identity in headers, or the error. Touches no store.
+pub async fn verify(Authenticated(claims): Authenticated) -> Result<impl IntoResponse, ApiError> {
+    let mut headers = HeaderMap::new();
+    let value = |s: &str| HeaderValue::from_str(s).map_err(ApiError::internal);
+    headers.insert("x-auth-user-id", value(&claims.sub.to_string())?);
+    headers.insert("x-auth-roles", value(&claims.roles.join(","))?);
+    headers.insert("x-auth-method", HeaderValue::from_static("jwt"));
+    headers.insert("x-auth-session-id", value(&claims.sid.to_string())?);
+    Ok((StatusCode::NO_CONTENT, headers))
+}

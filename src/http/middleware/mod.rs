@@ -1,0 +1,4 @@
+//! Cross-cutting HTTP concerns applied to every route.
+
+pub mod request_id;
+pub mod security_headers;

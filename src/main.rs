@@ -1,0 +1,231 @@
+//! The `holdfast` command line: serve, migrate, user create, healthcheck.
+
+use clap::{Parser, Subcommand};
+use holdfast::app::{self, AppState};
+use holdfast::auth::accounts::Registration;
+use holdfast::config::Config;
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Parser)]
+#[command(
+    name = "holdfast",
+    version,
+    about = "An authentication service that stays up when its dependencies don't"
+)]
+struct Cli {
+    /// TOML configuration; every key can also be set as HOLDFAST_<SECTION>__<KEY>.
+    #[arg(long, global = true, env = "HOLDFAST_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the migrations, then serve the API.
+    Serve,
+    /// Run the database migrations and exit.
+    Migrate,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Exit 0 when the local node is ready (for container probes), 1 otherwise.
+    Healthcheck,
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user; the password is read from standard input.
+    Create {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        username: String,
+        /// A role to grant, e.g. `admin`; repeatable.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    holdfast::telemetry::init(config.env);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::Migrate => app::migrate(&config)
+                .await
+                .map(|()| println!("migrations applied"))
+                .map_err(|e| e.to_string()),
+            Command::User {
+                command:
+                    UserCommand::Create {
+                        email,
+                        username,
+                        roles,
+                    },
+            } => create_user(config, email, username, roles).await,
+            Command::Healthcheck => healthcheck(config.listen).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("holdfast: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let listen = config.listen;
+    let describe = format!(
+        "{} mode, database: {}, sessions: {}",
+        match config.env {
+            holdfast::config::Environment::Production => "production",
+            holdfast::config::Environment::Development => "development",
+        },
+        match config.database_backend() {
+            Ok(holdfast::config::DatabaseBackend::Postgres(_)) => "postgres".to_string(),
+            Ok(holdfast::config::DatabaseBackend::Sqlite(path)) => format!("sqlite {path}"),
+            Err(e) => e,
+        },
+        if config.redis.url.is_some() {
+            "redis"
+        } else {
+            "memory"
+        },
+    );
+    let state = AppState::build(config).await.map_err(|e| e.to_string())?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    println!("holdfast listening on http://{listen} ({describe})");
+    if state.users.count().await.unwrap_or(1) == 0 {
+        println!(
+            "No users yet. Create the first admin (the password is read from stdin):\n  \
+             holdfast user create --email admin@example.com --username admin --role admin"
+        );
+    }
+    axum::serve(
+        listener,
+        state
+            .router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await
+    .map_err(|e| e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+async fn create_user(
+    config: Config,
+    email: String,
+    username: String,
+    roles: Vec<String>,
+) -> Result<(), String> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    let password = password.trim_end_matches(['\n', '\r']).to_string();
+    let state = AppState::build(config).await.map_err(|e| e.to_string())?;
+    let registration = Registration {
+        email,
+        username,
+        password,
+        roles,
+    };
+    match state
+        .accounts
+        .register(registration, holdfast::auth::now())
+        .await
+    {
+        Ok(user) => {
+            println!(
+                "created user {} ({}) roles={:?}",
+                user.id, user.username, user.roles
+            );
+            Ok(())
+        }
+        Err(holdfast::error::ApiError::Validation(fields)) => Err(fields
+            .iter()
+            .map(|f| format!("{}: {}", f.field, f.message))
+            .collect::<Vec<_>>()
+            .join("; ")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// GET /readyz on the configured address, with a short timeout.
+async fn healthcheck(listen: SocketAddr) -> Result<(), String> {
+    let target = if listen.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], listen.port()))
+    } else {
+        listen
+    };
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(target).await?;
+        stream
+            .write_all(
+                format!("GET /readyz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await?;
+        Ok::<_, std::io::Error>(String::from_utf8_lossy(&reply).into_owned())
+    };
+    match tokio::time::timeout(Duration::from_secs(3), probe).await {
+        Ok(Ok(reply)) if reply.starts_with("HTTP/1.1 200") => {
+            println!("ready");
+            Ok(())
+        }
+        Ok(Ok(reply)) => Err(format!(
+            "not ready: {}",
+            reply.lines().next().unwrap_or("no answer")
+        )),
+        Ok(Err(e)) => Err(format!("cannot reach {target}: {e}")),
+        Err(_) => Err(format!("{target} did not answer within 3s")),
+    }
+}

@@ -1,0 +1,8 @@
+//! Everything between holdfast and its dependencies: one `DependencyGuard`
+//! per dependency, through which every call passes, and the health view
+//! built from what the guards saw.
+
+pub mod guard;
+pub mod health;
+
+pub use guard::{Call, DependencyGuard};

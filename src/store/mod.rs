@@ -1,0 +1,245 @@
+//! Persistence behind small traits, one per capability (`UserStore`,
+//! `SessionStore`, `KeyStore`). Backends are chosen once at start in
+//! `app.rs`; the domain never asks which one it has. Stores know nothing of
+//! HTTP or tokens: they keep rows and answer questions about them.
+
+pub mod layered;
+pub mod memory;
+pub mod redis;
+pub mod sql;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+/// Seconds since the Unix epoch. Stored as BIGINT on every backend so that
+/// comparisons behave the same in PostgreSQL and SQLite.
+pub type UnixTime = i64;
+
+/// Why a store call did not give an answer. A missing row is not an error
+/// (`Ok(None)`); only `Unavailable` counts against a dependency's health.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// Infrastructure failure: refused or reset connection, timeout, pool
+    /// exhausted, server shutting down.
+    #[error("{dependency} unavailable: {reason}")]
+    Unavailable {
+        dependency: &'static str,
+        reason: String,
+    },
+    /// A uniqueness rule refused the write; names the field.
+    #[error("{0} already taken")]
+    Conflict(&'static str),
+    /// The store answered something we cannot interpret (a bug or bad data).
+    #[error("unexpected store answer: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserStatus {
+    Active,
+    Disabled,
+}
+
+impl UserStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserStatus::Active => "active",
+            UserStatus::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "active" => Ok(UserStatus::Active),
+            "disabled" => Ok(UserStatus::Disabled),
+            other => Err(StoreError::Corrupt(format!("unknown user status {other}"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub username: String,
+    /// PHC string (Argon2id); never leaves the domain.
+    pub password_hash: String,
+    pub status: UserStatus,
+    pub roles: Vec<String>,
+    /// Tokens of this user issued before this instant are refused.
+    pub not_before: Option<UnixTime>,
+    pub created_at: UnixTime,
+    pub updated_at: UnixTime,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Session {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    /// Hex SHA-256 of the current refresh secret.
+    pub refresh_hash: String,
+    pub created_at: UnixTime,
+    pub last_used_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub revoked_at: Option<UnixTime>,
+}
+
+impl Session {
+    pub fn is_live(&self, now: UnixTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at > now
+    }
+}
+
+/// The answer to a refresh-token rotation attempt.
+#[derive(Debug, Clone)]
+pub enum Rotation {
+    /// The presented hash was current; the session now holds the new one.
+    Rotated(Session),
+    /// The presented hash was current once and has been used: theft signal.
+    Reused,
+    /// Not this session's hash, now or ever.
+    Mismatch,
+    /// No such session, or revoked, or expired.
+    Gone,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    /// Signs new tokens; exactly one at a time.
+    Active,
+    /// Published and verifying, no longer signing.
+    Retired,
+}
+
+impl KeyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => "active",
+            KeyState::Retired => "retired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "active" => Ok(KeyState::Active),
+            "retired" => Ok(KeyState::Retired),
+            other => Err(StoreError::Corrupt(format!("unknown key state {other}"))),
+        }
+    }
+}
+
+/// A signing key as persisted: the private half sealed by the master key.
+#[derive(Debug, Clone)]
+pub struct StoredKey {
+    pub kid: String,
+    pub algorithm: String,
+    pub public_key: Vec<u8>,
+    pub private_key_sealed: Vec<u8>,
+    pub state: KeyState,
+    pub created_at: UnixTime,
+}
+
+#[async_trait]
+pub trait UserStore: Send + Sync {
+    /// Fails with `Conflict("email" | "username")` when either is taken.
+    async fn create(&self, user: &User) -> Result<(), StoreError>;
+    async fn by_id(&self, id: Uuid) -> Result<Option<User>, StoreError>;
+    /// `login` is an email or a username, compared case-insensitively.
+    async fn by_login(&self, login: &str) -> Result<Option<User>, StoreError>;
+    async fn update_profile(
+        &self,
+        id: Uuid,
+        email: Option<&str>,
+        username: Option<&str>,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+    async fn set_password(&self, id: Uuid, hash: &str, now: UnixTime) -> Result<(), StoreError>;
+    /// Soft delete: status `disabled` and `not_before = now`.
+    async fn disable(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError>;
+    async fn set_not_before(&self, id: Uuid, at: UnixTime) -> Result<(), StoreError>;
+    /// Users whose `not_before` is later than `since` (revocation warm-up).
+    async fn not_before_since(&self, since: UnixTime) -> Result<Vec<(Uuid, UnixTime)>, StoreError>;
+    async fn count(&self) -> Result<i64, StoreError>;
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync {
+    async fn create(&self, session: &Session) -> Result<(), StoreError>;
+    async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
+    /// Compare-and-swap of the refresh hash, atomic per session.
+    async fn rotate(
+        &self,
+        id: Uuid,
+        presented: &str,
+        next: &str,
+        now: UnixTime,
+    ) -> Result<Rotation, StoreError>;
+    async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError>;
+    /// Revokes every live session of the user except `keep`; returns the ids.
+    async fn revoke_user(
+        &self,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        now: UnixTime,
+    ) -> Result<Vec<Uuid>, StoreError>;
+    /// Live sessions of the user, newest first.
+    async fn list_for_user(&self, user_id: Uuid, now: UnixTime)
+    -> Result<Vec<Session>, StoreError>;
+}
+
+/// A fast copy of sessions in front of the ledger (Redis in production,
+/// process memory embedded). It may lose entries at any time (a Redis
+/// restart); the ledger refills it. Rotation is atomic inside the cache.
+#[async_trait]
+pub trait SessionCache: Send + Sync {
+    fn backend(&self) -> &'static str;
+    async fn put(&self, session: &Session) -> Result<(), StoreError>;
+    async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
+    /// `None` when the session is not cached: ask the ledger.
+    async fn rotate(
+        &self,
+        id: Uuid,
+        presented: &str,
+        next: &str,
+        now: UnixTime,
+    ) -> Result<Option<Rotation>, StoreError>;
+    /// Marks a cached session revoked (kept, so a later refresh is `Gone`).
+    async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError>;
+}
+
+/// What only the durable (SQL) session store can answer.
+#[async_trait]
+pub trait SessionLedger: SessionStore {
+    /// Records a rotation already decided by a faster store (write-through).
+    async fn record_rotation(
+        &self,
+        id: Uuid,
+        used: &str,
+        next: &str,
+        now: UnixTime,
+    ) -> Result<(), StoreError>;
+    /// Was `hash` ever a refresh hash of this session that has been used?
+    async fn was_used(&self, id: Uuid, hash: &str) -> Result<bool, StoreError>;
+    /// Sessions revoked after `since` that have not expired (warm-up of the
+    /// in-memory revocation set).
+    async fn revoked_since(&self, since: UnixTime) -> Result<Vec<Uuid>, StoreError>;
+}
+
+#[async_trait]
+pub trait KeyStore: Send + Sync {
+    async fn list(&self) -> Result<Vec<StoredKey>, StoreError>;
+    /// Fails with `Conflict("active_key")` if another node won the race to
+    /// create the first active key.
+    async fn insert(&self, key: &StoredKey) -> Result<(), StoreError>;
+}
+
+/// A dependency that health can ping.
+#[async_trait]
+pub trait Probe: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// `"postgres"`, `"sqlite"`, `"redis"` or `"memory"`.
+    fn backend(&self) -> &'static str;
+    async fn ping(&self) -> Result<(), StoreError>;
+}

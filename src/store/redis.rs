@@ -1,0 +1,234 @@
+//! The production session cache in Redis, shared by every node.
+//!
+//! A session is one JSON string under `hf:session:{<id>}` expiring with the
+//! session; the refresh hashes it rotated away from are a set under
+//! `hf:session:{<id>}:used`. The braces are a Redis Cluster hash tag: both
+//! keys of a session land on one slot, so the rotation script (compare,
+//! swap, remember the used hash, atomically) also works on a cluster.
+
+use crate::resilience::{Call, DependencyGuard};
+use crate::store::{Probe, Rotation, Session, SessionCache, StoreError, UnixTime};
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+pub const DEPENDENCY: &str = "redis";
+
+/// Rotation as one atomic step. Returns the updated session JSON, or one of
+/// `miss`, `reused`, `gone`, `mismatch`.
+const ROTATE: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+local reused = redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1
+if not raw then
+  if reused then return 'reused' end
+  return 'miss'
+end
+if reused then return 'reused' end
+local s = cjson.decode(raw)
+local now = tonumber(ARGV[3])
+if s.revoked_at ~= cjson.null or s.expires_at <= now then return 'gone' end
+if s.refresh_hash ~= ARGV[1] then return 'mismatch' end
+s.refresh_hash = ARGV[2]
+s.last_used_at = now
+local out = cjson.encode(s)
+redis.call('SET', KEYS[1], out, 'KEEPTTL')
+redis.call('SADD', KEYS[2], ARGV[1])
+redis.call('EXPIREAT', KEYS[2], s.expires_at)
+return out
+"#;
+
+/// Marks a cached session revoked, keeping its TTL.
+const REVOKE: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return 0 end
+local s = cjson.decode(raw)
+if s.revoked_at == cjson.null then
+  s.revoked_at = tonumber(ARGV[1])
+  redis.call('SET', KEYS[1], cjson.encode(s), 'KEEPTTL')
+end
+return 1
+"#;
+
+pub struct RedisSessionCache {
+    conn: ConnectionManager,
+    guard: Arc<DependencyGuard>,
+    rotate: redis::Script,
+    revoke: redis::Script,
+}
+
+impl RedisSessionCache {
+    /// Connects lazily so that holdfast starts (degraded) with Redis down
+    /// instead of blocking in redis-rs's first-connect retries.
+    pub fn connect(url: &str, guard: Arc<DependencyGuard>) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::Corrupt(format!("bad redis url: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(guard.timeout()))
+            .set_response_timeout(Some(guard.timeout()))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(classify)?;
+        Ok(Self {
+            conn,
+            guard,
+            rotate: redis::Script::new(ROTATE),
+            revoke: redis::Script::new(REVOKE),
+        })
+    }
+
+    fn session_key(id: Uuid) -> String {
+        format!("hf:session:{{{id}}}")
+    }
+
+    fn used_key(id: Uuid) -> String {
+        format!("hf:session:{{{id}}}:used")
+    }
+}
+
+fn decode(raw: &str) -> Result<Session, StoreError> {
+    serde_json::from_str(raw).map_err(|e| StoreError::Corrupt(format!("session in redis: {e}")))
+}
+
+#[async_trait]
+impl SessionCache for RedisSessionCache {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn put(&self, session: &Session) -> Result<(), StoreError> {
+        let json = serde_json::to_string(session)
+            .map_err(|e| StoreError::Corrupt(format!("encode session: {e}")))?;
+        let mut conn = self.conn.clone();
+        self.guard
+            .run(Call::Write, async {
+                // NX: never overwrite a copy that may already be newer.
+                redis::cmd("SET")
+                    .arg(Self::session_key(session.id))
+                    .arg(json)
+                    .arg("NX")
+                    .arg("EXAT")
+                    .arg(session.expires_at)
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(classify)
+            })
+            .await
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
+        let mut conn = self.conn.clone();
+        let raw: Option<String> = self
+            .guard
+            .run(Call::Read, async {
+                redis::cmd("GET")
+                    .arg(Self::session_key(id))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(classify)
+            })
+            .await?;
+        raw.as_deref().map(decode).transpose()
+    }
+
+    async fn rotate(
+        &self,
+        id: Uuid,
+        presented: &str,
+        next: &str,
+        now: UnixTime,
+    ) -> Result<Option<Rotation>, StoreError> {
+        let mut conn = self.conn.clone();
+        let answer: String = self
+            .guard
+            .run(Call::Write, async {
+                self.rotate
+                    .key(Self::session_key(id))
+                    .key(Self::used_key(id))
+                    .arg(presented)
+                    .arg(next)
+                    .arg(now)
+                    .invoke_async(&mut conn)
+                    .await
+                    .map_err(classify)
+            })
+            .await?;
+        Ok(match answer.as_str() {
+            "miss" => None,
+            "reused" => Some(Rotation::Reused),
+            "gone" => Some(Rotation::Gone),
+            "mismatch" => Some(Rotation::Mismatch),
+            json => Some(Rotation::Rotated(decode(json)?)),
+        })
+    }
+
+    async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.guard
+            .run(Call::Write, async {
+                self.revoke
+                    .key(Self::session_key(id))
+                    .arg(now)
+                    .invoke_async::<i64>(&mut conn)
+                    .await
+                    .map_err(classify)?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Probe for RedisSessionCache {
+    fn name(&self) -> &'static str {
+        DEPENDENCY
+    }
+
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        self.guard
+            .run(Call::Read, async {
+                redis::cmd("PING")
+                    .query_async::<String>(&mut conn)
+                    .await
+                    .map_err(classify)?;
+                Ok(())
+            })
+            .await
+    }
+}
+
+/// Connection trouble and a server that cannot serve (loading, read-only
+/// replica, cluster down) are infrastructure failures; the rest are answers.
+fn classify(e: redis::RedisError) -> StoreError {
+    let text = e.to_string();
+    let server_unready = [
+        "LOADING",
+        "BUSY",
+        "READONLY",
+        "MASTERDOWN",
+        "TRYAGAIN",
+        "CLUSTERDOWN",
+    ]
+    .iter()
+    .any(|code| text.contains(code));
+    if e.is_io_error()
+        || e.is_connection_refusal()
+        || e.is_connection_dropped()
+        || e.is_timeout()
+        || e.is_cluster_error()
+        || server_unready
+    {
+        StoreError::Unavailable {
+            dependency: DEPENDENCY,
+            reason: text,
+        }
+    } else {
+        StoreError::Corrupt(text)
+    }
+}

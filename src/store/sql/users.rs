@@ -1,0 +1,238 @@
+//! `UserStore` on SQL. Roles live in `user_roles` so RBAC can grow without
+//! rewriting the users table.
+
+use super::{PgStore, SqliteStore, classify};
+use crate::resilience::Call;
+use crate::store::{StoreError, UnixTime, User, UserStatus, UserStore};
+use async_trait::async_trait;
+use sqlx::Row;
+use uuid::Uuid;
+
+const USER_COLUMNS: &str =
+    "id, email, username, password_hash, status, not_before, created_at, updated_at";
+
+fn user_from_row<R: Row>(row: &R, roles: Vec<String>) -> Result<User, StoreError>
+where
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    Uuid: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let status: String = row.try_get("status").map_err(classify)?;
+    Ok(User {
+        id: row.try_get("id").map_err(classify)?,
+        email: row.try_get("email").map_err(classify)?,
+        username: row.try_get("username").map_err(classify)?,
+        password_hash: row.try_get("password_hash").map_err(classify)?,
+        status: UserStatus::parse(&status)?,
+        roles,
+        not_before: row.try_get("not_before").map_err(classify)?,
+        created_at: row.try_get("created_at").map_err(classify)?,
+        updated_at: row.try_get("updated_at").map_err(classify)?,
+    })
+}
+
+macro_rules! sql_user_store {
+    ($store:ty) => {
+        impl $store {
+            async fn roles_of(&self, id: Uuid) -> Result<Vec<String>, StoreError> {
+                let rows = sqlx::query("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(classify)?;
+                rows.iter()
+                    .map(|r| r.try_get::<String, _>("role").map_err(classify))
+                    .collect()
+            }
+
+            async fn user_where(&self, clause: &'static str, arg: String) -> Result<Option<User>, StoreError> {
+                self.guard
+                    .run(Call::Read, async {
+                        let sql = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE {clause}"));
+                        let row = sqlx::query(sql)
+                            .bind(arg)
+                            .fetch_optional(&self.pool)
+                            .await
+                            .map_err(classify)?;
+                        match row {
+                            None => Ok(None),
+                            Some(row) => {
+                                let id: Uuid = row.try_get("id").map_err(classify)?;
+                                let roles = self.roles_of(id).await?;
+                                user_from_row(&row, roles).map(Some)
+                            }
+                        }
+                    })
+                    .await
+            }
+        }
+
+        #[async_trait]
+        impl UserStore for $store {
+            async fn create(&self, user: &User) -> Result<(), StoreError> {
+                self.guard
+                    .run(Call::Write, async {
+                        let mut tx = self.pool.begin().await.map_err(classify)?;
+                        sqlx::query(
+                            "INSERT INTO users (id, email, username, password_hash, status, not_before, created_at, updated_at) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        )
+                        .bind(user.id)
+                        .bind(&user.email)
+                        .bind(&user.username)
+                        .bind(&user.password_hash)
+                        .bind(user.status.as_str())
+                        .bind(user.not_before)
+                        .bind(user.created_at)
+                        .bind(user.updated_at)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                        for role in &user.roles {
+                            sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2)")
+                                .bind(user.id)
+                                .bind(role)
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(classify)?;
+                        }
+                        tx.commit().await.map_err(classify)
+                    })
+                    .await
+            }
+
+            async fn by_id(&self, id: Uuid) -> Result<Option<User>, StoreError> {
+                self.guard
+                    .run(Call::Read, async {
+                        let sql = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"));
+                        let row = sqlx::query(sql)
+                            .bind(id)
+                            .fetch_optional(&self.pool)
+                            .await
+                            .map_err(classify)?;
+                        match row {
+                            None => Ok(None),
+                            Some(row) => user_from_row(&row, self.roles_of(id).await?).map(Some),
+                        }
+                    })
+                    .await
+            }
+
+            async fn by_login(&self, login: &str) -> Result<Option<User>, StoreError> {
+                self.user_where(
+                    "lower(email) = lower($1) OR lower(username) = lower($1)",
+                    login.to_string(),
+                )
+                .await
+            }
+
+            async fn update_profile(
+                &self,
+                id: Uuid,
+                email: Option<&str>,
+                username: Option<&str>,
+                now: UnixTime,
+            ) -> Result<(), StoreError> {
+                self.guard
+                    .run(Call::Write, async {
+                        sqlx::query(
+                            "UPDATE users SET email = COALESCE($2, email), \
+                             username = COALESCE($3, username), updated_at = $4 WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(email)
+                        .bind(username)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(classify)?;
+                        Ok(())
+                    })
+                    .await
+            }
+
+            async fn set_password(&self, id: Uuid, hash: &str, now: UnixTime) -> Result<(), StoreError> {
+                self.guard
+                    .run(Call::Write, async {
+                        sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+                            .bind(id)
+                            .bind(hash)
+                            .bind(now)
+                            .execute(&self.pool)
+                            .await
+                            .map_err(classify)?;
+                        Ok(())
+                    })
+                    .await
+            }
+
+            async fn disable(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
+                self.guard
+                    .run(Call::Write, async {
+                        sqlx::query(
+                            "UPDATE users SET status = 'disabled', not_before = $2, updated_at = $2 WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(classify)?;
+                        Ok(())
+                    })
+                    .await
+            }
+
+            async fn set_not_before(&self, id: Uuid, at: UnixTime) -> Result<(), StoreError> {
+                self.guard
+                    .run(Call::Write, async {
+                        sqlx::query("UPDATE users SET not_before = $2, updated_at = $2 WHERE id = $1")
+                            .bind(id)
+                            .bind(at)
+                            .execute(&self.pool)
+                            .await
+                            .map_err(classify)?;
+                        Ok(())
+                    })
+                    .await
+            }
+
+            async fn not_before_since(&self, since: UnixTime) -> Result<Vec<(Uuid, UnixTime)>, StoreError> {
+                self.guard
+                    .run(Call::Read, async {
+                        let rows = sqlx::query("SELECT id, not_before FROM users WHERE not_before > $1")
+                            .bind(since)
+                            .fetch_all(&self.pool)
+                            .await
+                            .map_err(classify)?;
+                        rows.iter()
+                            .map(|r| {
+                                Ok((
+                                    r.try_get::<Uuid, _>("id").map_err(classify)?,
+                                    r.try_get::<i64, _>("not_before").map_err(classify)?,
+                                ))
+                            })
+                            .collect()
+                    })
+                    .await
+            }
+
+            async fn count(&self) -> Result<i64, StoreError> {
+                self.guard
+                    .run(Call::Read, async {
+                        sqlx::query("SELECT COUNT(*) AS n FROM users")
+                            .fetch_one(&self.pool)
+                            .await
+                            .map_err(classify)?
+                            .try_get::<i64, _>("n")
+                            .map_err(classify)
+                    })
+                    .await
+            }
+        }
+    };
+}
+
+sql_user_store!(PgStore);
+sql_user_store!(SqliteStore);
