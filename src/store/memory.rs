@@ -73,6 +73,10 @@ impl SessionCache for MemorySessionCache {
             return Ok(None);
         };
         if entry.used.contains(presented) {
+            // Our own retry of a rotation that already happened: replay.
+            if entry.session.refresh_hash == next && entry.session.is_live(now) {
+                return Ok(Some(Rotation::Rotated(entry.session.clone())));
+            }
             return Ok(Some(Rotation::Reused));
         }
         if !entry.session.is_live(now) {

@@ -17,7 +17,9 @@ use uuid::Uuid;
 pub const DEPENDENCY: &str = "redis";
 
 /// Rotation as one atomic step. Returns the updated session JSON, or one of
-/// `miss`, `reused`, `gone`, `mismatch`.
+/// `miss`, `reused`, `gone`, `mismatch`. Idempotent: retried with the same
+/// fresh hash (ours, 256 random bits) it answers the session again instead
+/// of mistaking our own retry for reuse, so the guard may retry it.
 const ROTATE: &str = r#"
 local raw = redis.call('GET', KEYS[1])
 local reused = redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1
@@ -25,8 +27,10 @@ if not raw then
   if reused then return 'reused' end
   return 'miss'
 end
-if reused then return 'reused' end
 local s = cjson.decode(raw)
+-- A retry of a rotation that already happened (same fresh hash): replay.
+if reused and s.refresh_hash == ARGV[2] then return raw end
+if reused then return 'reused' end
 local now = tonumber(ARGV[3])
 if s.revoked_at ~= cjson.null or s.expires_at <= now then return 'gone' end
 if s.refresh_hash ~= ARGV[1] then return 'mismatch' end
@@ -100,33 +104,38 @@ impl SessionCache for RedisSessionCache {
     async fn put(&self, session: &Session) -> Result<(), StoreError> {
         let json = serde_json::to_string(session)
             .map_err(|e| StoreError::Corrupt(format!("encode session: {e}")))?;
-        let mut conn = self.conn.clone();
+        let key = Self::session_key(session.id);
+        // NX: never overwrite a copy that may already be newer.
+        let cmd = redis::cmd("SET")
+            .arg(&key)
+            .arg(&json)
+            .arg("NX")
+            .arg("EXAT")
+            .arg(session.expires_at)
+            .to_owned();
         self.guard
-            .run(Call::Write, async {
-                // NX: never overwrite a copy that may already be newer.
-                redis::cmd("SET")
-                    .arg(Self::session_key(session.id))
-                    .arg(json)
-                    .arg("NX")
-                    .arg("EXAT")
-                    .arg(session.expires_at)
-                    .query_async::<()>(&mut conn)
-                    .await
-                    .map_err(classify)
+            .run_idempotent(|| {
+                let mut conn = self.conn.clone();
+                let cmd = cmd.clone();
+                async move { cmd.query_async::<()>(&mut conn).await.map_err(classify) }
             })
             .await
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
-        let mut conn = self.conn.clone();
+        let key = Self::session_key(id);
         let raw: Option<String> = self
             .guard
-            .run(Call::Read, async {
-                redis::cmd("GET")
-                    .arg(Self::session_key(id))
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(classify)
+            .run_idempotent(|| {
+                let mut conn = self.conn.clone();
+                let key = key.clone();
+                async move {
+                    redis::cmd("GET")
+                        .arg(key)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(classify)
+                }
             })
             .await?;
         raw.as_deref().map(decode).transpose()
@@ -139,19 +148,18 @@ impl SessionCache for RedisSessionCache {
         next: &str,
         now: UnixTime,
     ) -> Result<Option<Rotation>, StoreError> {
-        let mut conn = self.conn.clone();
+        let mut invocation = self.rotate.key(Self::session_key(id));
+        invocation
+            .key(Self::used_key(id))
+            .arg(presented)
+            .arg(next)
+            .arg(now);
         let answer: String = self
             .guard
-            .run(Call::Write, async {
-                self.rotate
-                    .key(Self::session_key(id))
-                    .key(Self::used_key(id))
-                    .arg(presented)
-                    .arg(next)
-                    .arg(now)
-                    .invoke_async(&mut conn)
-                    .await
-                    .map_err(classify)
+            .run_idempotent(|| {
+                let mut conn = self.conn.clone();
+                let invocation = &invocation;
+                async move { invocation.invoke_async(&mut conn).await.map_err(classify) }
             })
             .await?;
         Ok(match answer.as_str() {
@@ -164,16 +172,19 @@ impl SessionCache for RedisSessionCache {
     }
 
     async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
+        let mut invocation = self.revoke.key(Self::session_key(id));
+        invocation.arg(now);
         self.guard
-            .run(Call::Write, async {
-                self.revoke
-                    .key(Self::session_key(id))
-                    .arg(now)
-                    .invoke_async::<i64>(&mut conn)
-                    .await
-                    .map_err(classify)?;
-                Ok(())
+            .run_idempotent(|| {
+                let mut conn = self.conn.clone();
+                let invocation = &invocation;
+                async move {
+                    invocation
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                        .map_err(classify)?;
+                    Ok(())
+                }
             })
             .await
     }
@@ -191,6 +202,7 @@ impl Probe for RedisSessionCache {
 
     async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.conn.clone();
+        // A single attempt: health reports what a caller would meet now.
         self.guard
             .run(Call::Read, async {
                 redis::cmd("PING")

@@ -80,7 +80,7 @@ impl SqliteStore {
             .acquire_timeout(guard.timeout())
             .connect_with(options)
             .await
-            .map_err(|e| classify(e))?;
+            .map_err(classify)?;
         Ok(Self { pool, guard })
     }
 

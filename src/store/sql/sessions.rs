@@ -121,18 +121,25 @@ macro_rules! sql_session_store {
                                 .fetch_optional(&mut *tx)
                                 .await
                                 .map_err(classify)?;
-                                let live = sqlx::query(
-                                    "SELECT 1 AS live FROM sessions WHERE id = $1 AND revoked_at IS NULL AND expires_at > $2",
-                                )
-                                .bind(id)
-                                .bind(now)
-                                .fetch_optional(&mut *tx)
-                                .await
-                                .map_err(classify)?;
-                                match (used, live) {
+                                let sql = sqlx::AssertSqlSafe(format!(
+                                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"
+                                ));
+                                let current = sqlx::query(sql)
+                                    .bind(id)
+                                    .fetch_optional(&mut *tx)
+                                    .await
+                                    .map_err(classify)?
+                                    .as_ref()
+                                    .map(session_from_row)
+                                    .transpose()?;
+                                match (used, current) {
+                                    // Our own retry of a rotation that already happened.
+                                    (Some(_), Some(s)) if s.refresh_hash == next && s.is_live(now) => {
+                                        Rotation::Rotated(s)
+                                    }
                                     (Some(_), _) => Rotation::Reused,
-                                    (None, None) => Rotation::Gone,
-                                    (None, Some(_)) => Rotation::Mismatch,
+                                    (None, Some(s)) if s.is_live(now) => Rotation::Mismatch,
+                                    (None, _) => Rotation::Gone,
                                 }
                             }
                         };

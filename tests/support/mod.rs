@@ -1,0 +1,264 @@
+//! Test harness: a holdfast app on a free loopback port, on either the
+//! embedded default (SQLite + process memory) or private PostgreSQL + Redis
+//! processes, plus small HTTP helpers. Each test gets its own everything.
+#![allow(dead_code)]
+
+pub mod procs;
+pub mod scenarios;
+
+use holdfast::app::AppState;
+use holdfast::config::Config;
+use procs::{Postgres, Redis};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+
+pub const PASSWORD: &str = "tangerine-orbit-lamp";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Embedded,
+    PostgresRedis,
+}
+
+/// Everything one test runs against. Dropping it stops the app and kills
+/// the private servers.
+pub struct Stack {
+    pub app: TestApp,
+    pub pg: Option<Postgres>,
+    pub redis: Option<Redis>,
+    /// Holds the data dir (SQLite file, master key) for the whole test.
+    pub data: TempDir,
+}
+
+impl Stack {
+    pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, "").await
+    }
+
+    /// `extra` is appended to the generated TOML (e.g. a `[tokens]` table).
+    pub async fn start_with(backend: Backend, extra: &str) -> Self {
+        let data = tempfile::Builder::new()
+            .prefix("holdfast-data-")
+            .tempdir()
+            .expect("tempdir");
+        let (pg, redis) = match backend {
+            Backend::Embedded => (None, None),
+            Backend::PostgresRedis => {
+                let (pg, redis) =
+                    tokio::task::spawn_blocking(|| (Postgres::start(), Redis::start()))
+                        .await
+                        .expect("start servers");
+                (Some(pg), Some(redis))
+            }
+        };
+        let mut toml = format!(
+            "issuer = \"http://holdfast.test\"\naudience = \"holdfast-tests\"\ndata_dir = \"{}\"\n",
+            data.path().display()
+        );
+        if let (Some(pg), Some(redis)) = (&pg, &redis) {
+            toml.push_str(&format!(
+                "[database]\nurl = \"{}\"\n[redis]\nurl = \"{}\"\n",
+                pg.url(),
+                redis.url()
+            ));
+        }
+        toml.push_str(extra);
+        let config_path = data.path().join("holdfast.toml");
+        std::fs::write(&config_path, toml).expect("write config");
+        let app = TestApp::spawn(&config_path).await;
+        Self {
+            app,
+            pg,
+            redis,
+            data,
+        }
+    }
+
+    /// A second app over the same stores, as after a node restart.
+    pub async fn restart_app(&mut self) {
+        self.app.server.abort();
+        self.app = TestApp::spawn(&self.data.path().join("holdfast.toml")).await;
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    server: JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(config_path: &std::path::Path) -> Self {
+        let config = Config::load(Some(config_path)).expect("config");
+        let state = AppState::build(config).await.expect("build app");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let router = state.router();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(
+                listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .await;
+        });
+        Self {
+            base: format!("http://{addr}"),
+            state,
+            client: reqwest::Client::new(),
+            server,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Reply::from(request.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
+        self.call(Method::GET, path, token, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> Reply {
+        self.call(Method::POST, path, token, Some(body)).await
+    }
+
+    pub async fn register(&self, email: &str, username: &str) -> Reply {
+        self.post(
+            "/api/v1/auth/register",
+            None,
+            json!({"email": email, "username": username, "password": PASSWORD}),
+        )
+        .await
+    }
+
+    pub async fn login(&self, login: &str, password: &str) -> Reply {
+        self.post(
+            "/api/v1/auth/login",
+            None,
+            json!({"login": login, "password": password}),
+        )
+        .await
+    }
+
+    /// Registers `name` and logs in; returns the login body.
+    pub async fn user(&self, name: &str) -> Tokens {
+        let reply = self.register(&format!("{name}@example.com"), name).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        self.login_ok(name).await
+    }
+
+    pub async fn login_ok(&self, name: &str) -> Tokens {
+        let reply = self.login(name, PASSWORD).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        Tokens::from(&reply.body)
+    }
+
+    pub async fn verify(&self, token: &str) -> Reply {
+        self.get("/api/v1/auth/verify", Some(token)).await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.post(
+            "/api/v1/auth/refresh",
+            None,
+            json!({"refresh_token": refresh_token}),
+        )
+        .await
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+    pub session_id: String,
+}
+
+impl From<&Value> for Tokens {
+    fn from(body: &Value) -> Self {
+        Self {
+            access: body["access_token"]
+                .as_str()
+                .expect("access_token")
+                .to_string(),
+            refresh: body["refresh_token"]
+                .as_str()
+                .expect("refresh_token")
+                .to_string(),
+            session_id: body["session_id"].as_str().expect("session_id").to_string(),
+        }
+    }
+}
+
+/// A response read whole: status, headers, JSON body (Null when empty).
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub async fn from(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.expect("body");
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The contract's error code, e.g. `AUTH001`.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// Asserts status and error code, with the body in the failure message.
+    pub fn expect_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status.as_u16(), self.code()),
+            (status, code),
+            "body: {}",
+            self.body
+        );
+    }
+}

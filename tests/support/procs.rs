@@ -1,0 +1,292 @@
+//! Private PostgreSQL and Redis servers for one test: a temp dir, a free
+//! loopback port, killed by PID on drop (also when the test panics). They
+//! never touch the machine's own services or standard ports.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// initdb refuses to run as root: as root we run PostgreSQL as `postgres`.
+fn postgres_ids() -> Option<(u32, u32)> {
+    if !is_root() {
+        return None;
+    }
+    let name = std::ffi::CString::new("postgres").expect("cstring");
+    // SAFETY: getpwnam returns a pointer into static storage or null; we
+    // read two integers immediately.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    assert!(!pw.is_null(), "running as root needs a `postgres` user");
+    // SAFETY: pw is non-null and points to a valid passwd record.
+    unsafe { Some(((*pw).pw_uid, (*pw).pw_gid)) }
+}
+
+fn pg_bin(name: &str) -> PathBuf {
+    for dir in ["/usr/local/bin", "/usr/lib/postgresql/15/bin"] {
+        let path = Path::new(dir).join(name);
+        if path.exists() {
+            return path;
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
+        for entry in entries.flatten() {
+            let path = entry.path().join("bin").join(name);
+            if path.exists() {
+                return path;
+            }
+        }
+    }
+    PathBuf::from(name)
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: sending a signal to our own child's PID.
+    unsafe {
+        libc::kill(child.id() as i32, sig);
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < timeout,
+            "{what} did not become ready in {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct Postgres {
+    dir: TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Postgres {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("holdfast-pg-")
+            .tempdir()
+            .expect("tempdir");
+        let ids = postgres_ids();
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let mut initdb = Command::new(pg_bin("initdb"));
+        initdb
+            .args([
+                "-D",
+                "data",
+                "-U",
+                "holdfast",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = ids {
+            initdb.uid(uid).gid(gid);
+        }
+        let out = initdb.output().expect("run initdb");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut pg = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        pg.launch();
+        pg
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("postgres.log")).expect("log");
+        let mut cmd = Command::new(pg_bin("postgres"));
+        cmd.args([
+            "-D",
+            "data",
+            "-p",
+            &self.port.to_string(),
+            "-h",
+            "127.0.0.1",
+        ])
+        .args(["-k", self.dir.path().to_str().expect("utf8 path")])
+        .args(["-c", "fsync=off", "-c", "synchronous_commit=off"])
+        .args(["-c", "full_page_writes=off", "-c", "max_connections=60"])
+        .current_dir(self.dir.path())
+        .stdout(Stdio::null())
+        .stderr(log);
+        if let Some((uid, gid)) = postgres_ids() {
+            std::os::unix::fs::chown(self.dir.path().join("postgres.log"), Some(uid), Some(gid))
+                .ok();
+            cmd.uid(uid).gid(gid);
+        }
+        self.child = Some(cmd.spawn().expect("spawn postgres"));
+        let url = self.url();
+        wait_until("postgres", Duration::from_secs(30), || {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("rt");
+                rt.block_on(async {
+                    use sqlx::Connection;
+                    sqlx::PgConnection::connect(&url).await.is_ok()
+                })
+            })
+            .join()
+            .unwrap_or(false)
+        });
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://holdfast@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// SIGSTOP: the "zombie database" that accepts nothing and answers nothing.
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGSTOP);
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGCONT);
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGCONT);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.kill();
+        // A killed postmaster leaves its pid file and shared memory behind;
+        // postgres recovers from both on the next start.
+        self.launch();
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Redis {
+    dir: TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("holdfast-redis-")
+            .tempdir()
+            .expect("tempdir");
+        let mut redis = Self {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        redis.launch();
+        redis
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--dir", self.dir.path().to_str().expect("utf8 path")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server (is it installed?)");
+        self.child = Some(child);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        wait_until("redis", Duration::from_secs(10), || ping(addr));
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn pause(&self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGSTOP);
+        }
+    }
+
+    pub fn resume(&self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGCONT);
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            signal(&child, libc::SIGCONT);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kill and start again on the same port: everything in it is lost
+    /// (no persistence), as after a crash of a cache-only Redis.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn ping(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
