@@ -119,11 +119,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(
-            Env::prefixed("HOLDFAST_")
-                .split("__")
-                .filter(|key| !NOT_CONFIG_KEYS.contains(&key.as_str())),
-        );
+        figment = figment.merge(Env::prefixed("HOLDFAST_").split("__").filter(|key| {
+            !NOT_CONFIG_KEYS
+                .iter()
+                .any(|k| key.as_str().eq_ignore_ascii_case(k))
+        }));
         let config: Config = figment.extract().map_err(|e| {
             ConfigError(
                 e.into_iter()
