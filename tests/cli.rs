@@ -49,13 +49,18 @@ struct Server {
 
 impl Server {
     fn start(mut cmd: Command) -> Self {
-        let mut child = cmd
+        let child = cmd
             .arg("serve")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn serve");
-        let stdout = child.stdout.take().expect("stdout");
+        // Owned by the guard from here on: killed and reaped even on panic.
+        let mut server = Self {
+            child,
+            banner: Vec::new(),
+        };
+        let stdout = server.child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -64,29 +69,28 @@ impl Server {
                 }
             }
         });
-        let mut banner = Vec::new();
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             match rx.recv_timeout(Duration::from_millis(200)) {
                 Ok(line) => {
-                    banner.push(line);
-                    if banner.iter().any(|l| l.contains("listening")) {
+                    let listening = line.contains("listening");
+                    server.banner.push(line);
+                    if listening {
                         // Collect the lines printed right after the banner.
                         while let Ok(line) = rx.recv_timeout(Duration::from_millis(300)) {
-                            banner.push(line);
+                            server.banner.push(line);
                         }
-                        return Self { child, banner };
+                        return server;
                     }
                 }
                 Err(_) => {
-                    if let Ok(Some(status)) = child.try_wait() {
-                        panic!("serve exited early with {status}: {banner:?}");
+                    if let Ok(Some(status)) = server.child.try_wait() {
+                        panic!("serve exited early with {status}: {:?}", server.banner);
                     }
                 }
             }
         }
-        let _ = child.kill();
-        panic!("serve did not start: {banner:?}");
+        panic!("serve did not start: {:?}", server.banner);
     }
 }
 

@@ -9,6 +9,8 @@ use super::{PASSWORD, Reply, Stack, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+// Test binaries that use only `procs` (cli.rs) compile this module unused.
+#[allow(unused_macros)]
 macro_rules! conformance_suite {
     ($backend:expr, $($name:ident),* $(,)?) => {
         $(
@@ -20,6 +22,7 @@ macro_rules! conformance_suite {
         )*
     };
 }
+#[allow(unused_imports)]
 pub(crate) use conformance_suite;
 
 /// Every scenario below, for `conformance_suite!`.
