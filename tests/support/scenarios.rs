@@ -36,6 +36,7 @@ macro_rules! all_scenarios {
             malformed_requests_get_contract_errors,
             login_by_email_or_username_and_same_answer_for_unknown,
             verify_answers_forward_auth_headers,
+            expired_tokens_answer_auth002,
             tokens_verify_independently_against_served_jwks,
             refresh_rotates_and_reuse_revokes_the_session,
             logout_revokes_this_session,
@@ -210,6 +211,42 @@ pub async fn verify_answers_forward_auth_headers(stack: &mut Stack) {
         garbage.header("www-authenticate"),
         Some("Bearer error=\"invalid_token\"")
     );
+}
+
+pub async fn expired_tokens_answer_auth002(stack: &mut Stack) {
+    let app = &stack.app;
+    let tokens = app.user("eve").await;
+    let user = app
+        .state
+        .users
+        .by_login("eve")
+        .await
+        .expect("store")
+        .expect("user");
+    let sid = tokens.session_id.parse().expect("uuid");
+    // Signed by the node's own key an hour ago: valid signature, expired.
+    let now = holdfast::auth::now();
+    let old = app
+        .state
+        .tokens
+        .issue(&user, sid, now - 3600)
+        .expect("issue");
+    let reply = app.verify(&old).await;
+    reply.expect_error(401, "AUTH002");
+    assert_eq!(
+        reply.header("www-authenticate"),
+        Some("Bearer error=\"invalid_token\"")
+    );
+    app.get("/api/v1/users/me", Some(&old))
+        .await
+        .expect_error(401, "AUTH002");
+    // Within the 30 s leeway it is still accepted.
+    let recent = app
+        .state
+        .tokens
+        .issue(&user, sid, now - 900 - 20)
+        .expect("issue");
+    assert_eq!(app.verify(&recent).await.status, StatusCode::NO_CONTENT);
 }
 
 pub async fn tokens_verify_independently_against_served_jwks(stack: &mut Stack) {
