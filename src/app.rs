@@ -10,7 +10,7 @@ use crate::auth::sessions::Sessions;
 use crate::auth::tokens::TokenService;
 use crate::config::{Config, DatabaseBackend, Environment};
 use crate::http;
-use crate::http::middleware::{request_id, security_headers};
+use crate::http::middleware::{metrics, request_id, security_headers};
 use crate::resilience::DependencyGuard;
 use crate::resilience::health::{Component, HealthMonitor};
 use crate::store::layered::LayeredSessionStore;
@@ -37,6 +37,9 @@ pub struct AppState {
     pub revocations: Arc<RevocationSet>,
     pub users: Arc<dyn UserStore>,
     pub health: Arc<HealthMonitor>,
+    /// The guards of the dependencies in use, for the operator view.
+    pub guards: Vec<Arc<DependencyGuard>>,
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +97,11 @@ async fn open_durable(config: &Config, guard: Arc<DependencyGuard>) -> Result<Du
 
 /// Runs the migrations only (`holdfast migrate`).
 pub async fn migrate(config: &Config) -> Result<(), StartError> {
-    let guard = Arc::new(DependencyGuard::new("database", migration_timeout(config)));
+    let guard = Arc::new(DependencyGuard::new(
+        "database",
+        migration_timeout(config),
+        config.breaker.for_dependency("database"),
+    ));
     open_durable(config, guard).await.map(|_| ())
 }
 
@@ -128,8 +135,16 @@ impl AppState {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let config = Arc::new(config);
         let master = MasterKey::load(&config)?;
-        let db_guard = Arc::new(DependencyGuard::new("database", config.database.timeout));
-        let redis_guard = Arc::new(DependencyGuard::new("redis", config.redis.timeout));
+        let db_guard = Arc::new(DependencyGuard::new(
+            "database",
+            config.database.timeout,
+            config.breaker.for_dependency("database"),
+        ));
+        let redis_guard = Arc::new(DependencyGuard::new(
+            "redis",
+            config.redis.timeout,
+            config.breaker.for_dependency("redis"),
+        ));
 
         let durable = open_durable(&config, Arc::clone(&db_guard)).await?;
         let (cache, redis_probe) = session_cache(&config, Arc::clone(&redis_guard)).await?;
@@ -171,19 +186,24 @@ impl AppState {
             config.tokens.refresh_ttl.as_secs() as i64,
         ));
 
+        let mut guards = vec![Arc::clone(&db_guard)];
         let mut components = vec![Component {
             probe: Arc::clone(&durable.probe),
             guard: db_guard,
         }];
         let mut in_process = Vec::new();
         match redis_probe {
-            Some(probe) => components.push(Component {
-                probe,
-                guard: redis_guard,
-            }),
+            Some(probe) => {
+                guards.push(Arc::clone(&redis_guard));
+                components.push(Component {
+                    probe,
+                    guard: redis_guard,
+                });
+            }
             None => in_process.push(("redis", cache_backend)),
         }
         let health = Arc::new(HealthMonitor::new(components, in_process));
+        health.spawn_recovery_prober();
 
         spawn_revocation_purge(Arc::clone(&revocations));
         Ok(Self {
@@ -195,12 +215,15 @@ impl AppState {
             revocations,
             users: durable.users,
             health,
+            guards,
+            metrics: crate::telemetry::metrics_handle(),
         })
     }
 
     pub fn router(&self) -> Router {
         let hsts = security_headers::Hsts(self.config.env == Environment::Production);
         http::routes(self.clone())
+            .layer(axum::middleware::from_fn(metrics::layer))
             .layer(axum::middleware::from_fn_with_state(
                 hsts,
                 security_headers::layer,

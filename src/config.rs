@@ -2,6 +2,7 @@
 //! environment variables (DESIGN.md §6), and validated once at start so a bad
 //! key is reported by name instead of surfacing later as odd behaviour.
 
+use crate::resilience::breaker::BreakerSettings;
 use crate::secret::Secret;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -35,6 +36,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
+    pub breaker: BreakerConfig,
     pub tokens: TokenConfig,
     pub passwords: PasswordConfig,
 }
@@ -57,6 +59,73 @@ pub struct RedisConfig {
     pub url: Option<Secret<String>>,
     #[serde(deserialize_with = "duration")]
     pub timeout: Duration,
+}
+
+/// `[breaker]`: defaults for every dependency; `[breaker.database]` and
+/// `[breaker.redis]` override single keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerConfig {
+    #[serde(deserialize_with = "duration")]
+    pub window: Duration,
+    pub minimum_calls: u32,
+    pub failure_rate_threshold: u32,
+    #[serde(deserialize_with = "duration")]
+    pub slow_call_duration: Duration,
+    pub slow_call_rate_threshold: u32,
+    #[serde(deserialize_with = "duration")]
+    pub open_wait: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub open_wait_max: Duration,
+    pub half_open_permits: u32,
+    #[serde(default)]
+    pub database: BreakerOverride,
+    #[serde(default)]
+    pub redis: BreakerOverride,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreakerOverride {
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub window: Option<Duration>,
+    pub minimum_calls: Option<u32>,
+    pub failure_rate_threshold: Option<u32>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub slow_call_duration: Option<Duration>,
+    pub slow_call_rate_threshold: Option<u32>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub open_wait: Option<Duration>,
+    #[serde(default, deserialize_with = "opt_duration")]
+    pub open_wait_max: Option<Duration>,
+    pub half_open_permits: Option<u32>,
+}
+
+impl BreakerConfig {
+    /// The effective settings of one dependency's breaker.
+    pub fn for_dependency(&self, name: &str) -> BreakerSettings {
+        let o = match name {
+            "database" => &self.database,
+            "redis" => &self.redis,
+            _ => &BreakerOverride::default(),
+        };
+        BreakerSettings {
+            window: o.window.unwrap_or(self.window),
+            minimum_calls: o.minimum_calls.unwrap_or(self.minimum_calls),
+            failure_rate_threshold: f64::from(
+                o.failure_rate_threshold
+                    .unwrap_or(self.failure_rate_threshold),
+            ),
+            slow_call_duration: o.slow_call_duration.unwrap_or(self.slow_call_duration),
+            slow_call_rate_threshold: f64::from(
+                o.slow_call_rate_threshold
+                    .unwrap_or(self.slow_call_rate_threshold),
+            ),
+            open_wait: o.open_wait.unwrap_or(self.open_wait),
+            open_wait_max: o.open_wait_max.unwrap_or(self.open_wait_max),
+            half_open_permits: o.half_open_permits.unwrap_or(self.half_open_permits),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -92,6 +161,16 @@ fn defaults() -> serde_json::Value {
         "data_dir": "./holdfast-data",
         "database": { "timeout": "2s", "pool_size": 16 },
         "redis": { "timeout": "250ms" },
+        "breaker": {
+            "window": "10s",
+            "minimum_calls": 5,
+            "failure_rate_threshold": 50,
+            "slow_call_duration": "1s",
+            "slow_call_rate_threshold": 100,
+            "open_wait": "30s",
+            "open_wait_max": "5m",
+            "half_open_permits": 2
+        },
         "tokens": {
             "algorithm": "EdDSA",
             "access_ttl": "15m",
@@ -187,6 +266,33 @@ impl Config {
         if self.redis.timeout.is_zero() {
             bad("redis.timeout", "must be greater than 0");
         }
+        for dependency in ["database", "redis"] {
+            let b = self.breaker.for_dependency(dependency);
+            let key = |k: &str| format!("breaker.{dependency}.{k}");
+            for (name, pct) in [
+                ("failure_rate_threshold", b.failure_rate_threshold),
+                ("slow_call_rate_threshold", b.slow_call_rate_threshold),
+            ] {
+                if !(1.0..=100.0).contains(&pct) {
+                    bad(&key(name), "must be a percentage from 1 to 100");
+                }
+            }
+            if b.minimum_calls == 0 {
+                bad(&key("minimum_calls"), "must be at least 1");
+            }
+            if b.half_open_permits == 0 {
+                bad(&key("half_open_permits"), "must be at least 1");
+            }
+            if b.window < Duration::from_millis(100) {
+                bad(&key("window"), "must be at least 100ms");
+            }
+            if b.open_wait.is_zero() || b.open_wait_max < b.open_wait {
+                bad(
+                    &key("open_wait_max"),
+                    "must be at least open_wait, which must be > 0",
+                );
+            }
+        }
         match self.database_backend() {
             Ok(_) => {}
             Err(msg) => bad("database.url", &msg),
@@ -277,6 +383,10 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
     })
 }
 
+fn opt_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
+    duration(deserializer).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -307,6 +417,30 @@ mod tests {
         assert!(err.to_string().contains("tokens.access_ttl"), "{err}");
         let err = load_toml("[databse]\nurl = \"x\"\n").expect_err("must fail");
         assert!(err.to_string().contains("databse"), "{err}");
+    }
+
+    #[test]
+    fn breaker_overrides_apply_per_dependency() {
+        let config = load_toml(
+            "[breaker]\nopen_wait = \"2s\"\n[breaker.redis]\nminimum_calls = 3\nopen_wait = \"1s\"\n",
+        )
+        .expect("load");
+        let db = config.breaker.for_dependency("database");
+        let redis = config.breaker.for_dependency("redis");
+        assert_eq!(
+            (db.minimum_calls, db.open_wait),
+            (5, Duration::from_secs(2))
+        );
+        assert_eq!(
+            (redis.minimum_calls, redis.open_wait),
+            (3, Duration::from_secs(1))
+        );
+        let err = load_toml("[breaker.database]\nfailure_rate_threshold = 0\n").expect_err("bad");
+        assert!(
+            err.to_string()
+                .contains("breaker.database.failure_rate_threshold"),
+            "{err}"
+        );
     }
 
     #[test]

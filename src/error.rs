@@ -156,6 +156,14 @@ impl From<StoreError> for ApiError {
                 dependency: dependency.to_string(),
                 retry_after_secs: 5,
             },
+            StoreError::CircuitOpen {
+                dependency,
+                retry_after,
+            } => ApiError::Unavailable {
+                dependency: dependency.to_string(),
+                retry_after_secs: retry_after.as_secs().max(1)
+                    + u64::from(retry_after.subsec_nanos() > 0),
+            },
             StoreError::Conflict(field) => ApiError::Conflict(field.to_string()),
             StoreError::Corrupt(detail) => ApiError::Internal(detail),
         }

@@ -2,6 +2,7 @@
 //! call the domain and map the result; status codes are chosen only in
 //! `ApiError`.
 
+pub mod admin;
 pub mod auth;
 pub mod extract;
 pub mod health;
@@ -35,7 +36,12 @@ pub fn routes(state: AppState) -> Router {
         .route("/users/me/password", patch(users::change_password))
         .route("/users/me/sessions", get(users::sessions))
         .route("/users/me/sessions/{id}", delete(users::delete_session))
-        .route("/health", get(health::health));
+        .route("/health", get(health::health))
+        .route("/admin/circuit-breakers", get(admin::circuit_breakers))
+        .route(
+            "/admin/circuit-breakers/{name}/reset",
+            post(admin::reset_circuit_breaker),
+        );
     Router::new()
         .nest("/api/v1", api)
         .route("/.well-known/jwks.json", get(well_known::jwks))
@@ -45,6 +51,7 @@ pub fn routes(state: AppState) -> Router {
         )
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(admin::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

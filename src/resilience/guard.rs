@@ -1,26 +1,18 @@
-//! The single door every PostgreSQL or Redis call goes through. It bounds
-//! each call by the dependency's timeout, retries idempotent calls that
-//! failed fast (a dropped connection after a server restart), and records
-//! what health reports (latency, failures, last failure). The circuit
-//! breaker belongs here too, so no store has to change when it arrives.
+//! The single door every PostgreSQL or Redis call goes through:
+//! timeout → circuit breaker → retry (idempotent calls only) → metrics.
+//!
+//! Only infrastructure failures (`StoreError::Unavailable`, and the timeout
+//! itself) count against the breaker; an answer such as a conflict or a
+//! missing row is a success. While the breaker is open a call is refused
+//! before it starts (`StoreError::CircuitOpen`), which is what makes a dead
+//! dependency cost microseconds instead of a timeout.
 
+use crate::resilience::breaker::{BreakerSettings, CircuitBreaker, Outcome, Permit, State};
 use crate::store::StoreError;
 use parking_lot::Mutex;
 use std::future::Future;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
-
-/// Retries after the first attempt, for idempotent calls only.
-const MAX_RETRIES: u32 = 2;
-/// First backoff ceiling; doubles per retry, full jitter below it.
-const BACKOFF_BASE: Duration = Duration::from_millis(20);
-
-fn backoff(attempt: u32) -> Duration {
-    let ceiling = BACKOFF_BASE.as_micros() as u64 * (1u64 << attempt.min(6));
-    let mut bytes = [0u8; 8];
-    let _ = aws_lc_rs::rand::fill(&mut bytes);
-    Duration::from_micros(u64::from_le_bytes(bytes) % ceiling.max(1))
-}
 
 /// Whether a call may be repeated safely; the retry policy keys on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,12 +21,17 @@ pub enum Call {
     Write,
 }
 
+/// Retries after the first attempt, for idempotent calls only.
+const MAX_RETRIES: u32 = 2;
+/// First backoff ceiling; doubles per retry, full jitter below it.
+const BACKOFF_BASE: Duration = Duration::from_millis(20);
+
 /// What the guard has seen of its dependency, for `/api/v1/health`.
 #[derive(Debug, Clone, Default)]
 pub struct GuardStats {
     pub calls: u64,
     pub failure_count: u64,
-    pub consecutive_failures: u64,
+    pub rejected: u64,
     pub last_latency: Option<Duration>,
     pub last_failure: Option<(OffsetDateTime, String)>,
 }
@@ -42,14 +39,38 @@ pub struct GuardStats {
 pub struct DependencyGuard {
     name: &'static str,
     timeout: Duration,
+    breaker: CircuitBreaker,
     stats: Mutex<GuardStats>,
 }
 
+/// A permit for one attempt; freed if the attempt is cancelled mid-way.
+struct InFlight<'a> {
+    breaker: &'a CircuitBreaker,
+    permit: Option<Permit>,
+}
+
+impl InFlight<'_> {
+    fn finish(mut self, outcome: Outcome, took: Duration) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.record(permit, outcome, took);
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.release(permit);
+        }
+    }
+}
+
 impl DependencyGuard {
-    pub fn new(name: &'static str, timeout: Duration) -> Self {
+    pub fn new(name: &'static str, timeout: Duration, breaker: BreakerSettings) -> Self {
         Self {
             name,
             timeout,
+            breaker: CircuitBreaker::new(name, breaker),
             stats: Mutex::new(GuardStats::default()),
         }
     }
@@ -62,84 +83,135 @@ impl DependencyGuard {
         self.timeout
     }
 
+    pub fn breaker(&self) -> &CircuitBreaker {
+        &self.breaker
+    }
+
     pub fn stats(&self) -> GuardStats {
         self.stats.lock().clone()
     }
 
-    /// Runs one call under the timeout. Only `StoreError::Unavailable`
-    /// (and the timeout itself) counts as a failure of the dependency.
+    /// One attempt, bounded by the timeout, admitted by the breaker.
     pub async fn run<T, F>(&self, _call: Call, fut: F) -> Result<T, StoreError>
     where
         F: Future<Output = Result<T, StoreError>>,
     {
-        let started = Instant::now();
-        let result = match tokio::time::timeout(self.timeout, fut).await {
-            Ok(result) => result,
-            Err(_) => Err(StoreError::Unavailable {
-                dependency: self.name,
-                reason: format!("timed out after {:?}", self.timeout),
-            }),
-        };
-        self.record(started.elapsed(), &result);
-        result
+        self.attempt(fut).await
     }
 
-    /// Runs an idempotent call, retrying up to `MAX_RETRIES` times with
-    /// exponential backoff and full jitter when it failed fast. A timeout is
-    /// never retried: nothing waits on a hung server longer than the timeout.
+    /// An idempotent call: retried up to `MAX_RETRIES` times with
+    /// exponential backoff and full jitter when it failed fast and the
+    /// breaker is still closed. A timeout is never retried, so nothing waits
+    /// on a hung server longer than the timeout.
     pub async fn run_idempotent<T, F, Fut>(&self, mut make: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, StoreError>>,
     {
         let started = Instant::now();
-        let mut attempt = 0;
+        let mut retries = 0;
         loop {
-            let result = match tokio::time::timeout(self.timeout, make()).await {
-                Ok(result) => result,
-                Err(_) => {
-                    let result = Err(StoreError::Unavailable {
-                        dependency: self.name,
-                        reason: format!("timed out after {:?}", self.timeout),
-                    });
-                    self.record(started.elapsed(), &result);
-                    return result;
-                }
-            };
-            let retry = matches!(result, Err(StoreError::Unavailable { .. }))
-                && attempt < MAX_RETRIES
+            let result = self.attempt(make()).await;
+            let fast_failure = matches!(&result, Err(StoreError::Unavailable { reason, .. }) if !reason.starts_with(TIMED_OUT));
+            let retry = fast_failure
+                && retries < MAX_RETRIES
+                && self.breaker.state() == State::Closed
                 && started.elapsed() < self.timeout;
             if !retry {
-                self.record(started.elapsed(), &result);
                 return result;
             }
-            attempt += 1;
-            tokio::time::sleep(backoff(attempt)).await;
+            retries += 1;
+            tokio::time::sleep(backoff(retries)).await;
         }
     }
 
+    async fn attempt<T, F>(&self, fut: F) -> Result<T, StoreError>
+    where
+        F: Future<Output = Result<T, StoreError>>,
+    {
+        let permit = match self.breaker.acquire() {
+            Ok(permit) => permit,
+            Err(rejected) => {
+                self.stats.lock().rejected += 1;
+                metrics::counter!("holdfast_breaker_rejected_total", "dependency" => self.name)
+                    .increment(1);
+                return Err(StoreError::CircuitOpen {
+                    dependency: self.name,
+                    retry_after: rejected.retry_after,
+                });
+            }
+        };
+        let in_flight = InFlight {
+            breaker: &self.breaker,
+            permit: Some(permit),
+        };
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Unavailable {
+                dependency: self.name,
+                reason: format!("{TIMED_OUT} {:?}", self.timeout),
+            }),
+        };
+        let took = started.elapsed();
+        let outcome = match &result {
+            Err(StoreError::Unavailable { .. }) => Outcome::Failure,
+            _ => Outcome::Success,
+        };
+        in_flight.finish(outcome, took);
+        self.record(took, &result);
+        result
+    }
+
     fn record<T>(&self, latency: Duration, result: &Result<T, StoreError>) {
+        let failed = matches!(result, Err(StoreError::Unavailable { .. }));
+        metrics::histogram!(
+            "holdfast_dependency_call_duration_seconds",
+            "dependency" => self.name,
+            "outcome" => if failed { "failure" } else { "success" }
+        )
+        .record(latency.as_secs_f64());
         let mut stats = self.stats.lock();
         stats.calls += 1;
         stats.last_latency = Some(latency);
-        match result {
-            Err(StoreError::Unavailable { reason, .. }) => {
-                stats.failure_count += 1;
-                stats.consecutive_failures += 1;
-                stats.last_failure = Some((OffsetDateTime::now_utc(), reason.clone()));
-            }
-            _ => stats.consecutive_failures = 0,
+        if let Err(StoreError::Unavailable { reason, .. }) = result {
+            stats.failure_count += 1;
+            stats.last_failure = Some((OffsetDateTime::now_utc(), reason.clone()));
         }
     }
+}
+
+const TIMED_OUT: &str = "timed out after";
+
+fn backoff(attempt: u32) -> Duration {
+    let ceiling = BACKOFF_BASE.as_micros() as u64 * (1u64 << attempt.min(6));
+    let mut bytes = [0u8; 8];
+    let _ = aws_lc_rs::rand::fill(&mut bytes);
+    Duration::from_micros(u64::from_le_bytes(bytes) % ceiling.max(1))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn guard(timeout: Duration) -> DependencyGuard {
+        let settings = BreakerSettings {
+            minimum_calls: 2,
+            ..BreakerSettings::default()
+        };
+        DependencyGuard::new("database", timeout, settings)
+    }
+
+    fn refused() -> StoreError {
+        StoreError::Unavailable {
+            dependency: "database",
+            reason: "connection refused".into(),
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_hung_call_ends_at_the_timeout_and_counts_as_failure() {
-        let guard = DependencyGuard::new("database", Duration::from_millis(200));
+        let guard = guard(Duration::from_millis(200));
         let result: Result<(), _> = guard
             .run(Call::Read, async {
                 tokio::time::sleep(Duration::from_secs(60)).await;
@@ -151,26 +223,40 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn idempotent_calls_retry_fast_failures_but_not_answers() {
-        let guard = DependencyGuard::new("redis", Duration::from_secs(1));
+    async fn an_open_breaker_refuses_before_calling() {
+        let guard = guard(Duration::from_secs(1));
+        for _ in 0..2 {
+            let _: Result<(), _> = guard.run(Call::Write, async { Err(refused()) }).await;
+        }
+        assert_eq!(guard.breaker().state(), State::Open);
+        let mut called = false;
+        let result: Result<(), _> = guard
+            .run(Call::Read, async {
+                called = true;
+                Ok(())
+            })
+            .await;
+        assert!(
+            matches!(result, Err(StoreError::CircuitOpen { retry_after, .. }) if retry_after > Duration::ZERO)
+        );
+        assert!(!called);
+        assert_eq!(guard.stats().rejected, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idempotent_calls_retry_fast_failures_but_not_answers_or_timeouts() {
+        let guard =
+            DependencyGuard::new("redis", Duration::from_secs(1), BreakerSettings::default());
         let mut calls = 0;
         let result = guard
             .run_idempotent(|| {
                 calls += 1;
                 let n = calls;
-                async move {
-                    if n < 3 {
-                        Err(StoreError::Unavailable {
-                            dependency: "redis",
-                            reason: "reset".into(),
-                        })
-                    } else {
-                        Ok(n)
-                    }
-                }
+                async move { if n < 3 { Err(refused()) } else { Ok(n) } }
             })
             .await;
         assert_eq!(result.expect("third attempt answers"), 3);
+
         let mut calls = 0;
         let result: Result<(), _> = guard
             .run_idempotent(|| {
@@ -180,16 +266,30 @@ mod tests {
             .await;
         assert!(matches!(result, Err(StoreError::Conflict(_))));
         assert_eq!(calls, 1, "an answer is never retried");
+
+        let mut calls = 0;
+        let result: Result<(), _> = guard
+            .run_idempotent(|| {
+                calls += 1;
+                async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    Ok(())
+                }
+            })
+            .await;
+        assert!(result.is_err());
+        assert_eq!(calls, 1, "a timeout is never retried");
     }
 
     #[tokio::test]
     async fn an_answer_is_not_a_failure() {
-        let guard = DependencyGuard::new("database", Duration::from_secs(1));
+        let guard = guard(Duration::from_secs(1));
         let result: Result<(), _> = guard
             .run(Call::Write, async { Err(StoreError::Conflict("email")) })
             .await;
         assert!(matches!(result, Err(StoreError::Conflict("email"))));
         let stats = guard.stats();
         assert_eq!((stats.calls, stats.failure_count), (1, 0));
+        assert_eq!(guard.breaker().snapshot().failures, 0);
     }
 }

@@ -3,6 +3,7 @@
 //! seen of real traffic. Readiness is only "are the signing keys loaded".
 
 use crate::resilience::DependencyGuard;
+use crate::resilience::breaker::State;
 use crate::store::Probe;
 use futures::future::join_all;
 use serde::Serialize;
@@ -21,6 +22,7 @@ pub struct Component {
 pub struct ComponentHealth {
     pub healthy: bool,
     pub latency_ms: f64,
+    pub circuit_state: &'static str,
     pub failure_count: u64,
     pub last_failure: Option<String>,
     pub backend: &'static str,
@@ -34,6 +36,10 @@ pub struct HealthReport {
     pub timestamp: String,
     pub components: BTreeMap<&'static str, ComponentHealth>,
 }
+
+/// How often a breaker that is not closed is probed in the background, so
+/// it closes again when its dependency returns even without traffic.
+const RECOVERY_PROBE_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 pub struct HealthMonitor {
     components: Vec<Component>,
@@ -49,6 +55,26 @@ impl HealthMonitor {
         }
     }
 
+    /// Pings, through their guards, the dependencies whose breaker is not
+    /// closed. The guard turns a due ping into a half-open probe.
+    pub fn spawn_recovery_prober(self: &Arc<Self>) {
+        let monitor = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(RECOVERY_PROBE_EVERY);
+            loop {
+                tick.tick().await;
+                let Some(monitor) = monitor.upgrade() else {
+                    return;
+                };
+                for c in &monitor.components {
+                    if c.guard.breaker().state() != State::Closed {
+                        let _ = c.probe.ping().await;
+                    }
+                }
+            }
+        });
+    }
+
     /// `keys_ready`: whether this node can verify tokens at all.
     pub async fn report(&self, keys_ready: bool) -> HealthReport {
         let checks = self.components.iter().map(|c| async move {
@@ -61,6 +87,7 @@ impl HealthMonitor {
                 ComponentHealth {
                     healthy,
                     latency_ms: (latency_ms * 100.0).round() / 100.0,
+                    circuit_state: c.guard.breaker().state().as_str(),
                     failure_count: stats.failure_count,
                     last_failure: stats.last_failure.and_then(|(at, why)| {
                         at.format(&Rfc3339).ok().map(|at| format!("{at}: {why}"))
@@ -77,13 +104,16 @@ impl HealthMonitor {
                 ComponentHealth {
                     healthy: true,
                     latency_ms: 0.0,
+                    circuit_state: "closed",
                     failure_count: 0,
                     last_failure: None,
                     backend,
                 },
             );
         }
-        let all_healthy = components.values().all(|c| c.healthy);
+        let all_healthy = components
+            .values()
+            .all(|c| c.healthy && c.circuit_state == "closed");
         let status = match (keys_ready, all_healthy) {
             (false, _) => "unhealthy",
             (true, false) => "degraded",

@@ -2,6 +2,7 @@
 //! per dependency, through which every call passes, and the health view
 //! built from what the guards saw.
 
+pub mod breaker;
 pub mod guard;
 pub mod health;
 

@@ -26,12 +26,29 @@ pub enum StoreError {
         dependency: &'static str,
         reason: String,
     },
+    /// The dependency's circuit breaker is open: refused without trying.
+    #[error("{dependency} circuit open")]
+    CircuitOpen {
+        dependency: &'static str,
+        retry_after: std::time::Duration,
+    },
     /// A uniqueness rule refused the write; names the field.
     #[error("{0} already taken")]
     Conflict(&'static str),
     /// The store answered something we cannot interpret (a bug or bad data).
     #[error("unexpected store answer: {0}")]
     Corrupt(String),
+}
+
+impl StoreError {
+    /// True when the dependency could not answer (failed or refused by its
+    /// breaker): the cases where a degraded path may take over.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable { .. } | StoreError::CircuitOpen { .. }
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

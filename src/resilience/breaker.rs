@@ -1,0 +1,583 @@
+//! A circuit breaker with Resilience4j semantics, written here because no
+//! well-kept crate has them (DEPENDENCIES.md trap 5: tower-resilience is
+//! young and takes a tokio Mutex per call, recloser counts calls only,
+//! failsafe is unmaintained).
+//!
+//! * Closed: outcomes fall into a time-based sliding window of `BUCKETS`
+//!   buckets. With at least `minimum_calls` in the window, a failure rate or
+//!   a slow-call rate at or above its threshold opens the breaker.
+//! * Open: every call is rejected at once until `open_wait` has passed.
+//! * Half-open: `half_open_permits` probes go through; all succeed → closed,
+//!   any fails (or is slow) → open again with the wait doubled, capped at
+//!   `open_wait_max`.
+//!
+//! Time is `tokio::time::Instant`, so tests drive it with paused time. The
+//! lock is a std-style mutex held for a few field updates, never across an
+//! await; transitions are logged after it is released.
+
+use parking_lot::Mutex;
+use std::time::{Duration, SystemTime};
+use tokio::time::Instant;
+
+/// Buckets in the sliding window (each `window / BUCKETS` long).
+const BUCKETS: usize = 10;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerSettings {
+    pub window: Duration,
+    pub minimum_calls: u32,
+    /// Percent, 1..=100.
+    pub failure_rate_threshold: f64,
+    pub slow_call_duration: Duration,
+    /// Percent, 1..=100.
+    pub slow_call_rate_threshold: f64,
+    pub open_wait: Duration,
+    pub open_wait_max: Duration,
+    pub half_open_permits: u32,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(10),
+            minimum_calls: 5,
+            failure_rate_threshold: 50.0,
+            slow_call_duration: Duration::from_secs(1),
+            slow_call_rate_threshold: 100.0,
+            open_wait: Duration::from_secs(30),
+            open_wait_max: Duration::from_secs(300),
+            half_open_permits: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    Open,
+    HalfOpen,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Closed => "closed",
+            State::Open => "open",
+            State::HalfOpen => "half_open",
+        }
+    }
+
+    /// For the Prometheus gauge.
+    pub fn as_gauge(self) -> f64 {
+        match self {
+            State::Closed => 0.0,
+            State::Open => 1.0,
+            State::HalfOpen => 2.0,
+        }
+    }
+}
+
+/// How a call through the breaker ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Any answer, including "not found" or a conflict.
+    Success,
+    /// Infrastructure failure: refused, reset, timed out, shutting down.
+    Failure,
+}
+
+/// A call was refused because the breaker is open (or out of probes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rejected {
+    /// When the next probe will be let through.
+    pub retry_after: Duration,
+}
+
+/// Leave to make one call. Hand it back with `record`; a permit dropped
+/// unrecorded (a cancelled request) only frees its half-open slot.
+#[must_use]
+pub struct Permit {
+    generation: u64,
+    half_open: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Bucket {
+    /// Index of the bucket-length period this bucket counts.
+    epoch: u64,
+    calls: u32,
+    failures: u32,
+    slow: u32,
+}
+
+#[derive(Debug)]
+struct Inner {
+    state: State,
+    /// Bumped at every transition; outcomes of older permits are ignored.
+    generation: u64,
+    buckets: [Bucket; BUCKETS],
+    opened_at: Option<(Instant, SystemTime)>,
+    wait: Duration,
+    probes_issued: u32,
+    probes_succeeded: u32,
+}
+
+/// What changed, logged once the lock is released.
+struct Transition {
+    from: State,
+    to: State,
+    reason: String,
+}
+
+/// A point-in-time view for the admin endpoint and health.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub state: State,
+    pub failure_rate: f64,
+    pub slow_call_rate: f64,
+    pub calls: u32,
+    pub failures: u32,
+    pub opened_at: Option<SystemTime>,
+    pub next_attempt_at: Option<SystemTime>,
+}
+
+pub struct CircuitBreaker {
+    name: &'static str,
+    settings: BreakerSettings,
+    started: Instant,
+    inner: Mutex<Inner>,
+}
+
+impl CircuitBreaker {
+    pub fn new(name: &'static str, settings: BreakerSettings) -> Self {
+        let wait = settings.open_wait;
+        Self {
+            name,
+            settings,
+            started: Instant::now(),
+            inner: Mutex::new(Inner {
+                state: State::Closed,
+                generation: 0,
+                buckets: [Bucket::default(); BUCKETS],
+                opened_at: None,
+                wait,
+                probes_issued: 0,
+                probes_succeeded: 0,
+            }),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn settings(&self) -> &BreakerSettings {
+        &self.settings
+    }
+
+    pub fn state(&self) -> State {
+        self.inner.lock().state
+    }
+
+    /// Asks to make a call now.
+    pub fn acquire(&self) -> Result<Permit, Rejected> {
+        let now = Instant::now();
+        let (result, transition) = {
+            let mut inner = self.inner.lock();
+            let mut transition = None;
+            if inner.state == State::Open {
+                let (opened, _) = inner.opened_at.unwrap_or((now, SystemTime::now()));
+                let due = opened + inner.wait;
+                if now < due {
+                    return Err(Rejected {
+                        retry_after: due - now,
+                    });
+                }
+                transition =
+                    Some(self.switch(&mut inner, State::HalfOpen, "open wait elapsed".into()));
+            }
+            let result = match inner.state {
+                State::Closed => Ok(Permit {
+                    generation: inner.generation,
+                    half_open: false,
+                }),
+                State::HalfOpen if inner.probes_issued < self.settings.half_open_permits => {
+                    inner.probes_issued += 1;
+                    Ok(Permit {
+                        generation: inner.generation,
+                        half_open: true,
+                    })
+                }
+                _ => Err(Rejected {
+                    retry_after: Duration::from_secs(1),
+                }),
+            };
+            (result, transition)
+        };
+        self.log(transition);
+        result
+    }
+
+    /// Reports how the permitted call ended and how long it took.
+    pub fn record(&self, permit: Permit, outcome: Outcome, took: Duration) {
+        let slow = took >= self.settings.slow_call_duration;
+        let transition = {
+            let mut inner = self.inner.lock();
+            if permit.generation != inner.generation {
+                return;
+            }
+            match inner.state {
+                State::Closed => self.record_closed(&mut inner, outcome, slow),
+                State::HalfOpen if permit.half_open => self.record_probe(&mut inner, outcome, slow),
+                _ => None,
+            }
+        };
+        self.log(transition);
+    }
+
+    /// A permit whose call never finished (cancelled): free its probe slot.
+    pub fn release(&self, permit: Permit) {
+        let mut inner = self.inner.lock();
+        if permit.half_open && permit.generation == inner.generation {
+            inner.probes_issued = inner.probes_issued.saturating_sub(1);
+        }
+    }
+
+    /// Operator reset: closed, empty window, initial wait.
+    pub fn reset(&self) {
+        let transition = {
+            let mut inner = self.inner.lock();
+            inner.wait = self.settings.open_wait;
+            Some(self.switch(&mut inner, State::Closed, "reset by an operator".into()))
+        };
+        self.log(transition);
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let now = Instant::now();
+        let inner = self.inner.lock();
+        let (calls, failures, slow) = self.totals(&inner, now);
+        let rate = |n: u32| {
+            if calls == 0 {
+                0.0
+            } else {
+                f64::from(n) * 100.0 / f64::from(calls)
+            }
+        };
+        let next_attempt_at = match (inner.state, inner.opened_at) {
+            (State::Open, Some((_, wall))) => Some(wall + inner.wait),
+            _ => None,
+        };
+        Snapshot {
+            state: inner.state,
+            failure_rate: rate(failures),
+            slow_call_rate: rate(slow),
+            calls,
+            failures,
+            opened_at: inner.opened_at.map(|(_, wall)| wall),
+            next_attempt_at,
+        }
+    }
+
+    fn epoch(&self, now: Instant) -> u64 {
+        let bucket = (self.settings.window / BUCKETS as u32).max(Duration::from_millis(1));
+        (now.duration_since(self.started).as_nanos() / bucket.as_nanos()) as u64
+    }
+
+    /// Calls, failures and slow calls inside the window ending now.
+    fn totals(&self, inner: &Inner, now: Instant) -> (u32, u32, u32) {
+        let current = self.epoch(now);
+        inner
+            .buckets
+            .iter()
+            .filter(|b| b.epoch + BUCKETS as u64 > current)
+            .fold((0, 0, 0), |(c, f, s), b| {
+                (c + b.calls, f + b.failures, s + b.slow)
+            })
+    }
+
+    fn record_closed(&self, inner: &mut Inner, outcome: Outcome, slow: bool) -> Option<Transition> {
+        let now = Instant::now();
+        let epoch = self.epoch(now);
+        let bucket = &mut inner.buckets[(epoch % BUCKETS as u64) as usize];
+        if bucket.epoch != epoch {
+            *bucket = Bucket {
+                epoch,
+                ..Bucket::default()
+            };
+        }
+        bucket.calls += 1;
+        bucket.failures += u32::from(outcome == Outcome::Failure);
+        bucket.slow += u32::from(slow);
+        let (calls, failures, slow) = self.totals(inner, now);
+        if calls < self.settings.minimum_calls {
+            return None;
+        }
+        let failure_rate = f64::from(failures) * 100.0 / f64::from(calls);
+        let slow_rate = f64::from(slow) * 100.0 / f64::from(calls);
+        let reason = if failure_rate >= self.settings.failure_rate_threshold {
+            format!("after {failures} failures in {calls} calls ({failure_rate:.0}%)")
+        } else if slow_rate >= self.settings.slow_call_rate_threshold {
+            format!(
+                "after {slow} slow calls in {calls} ({slow_rate:.0}% slower than {:?})",
+                self.settings.slow_call_duration
+            )
+        } else {
+            return None;
+        };
+        inner.wait = self.settings.open_wait;
+        Some(self.switch(inner, State::Open, reason))
+    }
+
+    fn record_probe(&self, inner: &mut Inner, outcome: Outcome, slow: bool) -> Option<Transition> {
+        if outcome == Outcome::Failure || slow {
+            inner.wait = (inner.wait * 2).min(self.settings.open_wait_max);
+            let why = if slow { "was slow" } else { "failed" };
+            return Some(self.switch(
+                inner,
+                State::Open,
+                format!("half-open probe {why}; next wait {:?}", inner.wait),
+            ));
+        }
+        inner.probes_succeeded += 1;
+        if inner.probes_succeeded >= self.settings.half_open_permits {
+            inner.wait = self.settings.open_wait;
+            return Some(self.switch(
+                inner,
+                State::Closed,
+                "every half-open probe succeeded".into(),
+            ));
+        }
+        None
+    }
+
+    fn switch(&self, inner: &mut Inner, to: State, reason: String) -> Transition {
+        let from = inner.state;
+        inner.state = to;
+        inner.generation += 1;
+        inner.probes_issued = 0;
+        inner.probes_succeeded = 0;
+        match to {
+            State::Open => inner.opened_at = Some((Instant::now(), SystemTime::now())),
+            State::Closed => {
+                inner.opened_at = None;
+                inner.buckets = [Bucket::default(); BUCKETS];
+            }
+            State::HalfOpen => {}
+        }
+        Transition { from, to, reason }
+    }
+
+    fn log(&self, transition: Option<Transition>) {
+        let Some(t) = transition else { return };
+        let dependency = self.name;
+        metrics::counter!(
+            "holdfast_breaker_transitions_total",
+            "dependency" => dependency, "from" => t.from.as_str(), "to" => t.to.as_str()
+        )
+        .increment(1);
+        metrics::gauge!("holdfast_breaker_state", "dependency" => dependency).set(t.to.as_gauge());
+        match t.to {
+            State::Open => tracing::warn!(
+                dependency,
+                from = t.from.as_str(),
+                "circuit breaker {dependency} opened {}",
+                t.reason
+            ),
+            State::HalfOpen => tracing::info!(
+                dependency,
+                "circuit breaker {dependency} half-open: {}",
+                t.reason
+            ),
+            State::Closed => tracing::info!(
+                dependency,
+                from = t.from.as_str(),
+                "circuit breaker {dependency} closed: {}",
+                t.reason
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> BreakerSettings {
+        BreakerSettings {
+            window: Duration::from_secs(10),
+            minimum_calls: 4,
+            failure_rate_threshold: 50.0,
+            slow_call_duration: Duration::from_millis(500),
+            slow_call_rate_threshold: 100.0,
+            open_wait: Duration::from_secs(30),
+            open_wait_max: Duration::from_secs(100),
+            half_open_permits: 2,
+        }
+    }
+
+    fn call(b: &CircuitBreaker, outcome: Outcome) {
+        let permit = b.acquire().expect("permitted");
+        b.record(permit, outcome, Duration::from_millis(1));
+    }
+
+    fn open(b: &CircuitBreaker) {
+        for _ in 0..4 {
+            call(b, Outcome::Failure);
+        }
+        assert_eq!(b.state(), State::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stays_closed_below_minimum_calls_and_below_threshold() {
+        let b = CircuitBreaker::new("db", settings());
+        for _ in 0..3 {
+            call(&b, Outcome::Failure);
+        }
+        assert_eq!(b.state(), State::Closed, "3 calls < minimum 4");
+        let b = CircuitBreaker::new("db", settings());
+        for outcome in [
+            Outcome::Success,
+            Outcome::Success,
+            Outcome::Success,
+            Outcome::Failure,
+        ] {
+            call(&b, outcome);
+        }
+        assert_eq!(b.state(), State::Closed, "25% < 50%");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_at_the_failure_rate_and_rejects_at_once() {
+        let b = CircuitBreaker::new("db", settings());
+        for outcome in [
+            Outcome::Success,
+            Outcome::Failure,
+            Outcome::Success,
+            Outcome::Failure,
+        ] {
+            call(&b, outcome);
+        }
+        assert_eq!(b.state(), State::Open, "50% >= 50%");
+        let rejected = b.acquire().err().expect("rejected");
+        assert_eq!(rejected.retry_after, Duration::from_secs(30));
+        let snap = b.snapshot();
+        assert!(snap.opened_at.is_some() && snap.next_attempt_at.is_some());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn old_outcomes_slide_out_of_the_window() {
+        let b = CircuitBreaker::new("db", settings());
+        for _ in 0..3 {
+            call(&b, Outcome::Failure);
+        }
+        tokio::time::advance(Duration::from_secs(11)).await;
+        call(&b, Outcome::Failure);
+        assert_eq!(
+            b.state(),
+            State::Closed,
+            "the first three fell out of the window"
+        );
+        assert_eq!(b.snapshot().calls, 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn opens_on_slow_calls_only_at_their_rate() {
+        let b = CircuitBreaker::new("db", settings());
+        for _ in 0..4 {
+            let permit = b.acquire().expect("permitted");
+            b.record(permit, Outcome::Success, Duration::from_millis(600));
+        }
+        assert_eq!(b.state(), State::Open, "100% slow");
+        let b = CircuitBreaker::new("db", settings());
+        for took in [600, 600, 600, 10] {
+            let permit = b.acquire().expect("permitted");
+            b.record(permit, Outcome::Success, Duration::from_millis(took));
+        }
+        assert_eq!(b.state(), State::Closed, "75% slow < 100%");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn half_open_lets_exactly_the_permits_through_and_closes_on_success() {
+        let b = CircuitBreaker::new("db", settings());
+        open(&b);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let first = b.acquire().expect("probe 1");
+        assert_eq!(b.state(), State::HalfOpen);
+        let second = b.acquire().expect("probe 2");
+        assert!(b.acquire().is_err(), "no third concurrent probe");
+        b.record(first, Outcome::Success, Duration::from_millis(1));
+        assert_eq!(
+            b.state(),
+            State::HalfOpen,
+            "one of two probes is not enough"
+        );
+        b.record(second, Outcome::Success, Duration::from_millis(1));
+        assert_eq!(b.state(), State::Closed);
+        assert_eq!(
+            b.snapshot().calls,
+            0,
+            "a closed breaker starts a fresh window"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_reopens_with_a_doubled_wait_up_to_the_cap() {
+        let b = CircuitBreaker::new("db", settings());
+        open(&b);
+        let mut expected = [60, 100, 100];
+        for wait in expected.iter_mut() {
+            tokio::time::advance(b.acquire().err().expect("open").retry_after).await;
+            let probe = b.acquire().expect("probe");
+            b.record(probe, Outcome::Failure, Duration::from_millis(1));
+            assert_eq!(b.state(), State::Open);
+            assert_eq!(
+                b.acquire().err().expect("open").retry_after,
+                Duration::from_secs(*wait)
+            );
+        }
+        // A slow probe counts as failed too.
+        tokio::time::advance(Duration::from_secs(100)).await;
+        let probe = b.acquire().expect("probe");
+        b.record(probe, Outcome::Success, Duration::from_secs(1));
+        assert_eq!(b.state(), State::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_half_open_probes_one_failing_reopens() {
+        let b = CircuitBreaker::new("db", settings());
+        open(&b);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let first = b.acquire().expect("probe 1");
+        let second = b.acquire().expect("probe 2");
+        b.record(second, Outcome::Failure, Duration::from_millis(1));
+        assert_eq!(b.state(), State::Open);
+        // The other probe's late success belongs to an old generation.
+        b.record(first, Outcome::Success, Duration::from_millis(1));
+        assert_eq!(b.state(), State::Open);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_probe_frees_its_slot() {
+        let b = CircuitBreaker::new("db", settings());
+        open(&b);
+        tokio::time::advance(Duration::from_secs(30)).await;
+        let first = b.acquire().expect("probe 1");
+        let _second = b.acquire().expect("probe 2");
+        assert!(b.acquire().is_err());
+        b.release(first);
+        assert!(b.acquire().is_ok(), "the released slot is available again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn outcomes_from_before_a_transition_are_ignored_and_reset_closes() {
+        let b = CircuitBreaker::new("db", settings());
+        let stale = b.acquire().expect("permit");
+        open(&b);
+        b.record(stale, Outcome::Success, Duration::from_millis(1));
+        assert_eq!(b.state(), State::Open);
+        b.reset();
+        assert_eq!(b.state(), State::Closed);
+        assert!(b.acquire().is_ok());
+    }
+}
