@@ -5,6 +5,7 @@ use crate::auth::accounts::Accounts;
 use crate::auth::keys::{KeyError, KeyRing, MasterKey};
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::policy::PasswordPolicy;
+use crate::auth::rate_limit::RateLimits;
 use crate::auth::revocation::RevocationSet;
 use crate::auth::sessions::Sessions;
 use crate::auth::tokens::TokenService;
@@ -15,10 +16,12 @@ use crate::resilience::DependencyGuard;
 use crate::resilience::health::{Component, HealthMonitor};
 use crate::store::layered::LayeredSessionStore;
 use crate::store::memory::MemorySessionCache;
-use crate::store::redis::RedisSessionCache;
+use crate::store::memory_limiter::MemoryLimiter;
+use crate::store::redis::{self, RedisSessionCache};
+use crate::store::redis_limiter::RedisLimiter;
 use crate::store::sql::{PgStore, SqliteStore};
 use crate::store::{
-    KeyStore, Probe, SessionCache, SessionLedger, SessionStore, StoreError, UserStore,
+    KeyStore, LimiterStore, Probe, SessionCache, SessionLedger, SessionStore, StoreError, UserStore,
 };
 use axum::Router;
 use std::sync::Arc;
@@ -35,6 +38,7 @@ pub struct AppState {
     pub tokens: Arc<TokenService>,
     pub keys: Arc<KeyRing>,
     pub revocations: Arc<RevocationSet>,
+    pub limits: Arc<RateLimits>,
     pub users: Arc<dyn UserStore>,
     pub health: Arc<HealthMonitor>,
     /// The guards of the dependencies in use, for the operator view.
@@ -110,25 +114,40 @@ fn migration_timeout(config: &Config) -> Duration {
     config.database.timeout.max(Duration::from_secs(30))
 }
 
-/// Picks the session cache: Redis when configured; process memory when not,
-/// or (development only) when the configured Redis does not answer at start.
-async fn session_cache(
+/// The session cache and the rate limiter, which live in the same place:
+/// Redis when configured; process memory when not, or (development only)
+/// when the configured Redis does not answer at start.
+struct SharedState {
+    cache: Arc<dyn SessionCache>,
+    limiter: Arc<dyn LimiterStore>,
+    probe: Option<Arc<dyn Probe>>,
+}
+
+async fn shared_state(
     config: &Config,
     guard: Arc<DependencyGuard>,
-) -> Result<(Arc<dyn SessionCache>, Option<Arc<dyn Probe>>), StartError> {
-    let memory =
-        || -> Arc<dyn SessionCache> { Arc::new(MemorySessionCache::new(MEMORY_SESSION_CAPACITY)) };
-    let Some(url) = &config.redis.url else {
-        return Ok((memory(), None));
+) -> Result<SharedState, StartError> {
+    let memory = || SharedState {
+        cache: Arc::new(MemorySessionCache::new(MEMORY_SESSION_CAPACITY)),
+        limiter: Arc::new(MemoryLimiter::new()),
+        probe: None,
     };
-    let redis = Arc::new(RedisSessionCache::connect(url.expose(), guard)?);
+    let Some(url) = &config.redis.url else {
+        return Ok(memory());
+    };
+    let conn = redis::connect(url.expose(), guard.timeout())?;
+    let cache = Arc::new(RedisSessionCache::new(conn.clone(), Arc::clone(&guard)));
     if config.env == Environment::Development
-        && let Err(e) = redis.ping().await
+        && let Err(e) = cache.ping().await
     {
         tracing::warn!(error = %e, "redis unreachable at start; development falls back to process memory");
-        return Ok((memory(), None));
+        return Ok(memory());
     }
-    Ok((redis.clone(), Some(redis)))
+    Ok(SharedState {
+        cache: cache.clone(),
+        limiter: Arc::new(RedisLimiter::new(conn, guard)),
+        probe: Some(cache),
+    })
 }
 
 impl AppState {
@@ -147,10 +166,12 @@ impl AppState {
         ));
 
         let durable = open_durable(&config, Arc::clone(&db_guard)).await?;
-        let (cache, redis_probe) = session_cache(&config, Arc::clone(&redis_guard)).await?;
-        let cache_backend = cache.backend();
+        let shared = shared_state(&config, Arc::clone(&redis_guard)).await?;
+        let redis_probe = shared.probe;
+        let cache_backend = shared.cache.backend();
         let sessions: Arc<dyn SessionStore> =
-            Arc::new(LayeredSessionStore::new(cache, Arc::clone(&durable.ledger)));
+            LayeredSessionStore::start(shared.cache, Arc::clone(&durable.ledger));
+        let limits = Arc::new(RateLimits::new(shared.limiter, config.rate_limit.clone()));
 
         let now = crate::auth::now();
         let keys = Arc::new(KeyRing::load(durable.keys.as_ref(), &master, now).await?);
@@ -183,6 +204,7 @@ impl AppState {
             hasher,
             Arc::clone(&tokens),
             Arc::clone(&revocations),
+            Arc::clone(&limits),
             config.tokens.refresh_ttl.as_secs() as i64,
         ));
 
@@ -213,6 +235,7 @@ impl AppState {
             tokens,
             keys,
             revocations,
+            limits,
             users: durable.users,
             health,
             guards,

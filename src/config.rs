@@ -4,6 +4,7 @@
 
 use crate::resilience::breaker::BreakerSettings;
 use crate::secret::Secret;
+use crate::store::Window;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -37,6 +38,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub breaker: BreakerConfig,
+    pub rate_limit: RateLimitConfig,
     pub tokens: TokenConfig,
     pub passwords: PasswordConfig,
 }
@@ -128,6 +130,30 @@ impl BreakerConfig {
     }
 }
 
+/// What login and register do when the shared limiter (Redis) is down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBackendFailure {
+    /// Fail closed: 503 SVC001 (`rate_limiter`).
+    Deny,
+    /// Enforce per-node limits at half the configured rate.
+    Local,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    #[serde(deserialize_with = "rate")]
+    pub login_per_ip: Window,
+    #[serde(deserialize_with = "rate")]
+    pub login_failures_per_account: Window,
+    #[serde(deserialize_with = "rate")]
+    pub register_per_ip: Window,
+    #[serde(deserialize_with = "rate")]
+    pub refresh_per_ip: Window,
+    pub on_backend_failure: OnBackendFailure,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TokenConfig {
@@ -170,6 +196,13 @@ fn defaults() -> serde_json::Value {
             "open_wait": "30s",
             "open_wait_max": "5m",
             "half_open_permits": 2
+        },
+        "rate_limit": {
+            "login_per_ip": "20/min",
+            "login_failures_per_account": "5/15min",
+            "register_per_ip": "5/min",
+            "refresh_per_ip": "60/min",
+            "on_backend_failure": "deny"
         },
         "tokens": {
             "algorithm": "EdDSA",
@@ -383,6 +416,29 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
     })
 }
 
+/// Rates as the contract writes them: `10/min`, `5/15min`, `100/1h`.
+fn rate<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Window, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_rate(&text).ok_or_else(|| {
+        serde::de::Error::custom(format!("`{text}` is not a rate like 10/min or 5/15min"))
+    })
+}
+
+pub fn parse_rate(text: &str) -> Option<Window> {
+    let (count, per) = text.trim().split_once('/')?;
+    let limit: u32 = count.trim().parse().ok().filter(|n| *n > 0)?;
+    let per = per.trim();
+    let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
+        per.to_string()
+    } else {
+        format!("1{per}")
+    };
+    let period = humantime::parse_duration(&per)
+        .ok()
+        .filter(|d| !d.is_zero())?;
+    Some(Window { limit, period })
+}
+
 fn opt_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
     duration(deserializer).map(Some)
 }
@@ -441,6 +497,25 @@ mod tests {
                 .contains("breaker.database.failure_rate_threshold"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn rates_parse_as_the_contract_writes_them() {
+        assert_eq!(
+            parse_rate("10/min").map(|w| (w.limit, w.period.as_secs())),
+            Some((10, 60))
+        );
+        assert_eq!(
+            parse_rate("5/15min").map(|w| (w.limit, w.period.as_secs())),
+            Some((5, 900))
+        );
+        assert_eq!(
+            parse_rate("100/1h").map(|w| (w.limit, w.period.as_secs())),
+            Some((100, 3600))
+        );
+        assert!(parse_rate("0/min").is_none() && parse_rate("ten/min").is_none());
+        let err = load_toml("[rate_limit]\nlogin_per_ip = \"lots\"\n").expect_err("bad");
+        assert!(err.to_string().contains("rate_limit.login_per_ip"), "{err}");
     }
 
     #[test]

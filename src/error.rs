@@ -58,6 +58,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("not found")]
     NotFound,
+    #[error("rate limited")]
+    RateLimited { limit: u32, retry_after_secs: u64 },
     #[error("dependency {dependency} unavailable")]
     Unavailable {
         dependency: String,
@@ -120,6 +122,11 @@ impl ApiError {
                 "Email or username already taken",
             ),
             NotFound => ("NOTFOUND", StatusCode::NOT_FOUND, "Not found"),
+            RateLimited { .. } => (
+                "RATE001",
+                StatusCode::TOO_MANY_REQUESTS,
+                "Too many requests",
+            ),
             Unavailable { .. } => (
                 "SVC001",
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -214,6 +221,15 @@ impl IntoResponse for ApiError {
             }
             ApiError::ReadOnly => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(30u64));
+            }
+            ApiError::RateLimited {
+                limit,
+                retry_after_secs,
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                headers.insert("ratelimit-limit", HeaderValue::from(*limit));
+                headers.insert("ratelimit-remaining", HeaderValue::from(0u32));
+                headers.insert("ratelimit-reset", HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }

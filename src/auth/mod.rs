@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod keys;
 pub mod passwords;
 pub mod policy;
+pub mod rate_limit;
 pub mod revocation;
 pub mod sessions;
 pub mod tokens;

@@ -6,6 +6,7 @@
 //! secret; Argon2 is for passwords).
 
 use crate::auth::passwords::PasswordHasher;
+use crate::auth::rate_limit::RateLimits;
 use crate::auth::revocation::RevocationSet;
 use crate::auth::tokens::TokenService;
 use crate::error::ApiError;
@@ -38,6 +39,7 @@ pub struct Sessions {
     hasher: Arc<PasswordHasher>,
     tokens: Arc<TokenService>,
     revocations: Arc<RevocationSet>,
+    limits: Arc<RateLimits>,
     refresh_ttl: i64,
 }
 
@@ -48,6 +50,7 @@ impl Sessions {
         hasher: Arc<PasswordHasher>,
         tokens: Arc<TokenService>,
         revocations: Arc<RevocationSet>,
+        limits: Arc<RateLimits>,
         refresh_ttl: i64,
     ) -> Self {
         Self {
@@ -56,6 +59,7 @@ impl Sessions {
             hasher,
             tokens,
             revocations,
+            limits,
             refresh_ttl,
         }
     }
@@ -71,11 +75,28 @@ impl Sessions {
         now: UnixTime,
     ) -> Result<TokenPair, ApiError> {
         let user = self.users.by_login(login.trim()).await?;
+        // Unknown logins are limited too, under the name tried, so a lock
+        // says nothing about whether an account exists.
+        let account = user
+            .as_ref()
+            .map_or_else(|| login.trim().to_lowercase(), |u| u.id.to_string());
+        let attempt = self.limits.reserve_account(&account).await?;
         let phc = user.as_ref().map(|u| u.password_hash.clone());
-        let matched = self.hasher.verify(password, phc).await?;
+        let matched = match self.hasher.verify(password, phc).await {
+            Ok(matched) => matched,
+            Err(e) => {
+                // Shed before any verdict: the attempt does not count.
+                self.limits.account_succeeded(attempt).await;
+                return Err(e.into());
+            }
+        };
         let user = match (user, matched) {
-            (Some(user), true) => user,
+            (Some(user), true) => {
+                self.limits.account_succeeded(attempt).await;
+                user
+            }
             (user, _) => {
+                self.limits.account_failed(attempt).await;
                 tracing::warn!(
                     user_id = user.map(|u| u.id.to_string()).unwrap_or_default(),
                     "login failed"
@@ -98,6 +119,7 @@ impl Sessions {
             user_agent: client.user_agent.map(|ua| ua.chars().take(256).collect()),
             ip: client.ip,
             revoked_at: None,
+            roles: user.roles.clone(),
         };
         self.sessions.create(&session).await?;
         tracing::info!(user_id = %user.id, session_id = %session.id, "login succeeded");
@@ -112,19 +134,23 @@ impl Sessions {
             .rotate(sid, &presented, &next_hash, now)
             .await?
         {
-            Rotation::Rotated(session) => {
-                let user = self
-                    .users
-                    .by_id(session.user_id)
-                    .await?
-                    .ok_or(ApiError::Revoked)?;
-                if user.status == UserStatus::Disabled {
+            Rotation::Rotated(session) => match self.users.by_id(session.user_id).await {
+                Ok(Some(user)) if user.status == UserStatus::Disabled => {
                     self.sessions.revoke(sid, now).await?;
                     self.revocations.revoke_session(sid, now);
-                    return Err(ApiError::AccountDisabled);
+                    Err(ApiError::AccountDisabled)
                 }
-                self.pair(&user, &session, &next_secret, now)
-            }
+                Ok(Some(user)) => self.pair(&user, &session, &next_secret, now),
+                Ok(None) => Err(ApiError::Revoked),
+                // The session came from the cache and is live; a disabled
+                // account would have had it revoked. Issue with the roles
+                // the session recorded at login (explicit degradation).
+                Err(e) if e.is_unavailable() => {
+                    tracing::warn!(session_id = %sid, "refresh served without the database: roles from the session");
+                    self.pair_for(session.user_id, &session.roles, &session, &next_secret, now)
+                }
+                Err(e) => Err(e.into()),
+            },
             Rotation::Reused => {
                 self.revocations.revoke_session(sid, now);
                 tracing::warn!(session_id = %sid, "refresh token reuse detected; session revoked");
@@ -193,8 +219,19 @@ impl Sessions {
         secret: &str,
         now: UnixTime,
     ) -> Result<TokenPair, ApiError> {
+        self.pair_for(user.id, &user.roles, session, secret, now)
+    }
+
+    fn pair_for(
+        &self,
+        sub: Uuid,
+        roles: &[String],
+        session: &Session,
+        secret: &str,
+        now: UnixTime,
+    ) -> Result<TokenPair, ApiError> {
         Ok(TokenPair {
-            access_token: self.tokens.issue(user, session.id, now)?,
+            access_token: self.tokens.issue_for(sub, roles, session.id, now)?,
             expires_in: self.tokens.access_ttl(),
             refresh_token: format!("{}.{secret}", session.id),
             refresh_expires_in: session.expires_at - now,

@@ -59,6 +59,18 @@ impl TokenService {
     }
 
     pub fn issue(&self, user: &User, sid: Uuid, now: UnixTime) -> Result<String, ApiError> {
+        self.issue_for(user.id, &user.roles, sid, now)
+    }
+
+    /// Issues for a subject and roles known without a `User` row (refresh
+    /// while the database is down uses the session's roles snapshot).
+    pub fn issue_for(
+        &self,
+        sub: Uuid,
+        roles: &[String],
+        sid: Uuid,
+        now: UnixTime,
+    ) -> Result<String, ApiError> {
         let set = self.keys.snapshot();
         let key = set
             .signing
@@ -66,14 +78,14 @@ impl TokenService {
             .ok_or_else(|| ApiError::internal("no active signing key"))?;
         let claims = AccessClaims {
             iss: self.issuer.clone(),
-            sub: user.id,
+            sub,
             aud: self.audience.clone(),
             iat: now,
             nbf: now,
             exp: now + self.access_ttl,
             jti: Uuid::new_v4(),
             sid,
-            roles: user.roles.clone(),
+            roles: roles.to_vec(),
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.kid = Some(key.kid.clone());

@@ -3,10 +3,12 @@
 use crate::app::AppState;
 use crate::auth::accounts::Registration;
 use crate::auth::now;
-use crate::auth::sessions::TokenPair;
+use crate::auth::rate_limit::Limit;
+use crate::auth::sessions::{Client, TokenPair};
 use crate::error::ApiError;
 use crate::http::extract::{Authenticated, ClientInfo, Json, OptionalJson};
 use crate::http::users::UserView;
+use crate::store::Decision;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
@@ -59,10 +61,32 @@ impl From<TokenPair> for TokenResponse {
     }
 }
 
+/// `RateLimit-*` headers (draft-ietf-httpapi-ratelimit-headers) of a
+/// limited endpoint's answer.
+fn rate_headers(d: &Decision) -> [(&'static str, String); 3] {
+    [
+        ("ratelimit-limit", d.limit.to_string()),
+        ("ratelimit-remaining", d.remaining.to_string()),
+        (
+            "ratelimit-reset",
+            d.reset_after.as_secs().max(1).to_string(),
+        ),
+    ]
+}
+
+fn ip_of(client: &Client) -> &str {
+    client.ip.as_deref().unwrap_or("unknown")
+}
+
 pub async fn register(
     State(state): State<AppState>,
+    ClientInfo(client): ClientInfo,
     Json(body): Json<RegisterBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    let limit = state
+        .limits
+        .check(Limit::RegisterPerIp, ip_of(&client))
+        .await?;
     let registration = Registration {
         email: body.email,
         username: body.username,
@@ -70,27 +94,40 @@ pub async fn register(
         roles: Vec::new(),
     };
     let user = state.accounts.register(registration, now()).await?;
-    Ok((StatusCode::CREATED, axum::Json(UserView::from(user))))
+    Ok((
+        StatusCode::CREATED,
+        rate_headers(&limit),
+        axum::Json(UserView::from(user)),
+    ))
 }
 
 pub async fn login(
     State(state): State<AppState>,
     ClientInfo(client): ClientInfo,
     Json(body): Json<LoginBody>,
-) -> Result<axum::Json<TokenResponse>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = state
+        .limits
+        .check(Limit::LoginPerIp, ip_of(&client))
+        .await?;
     let pair = state
         .sessions
         .login(&body.login, body.password, client, now())
         .await?;
-    Ok(axum::Json(pair.into()))
+    Ok((rate_headers(&limit), axum::Json(TokenResponse::from(pair))))
 }
 
 pub async fn refresh(
     State(state): State<AppState>,
+    ClientInfo(client): ClientInfo,
     Json(body): Json<RefreshBody>,
-) -> Result<axum::Json<TokenResponse>, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
+    let limit = state
+        .limits
+        .check(Limit::RefreshPerIp, ip_of(&client))
+        .await?;
     let pair = state.sessions.refresh(&body.refresh_token, now()).await?;
-    Ok(axum::Json(pair.into()))
+    Ok((rate_headers(&limit), axum::Json(TokenResponse::from(pair))))
 }
 
 pub async fn logout(

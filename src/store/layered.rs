@@ -2,52 +2,197 @@
 //! front of the SQL ledger, written through so that a session that got a 2xx
 //! survives the cache losing everything (a Redis restart).
 //!
-//! Reads go to the cache first and refill it from the ledger on a miss.
-//! Rotation is decided atomically by whichever layer holds the session: the
-//! cache when it has it (then recorded in the ledger), the ledger otherwise.
+//! Either layer may be down (DESIGN.md §4):
+//! * cache down — reads and rotations go to the ledger;
+//! * ledger down — rotations and revocations are decided by the cache and
+//!   their write-through is queued (`Deferred`) and replayed when the ledger
+//!   answers again.
+//!
+//! A cache copy can go stale while the cache was unreachable. The ledger
+//! catches that, because the write-through is itself a compare-and-swap:
+//! presenting a hash the ledger knows as used is reuse, a session the ledger
+//! revoked is gone, and a ledger that merely missed rotations catches up.
 
 use crate::store::{
     Rotation, Session, SessionCache, SessionLedger, SessionStore, StoreError, UnixTime,
 };
 use async_trait::async_trait;
-use std::sync::Arc;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 use uuid::Uuid;
+
+/// Deferred writes a node keeps while the ledger is down. Past this, new
+/// degraded writes are refused (503) rather than dropped.
+const MAX_DEFERRED: usize = 100_000;
+const REPLAY_EVERY: Duration = Duration::from_millis(500);
+
+/// A ledger write decided while the ledger was unreachable.
+#[derive(Debug, Clone)]
+enum Deferred {
+    Rotation {
+        id: Uuid,
+        used: String,
+        next: String,
+        at: UnixTime,
+    },
+    Revoke {
+        id: Uuid,
+        at: UnixTime,
+    },
+}
 
 pub struct LayeredSessionStore {
     cache: Arc<dyn SessionCache>,
     ledger: Arc<dyn SessionLedger>,
+    deferred: Mutex<VecDeque<Deferred>>,
 }
 
 impl LayeredSessionStore {
-    pub fn new(cache: Arc<dyn SessionCache>, ledger: Arc<dyn SessionLedger>) -> Self {
-        Self { cache, ledger }
+    /// Builds the store and starts its replay task.
+    pub fn start(cache: Arc<dyn SessionCache>, ledger: Arc<dyn SessionLedger>) -> Arc<Self> {
+        let store = Arc::new(Self {
+            cache,
+            ledger,
+            deferred: Mutex::new(VecDeque::new()),
+        });
+        spawn_replay(Arc::downgrade(&store));
+        store
     }
 
     pub fn cache_backend(&self) -> &'static str {
         self.cache.backend()
     }
 
-    async fn revoke_everywhere(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
-        self.ledger.revoke(id, now).await?;
-        self.cache.revoke(id, now).await
+    /// Ledger writes waiting for the database.
+    pub fn deferred_len(&self) -> usize {
+        self.deferred.lock().len()
     }
+
+    fn defer(&self, write: Deferred) -> Result<(), StoreError> {
+        let mut queue = self.deferred.lock();
+        if queue.len() >= MAX_DEFERRED {
+            return Err(StoreError::Unavailable {
+                dependency: "database",
+                reason: "deferred write queue full".into(),
+            });
+        }
+        tracing::warn!(?write, "database unavailable: write-through deferred");
+        queue.push_back(write);
+        Ok(())
+    }
+
+    /// Replays deferred writes in order until the queue is empty or the
+    /// ledger fails again. Returns how many were applied.
+    pub async fn replay(&self) -> usize {
+        let mut applied = 0;
+        loop {
+            let Some(write) = self.deferred.lock().front().cloned() else {
+                return applied;
+            };
+            let result = match &write {
+                Deferred::Rotation { id, used, next, at } => {
+                    self.ledger_rotation(*id, used, next, *at).await.map(|_| ())
+                }
+                Deferred::Revoke { id, at } => self.ledger.revoke(*id, *at).await,
+            };
+            match result {
+                Err(e) if e.is_unavailable() => return applied,
+                Err(e) => {
+                    tracing::error!(error = %e, ?write, "deferred write dropped: the ledger refused it")
+                }
+                Ok(()) => applied += 1,
+            }
+            self.deferred.lock().pop_front();
+            if applied > 0 && self.deferred.lock().is_empty() {
+                tracing::info!(applied, "deferred session writes replayed");
+            }
+        }
+    }
+
+    /// The write-through of a rotation the cache decided, as a
+    /// compare-and-swap in the ledger (see the module comment). Returns what
+    /// the caller should answer.
+    async fn ledger_rotation(
+        &self,
+        id: Uuid,
+        used: &str,
+        next: &str,
+        at: UnixTime,
+    ) -> Result<Rotation, StoreError> {
+        match self.ledger.rotate(id, used, next, at).await? {
+            rotated @ Rotation::Rotated(_) => Ok(rotated),
+            // The ledger missed earlier rotations (deferred, or lost with a
+            // node): the cache is ahead, so the ledger catches up.
+            Rotation::Mismatch => {
+                self.ledger.record_rotation(id, used, next, at).await?;
+                Ok(Rotation::Mismatch)
+            }
+            // The cache copy was stale: the hash was used, or the session
+            // revoked, while the cache was unreachable.
+            stale @ (Rotation::Reused | Rotation::Gone) => {
+                self.cache.revoke(id, at).await.ok();
+                Ok(stale)
+            }
+        }
+    }
+
+    async fn revoke_everywhere(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
+        let ledger = self.ledger.revoke(id, now).await;
+        let cache = self.cache.revoke(id, now).await;
+        match ledger {
+            Ok(()) => Ok(()),
+            // Logout always works: the cache (if up) and the caller's
+            // in-memory revocation set hold it until the ledger returns.
+            Err(e) if e.is_unavailable() => {
+                if let Err(cache_error) = &cache {
+                    tracing::warn!(error = %cache_error, "revocation held only in memory until a store returns");
+                }
+                self.defer(Deferred::Revoke { id, at: now })
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn spawn_replay(store: Weak<LayeredSessionStore>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(REPLAY_EVERY);
+        loop {
+            tick.tick().await;
+            let Some(store) = store.upgrade() else { return };
+            if store.deferred_len() > 0 {
+                store.replay().await;
+            }
+        }
+    });
 }
 
 #[async_trait]
 impl SessionStore for LayeredSessionStore {
     async fn create(&self, session: &Session) -> Result<(), StoreError> {
         self.ledger.create(session).await?;
-        self.cache.put(session).await
+        // The ledger has it: a cache that cannot take it refills later.
+        if let Err(e) = self.cache.put(session).await {
+            tracing::warn!(error = %e, "session not cached; the ledger serves it");
+        }
+        Ok(())
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
-        if let Some(session) = self.cache.get(id).await? {
-            return Ok(Some(session));
+        match self.cache.get(id).await {
+            Ok(Some(session)) => return Ok(Some(session)),
+            Ok(None) => {}
+            Err(e) if e.is_unavailable() => {
+                return self.ledger.get(id).await;
+            }
+            Err(e) => return Err(e),
         }
         let Some(session) = self.ledger.get(id).await? else {
             return Ok(None);
         };
-        self.cache.put(&session).await?;
+        self.cache.put(&session).await.ok();
         Ok(Some(session))
     }
 
@@ -58,25 +203,41 @@ impl SessionStore for LayeredSessionStore {
         next: &str,
         now: UnixTime,
     ) -> Result<Rotation, StoreError> {
-        let outcome = match self.cache.rotate(id, presented, next, now).await? {
-            Some(Rotation::Rotated(session)) => {
-                self.ledger
-                    .record_rotation(id, presented, next, now)
-                    .await?;
-                Rotation::Rotated(session)
+        let outcome = match self.cache.rotate(id, presented, next, now).await {
+            Ok(Some(Rotation::Rotated(session))) => {
+                match self.ledger_rotation(id, presented, next, now).await {
+                    Ok(Rotation::Rotated(_) | Rotation::Mismatch) => Rotation::Rotated(session),
+                    Ok(stale) => stale,
+                    Err(e) if e.is_unavailable() => {
+                        self.defer(Deferred::Rotation {
+                            id,
+                            used: presented.to_string(),
+                            next: next.to_string(),
+                            at: now,
+                        })?;
+                        Rotation::Rotated(session)
+                    }
+                    Err(e) => return Err(e),
+                }
             }
             // The cache may have been refilled after the hash was used.
-            Some(Rotation::Mismatch) if self.ledger.was_used(id, presented).await? => {
-                Rotation::Reused
-            }
-            Some(other) => other,
-            None => {
+            Ok(Some(Rotation::Mismatch)) => match self.ledger.was_used(id, presented).await {
+                Ok(true) => Rotation::Reused,
+                Ok(false) => Rotation::Mismatch,
+                Err(e) if e.is_unavailable() => Rotation::Mismatch,
+                Err(e) => return Err(e),
+            },
+            Ok(Some(other)) => other,
+            // Not cached, or the cache is unreachable: the ledger decides.
+            Ok(None) => {
                 let outcome = self.ledger.rotate(id, presented, next, now).await?;
                 if let Rotation::Rotated(session) = &outcome {
-                    self.cache.put(session).await?;
+                    self.cache.put(session).await.ok();
                 }
                 outcome
             }
+            Err(e) if e.is_unavailable() => self.ledger.rotate(id, presented, next, now).await?,
+            Err(e) => return Err(e),
         };
         if matches!(outcome, Rotation::Reused) {
             self.revoke_everywhere(id, now).await?;
@@ -96,7 +257,11 @@ impl SessionStore for LayeredSessionStore {
     ) -> Result<Vec<Uuid>, StoreError> {
         let revoked = self.ledger.revoke_user(user_id, keep, now).await?;
         for id in &revoked {
-            self.cache.revoke(*id, now).await?;
+            // A stale live copy left by a failure here is caught by the
+            // ledger's compare-and-swap at its next refresh.
+            if let Err(e) = self.cache.revoke(*id, now).await {
+                tracing::warn!(error = %e, session_id = %id, "cache not told of a revocation");
+            }
         }
         Ok(revoked)
     }

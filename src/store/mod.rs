@@ -5,7 +5,9 @@
 
 pub mod layered;
 pub mod memory;
+pub mod memory_limiter;
 pub mod redis;
+pub mod redis_limiter;
 pub mod sql;
 
 use async_trait::async_trait;
@@ -101,6 +103,32 @@ pub struct Session {
     pub user_agent: Option<String>,
     pub ip: Option<String>,
     pub revoked_at: Option<UnixTime>,
+    /// The user's roles at the last login: used to issue a token only when
+    /// the users table cannot be read (database down).
+    #[serde(default, deserialize_with = "roles_from_json")]
+    pub roles: Vec<String>,
+}
+
+/// Redis's Lua cjson re-encodes an empty array as `{}` when a script
+/// rewrites a session; read that back as no roles.
+fn roles_from_json<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    use serde::Deserialize;
+    match serde_json::Value::deserialize(d)? {
+        serde_json::Value::Array(items) => items
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => Ok(s),
+                other => Err(serde::de::Error::custom(format!(
+                    "role {other} is not a string"
+                ))),
+            })
+            .collect(),
+        serde_json::Value::Object(map) if map.is_empty() => Ok(Vec::new()),
+        serde_json::Value::Null => Ok(Vec::new()),
+        other => Err(serde::de::Error::custom(format!(
+            "roles {other} is not a list"
+        ))),
+    }
 }
 
 impl Session {
@@ -250,6 +278,51 @@ pub trait KeyStore: Send + Sync {
     /// Fails with `Conflict("active_key")` if another node won the race to
     /// create the first active key.
     async fn insert(&self, key: &StoredKey) -> Result<(), StoreError>;
+}
+
+/// `limit` events per `period`, e.g. 5 per 15 minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub limit: u32,
+    pub period: std::time::Duration,
+}
+
+/// A rate-limit answer, with what the `RateLimit-*` headers report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    pub limit: u32,
+    pub remaining: u32,
+    /// When a slot frees up (or the lock ends).
+    pub reset_after: std::time::Duration,
+}
+
+/// Sliding-window counters with reservations, shared by all nodes (Redis)
+/// or per node (memory). Every operation is atomic per key.
+#[async_trait]
+pub trait LimiterStore: Send + Sync {
+    fn backend(&self) -> &'static str;
+    /// Takes a slot for `member` if the window has one and `key` is not
+    /// locked.
+    async fn reserve(
+        &self,
+        key: &str,
+        window: Window,
+        member: &str,
+        now_ms: i64,
+    ) -> Result<Decision, StoreError>;
+    /// Gives a reserved slot back (a login that succeeded).
+    async fn refund(&self, key: &str, member: &str) -> Result<(), StoreError>;
+    /// Confirms a failure; when the window is full, locks `key` for a
+    /// growing interval (window × 2^(strikes-1), at most `max_lock`) and
+    /// returns the lock.
+    async fn fail(
+        &self,
+        key: &str,
+        window: Window,
+        max_lock: std::time::Duration,
+        now_ms: i64,
+    ) -> Result<Option<std::time::Duration>, StoreError>;
 }
 
 /// A dependency that health can ping.

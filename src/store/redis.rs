@@ -55,6 +55,20 @@ end
 return 1
 "#;
 
+/// Connects lazily so that holdfast starts (degraded) with Redis down
+/// instead of blocking in redis-rs's first-connect retries. One multiplexed
+/// connection is shared by the session cache and the rate limiter.
+pub fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager, StoreError> {
+    let client =
+        redis::Client::open(url).map_err(|e| StoreError::Corrupt(format!("bad redis url: {e}")))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(2));
+    ConnectionManager::new_lazy_with_config(client, config).map_err(classify)
+}
+
 pub struct RedisSessionCache {
     conn: ConnectionManager,
     guard: Arc<DependencyGuard>,
@@ -63,23 +77,13 @@ pub struct RedisSessionCache {
 }
 
 impl RedisSessionCache {
-    /// Connects lazily so that holdfast starts (degraded) with Redis down
-    /// instead of blocking in redis-rs's first-connect retries.
-    pub fn connect(url: &str, guard: Arc<DependencyGuard>) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError::Corrupt(format!("bad redis url: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(guard.timeout()))
-            .set_response_timeout(Some(guard.timeout()))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(classify)?;
-        Ok(Self {
+    pub fn new(conn: ConnectionManager, guard: Arc<DependencyGuard>) -> Self {
+        Self {
             conn,
             guard,
             rotate: redis::Script::new(ROTATE),
             revoke: redis::Script::new(REVOKE),
-        })
+        }
     }
 
     fn session_key(id: Uuid) -> String {
@@ -217,7 +221,7 @@ impl Probe for RedisSessionCache {
 
 /// Connection trouble and a server that cannot serve (loading, read-only
 /// replica, cluster down) are infrastructure failures; the rest are answers.
-fn classify(e: redis::RedisError) -> StoreError {
+pub(crate) fn classify(e: redis::RedisError) -> StoreError {
     let text = e.to_string();
     let server_unready = [
         "LOADING",

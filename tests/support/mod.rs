@@ -100,6 +100,8 @@ impl Drop for TestApp {
 impl TestApp {
     pub async fn spawn(config_path: &std::path::Path) -> Self {
         let config = Config::load(Some(config_path)).expect("config");
+        // Logs are captured per test and shown when it fails.
+        holdfast::telemetry::init(config.env);
         let state = AppState::build(config).await.expect("build app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

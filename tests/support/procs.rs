@@ -57,11 +57,58 @@ fn pg_bin(name: &str) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Direct children of `pid`, from /proc. PostgreSQL serves each connection
+/// from a backend process that calls setsid(), so neither the server's PID
+/// nor a process group reaches them; their parent is still the postmaster.
+fn children(pid: u32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                // Fields after the parenthesised command: state, ppid, ...
+                .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.to_string()))
+                .and_then(|rest| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(pid)
+        })
+        .collect()
+}
+
+/// Signals a server and every process it forked. Stopping the parent first
+/// keeps it from forking new backends in between; continuing goes the
+/// other way round.
 fn signal(child: &Child, sig: i32) {
-    // SAFETY: sending a signal to our own child's PID.
-    unsafe {
-        libc::kill(child.id() as i32, sig);
+    let pid = child.id();
+    let send = |p: i32| {
+        // SAFETY: signalling processes this test started (and their forks).
+        unsafe {
+            libc::kill(p, sig);
+        }
+    };
+    if sig == libc::SIGCONT {
+        children(pid).into_iter().for_each(send);
+        send(pid as i32);
+    } else {
+        send(pid as i32);
+        children(pid).into_iter().for_each(send);
     }
+}
+
+fn kill_group(child: &mut Child) {
+    let kids = children(child.id());
+    signal(child, libc::SIGCONT);
+    signal(child, libc::SIGKILL);
+    for kid in kids {
+        // SAFETY: as above; they may already be gone.
+        unsafe {
+            libc::kill(kid, libc::SIGKILL);
+        }
+    }
+    let _ = child.wait();
 }
 
 fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
@@ -186,9 +233,7 @@ impl Postgres {
 
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(&child, libc::SIGCONT);
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_group(&mut child);
         }
     }
 
@@ -259,9 +304,7 @@ impl Redis {
 
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            signal(&child, libc::SIGCONT);
-            let _ = child.kill();
-            let _ = child.wait();
+            kill_group(&mut child);
         }
     }
 

@@ -95,19 +95,33 @@ impl SqliteStore {
 /// Migrations are compiled into the binary so a deployed `holdfast` needs no
 /// migrations folder beside it.
 fn postgres_migrator() -> Migrator {
-    Migrator::with_migrations(vec![migration(
-        1,
-        "init",
-        include_str!("../../../migrations/postgres/0001_init.sql"),
-    )])
+    Migrator::with_migrations(vec![
+        migration(
+            1,
+            "init",
+            include_str!("../../../migrations/postgres/0001_init.sql"),
+        ),
+        migration(
+            2,
+            "session roles",
+            include_str!("../../../migrations/postgres/0002_session_roles.sql"),
+        ),
+    ])
 }
 
 fn sqlite_migrator() -> Migrator {
-    Migrator::with_migrations(vec![migration(
-        1,
-        "init",
-        include_str!("../../../migrations/sqlite/0001_init.sql"),
-    )])
+    Migrator::with_migrations(vec![
+        migration(
+            1,
+            "init",
+            include_str!("../../../migrations/sqlite/0001_init.sql"),
+        ),
+        migration(
+            2,
+            "session roles",
+            include_str!("../../../migrations/sqlite/0002_session_roles.sql"),
+        ),
+    ])
 }
 
 fn migration(version: i64, description: &'static str, sql: &'static str) -> Migration {

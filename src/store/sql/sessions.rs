@@ -8,8 +8,8 @@ use async_trait::async_trait;
 use sqlx::Row;
 use uuid::Uuid;
 
-const SESSION_COLUMNS: &str =
-    "id, user_id, refresh_hash, created_at, last_used_at, expires_at, user_agent, ip, revoked_at";
+const SESSION_COLUMNS: &str = "id, user_id, refresh_hash, created_at, last_used_at, expires_at, \
+     user_agent, ip, revoked_at, roles";
 
 fn session_from_row<R: Row>(row: &R) -> Result<Session, StoreError>
 where
@@ -30,6 +30,14 @@ where
         user_agent: row.try_get("user_agent").map_err(classify)?,
         ip: row.try_get("ip").map_err(classify)?,
         revoked_at: row.try_get("revoked_at").map_err(classify)?,
+        roles: {
+            let roles: String = row.try_get("roles").map_err(classify)?;
+            roles
+                .split(',')
+                .filter(|r| !r.is_empty())
+                .map(str::to_string)
+                .collect()
+        },
     })
 }
 
@@ -42,7 +50,8 @@ macro_rules! sql_session_store {
                     .run(Call::Write, async {
                         sqlx::query(
                             "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, \
-                             expires_at, user_agent, ip, revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                             expires_at, user_agent, ip, revoked_at, roles) \
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                         )
                         .bind(s.id)
                         .bind(s.user_id)
@@ -53,6 +62,7 @@ macro_rules! sql_session_store {
                         .bind(&s.user_agent)
                         .bind(&s.ip)
                         .bind(s.revoked_at)
+                        .bind(s.roles.join(","))
                         .execute(&self.pool)
                         .await
                         .map_err(classify)?;
