@@ -8,6 +8,7 @@ pub mod scenarios;
 
 use holdfast::app::AppState;
 use holdfast::config::Config;
+use holdfast::secret::Secret;
 use procs::{Postgres, Redis};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -58,17 +59,11 @@ impl Stack {
             "issuer = \"http://holdfast.test\"\naudience = \"holdfast-tests\"\ndata_dir = \"{}\"\n",
             data.path().display()
         );
-        if let (Some(pg), Some(redis)) = (&pg, &redis) {
-            toml.push_str(&format!(
-                "[database]\nurl = \"{}\"\n[redis]\nurl = \"{}\"\n",
-                pg.url(),
-                redis.url()
-            ));
-        }
         toml.push_str(extra);
         let config_path = data.path().join("holdfast.toml");
         std::fs::write(&config_path, toml).expect("write config");
-        let app = TestApp::spawn(&config_path).await;
+        let urls = Self::urls(&pg, &redis);
+        let app = TestApp::spawn(&config_path, urls).await;
         Self {
             app,
             pg,
@@ -77,10 +72,17 @@ impl Stack {
         }
     }
 
+    /// The private servers' URLs, set on the loaded config (so a test's own
+    /// `[database]` or `[redis]` table can still tune timeouts).
+    fn urls(pg: &Option<Postgres>, redis: &Option<Redis>) -> Option<(String, String)> {
+        Some((pg.as_ref()?.url(), redis.as_ref()?.url()))
+    }
+
     /// A second app over the same stores, as after a node restart.
     pub async fn restart_app(&mut self) {
         self.app.server.abort();
-        self.app = TestApp::spawn(&self.data.path().join("holdfast.toml")).await;
+        let urls = Self::urls(&self.pg, &self.redis);
+        self.app = TestApp::spawn(&self.data.path().join("holdfast.toml"), urls).await;
     }
 }
 
@@ -98,8 +100,12 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
-    pub async fn spawn(config_path: &std::path::Path) -> Self {
-        let config = Config::load(Some(config_path)).expect("config");
+    pub async fn spawn(config_path: &std::path::Path, urls: Option<(String, String)>) -> Self {
+        let mut config = Config::load(Some(config_path)).expect("config");
+        if let Some((database, redis)) = urls {
+            config.database.url = Some(Secret::new(database));
+            config.redis.url = Some(Secret::new(redis));
+        }
         // Logs are captured per test and shown when it fails.
         holdfast::telemetry::init(config.env);
         let state = AppState::build(config).await.expect("build app");
