@@ -1,0 +1,210 @@
+//! What an operator relies on: the circuit-breaker view and reset, the
+//! Prometheus metrics, and load shedding when the password hasher is full.
+
+mod support;
+
+use holdfast::auth::accounts::Registration;
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use support::{Backend, PASSWORD, Stack, TestApp};
+
+const SHORT_BREAKERS: &str = r#"
+[database]
+timeout = "500ms"
+[breaker]
+minimum_calls = 3
+open_wait = "30s"
+"#;
+
+/// An admin created in-process (as `holdfast user create --role admin`).
+async fn admin_token(app: &TestApp) -> String {
+    app.state
+        .accounts
+        .register(
+            Registration {
+                email: "root@example.com".into(),
+                username: "root".into(),
+                password: PASSWORD.into(),
+                roles: vec!["admin".into()],
+            },
+            holdfast::auth::now(),
+        )
+        .await
+        .expect("admin");
+    app.login_ok("root").await.access
+}
+
+/// Logins against a dead database until its breaker opens. The window also
+/// holds the setup's successful calls, so the count needed varies.
+async fn fail_until_open(app: &TestApp) {
+    for _ in 0..40 {
+        let health = app.get("/api/v1/health", None).await;
+        if health.body["components"]["database"]["circuit_state"] == "open" {
+            return;
+        }
+        app.login("nobody", PASSWORD)
+            .await
+            .expect_error(503, "SVC001");
+    }
+    panic!("database breaker never opened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admins_see_and_reset_circuit_breakers() {
+    let mut stack = Stack::start_with(Backend::PostgresRedis, SHORT_BREAKERS).await;
+    let admin = admin_token(&stack.app).await;
+    let user = stack.app.user("plain").await;
+    let app = &stack.app;
+    app.get("/api/v1/admin/circuit-breakers", None)
+        .await
+        .expect_error(401, "AUTH003");
+    app.get("/api/v1/admin/circuit-breakers", Some(&user.access))
+        .await
+        .expect_error(403, "AUTH005");
+    let view = app
+        .get("/api/v1/admin/circuit-breakers", Some(&admin))
+        .await;
+    assert_eq!(view.status, StatusCode::OK);
+    let db = &view.body["circuit_breakers"]["database"];
+    assert_eq!(db["state"], "closed", "{}", view.body);
+    for key in [
+        "failure_rate",
+        "slow_call_rate",
+        "calls",
+        "failures",
+        "opened_at",
+        "next_attempt_at",
+    ] {
+        assert!(db.get(key).is_some(), "{key} missing: {db}");
+    }
+    assert_eq!(view.body["circuit_breakers"]["redis"]["state"], "closed");
+
+    stack.pg.as_mut().expect("pg").kill();
+    let app = &stack.app;
+    fail_until_open(app).await;
+    let view = app
+        .get("/api/v1/admin/circuit-breakers", Some(&admin))
+        .await;
+    let db = &view.body["circuit_breakers"]["database"];
+    assert_eq!(db["state"], "open", "{}", view.body);
+    assert!(db["opened_at"].is_string() && db["next_attempt_at"].is_string());
+    assert!(db["failures"].as_u64() >= Some(3));
+    assert!(db["failure_rate"].as_f64() >= Some(50.0), "{db}");
+
+    let reply = app
+        .call(
+            Method::POST,
+            "/api/v1/admin/circuit-breakers/database/reset",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body["state"], "closed");
+    app.call(
+        Method::POST,
+        "/api/v1/admin/circuit-breakers/nope/reset",
+        Some(&admin),
+        None,
+    )
+    .await
+    .expect_error(404, "NOTFOUND");
+    app.call(
+        Method::POST,
+        "/api/v1/admin/circuit-breakers/database/reset",
+        Some(&user.access),
+        None,
+    )
+    .await
+    .expect_error(403, "AUTH005");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_cover_breakers_dependencies_and_http() {
+    let mut stack = Stack::start_with(Backend::PostgresRedis, SHORT_BREAKERS).await;
+    stack.app.user("metric").await;
+    stack.pg.as_mut().expect("pg").kill();
+    fail_until_open(&stack.app).await;
+    stack
+        .app
+        .login("metric", PASSWORD)
+        .await
+        .expect_error(503, "SVC001");
+    let reply = stack.app.get("/metrics", None).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let text = reply.body.as_str().expect("text body").to_string();
+    for needle in [
+        "holdfast_http_requests_total{route=\"/api/v1/auth/login\",method=\"POST\",status=\"503\"}",
+        "holdfast_http_request_duration_seconds_bucket{route=\"/api/v1/auth/login\"",
+        "holdfast_dependency_call_duration_seconds_bucket{dependency=\"database\",outcome=\"failure\"",
+        "holdfast_breaker_state{dependency=\"database\"} 1",
+        "holdfast_breaker_transitions_total{dependency=\"database\",from=\"closed\",to=\"open\"}",
+        "holdfast_breaker_rejected_total{dependency=\"database\"}",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in:\n{text}");
+    }
+    assert!(
+        !text.contains("holdfast@"),
+        "no connection strings in metrics"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_flood_is_shed_and_verification_is_unaffected() {
+    let config = r#"
+[passwords]
+hash_workers = 1
+queue = 2
+[rate_limit]
+login_per_ip = "1000/min"
+login_failures_per_account = "1000/min"
+"#;
+    let stack = Stack::start_with(Backend::Embedded, config).await;
+    let app = &stack.app;
+    let tokens = app.user("flood").await;
+    let flood: Vec<_> = (0..24)
+        .map(|_| {
+            let client = app.client.clone();
+            let url = app.url("/api/v1/auth/login");
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let reply = client
+                    .post(url)
+                    .json(&json!({"login": "flood", "password": PASSWORD}))
+                    .send()
+                    .await
+                    .expect("send");
+                let status = reply.status();
+                let body: serde_json::Value = reply.json().await.unwrap_or_default();
+                (status, body, started.elapsed())
+            })
+        })
+        .collect();
+    // Verification keeps answering while the hasher is saturated.
+    for _ in 0..50 {
+        assert_eq!(
+            app.verify(&tokens.access).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let mut shed = 0;
+    for task in flood {
+        let (status, body, took) = task.await.expect("join");
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            shed += 1;
+            assert_eq!(body["error"]["code"], "SVC001");
+            assert_eq!(body["error"]["details"]["dependency"], "password_hasher");
+            assert!(
+                took < Duration::from_millis(500),
+                "shed at once, not queued: {took:?}"
+            );
+        } else {
+            assert_eq!(status, StatusCode::OK, "{body}");
+        }
+    }
+    assert!(
+        shed > 0,
+        "a queue of 2 behind 1 worker must shed some of 24 logins"
+    );
+}
