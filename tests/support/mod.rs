@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod procs;
+pub mod proxy;
 pub mod scenarios;
 
 use holdfast::app::AppState;
