@@ -19,7 +19,7 @@ use crate::store::memory::MemorySessionCache;
 use crate::store::memory_limiter::MemoryLimiter;
 use crate::store::redis::{self, RedisSessionCache};
 use crate::store::redis_limiter::RedisLimiter;
-use crate::store::sql::{PgStore, SqliteStore};
+use crate::store::sql::{PgStore, REPLICA, SqliteStore};
 use crate::store::{
     KeyStore, LimiterStore, Probe, SessionCache, SessionLedger, SessionStore, StoreError, UserStore,
 };
@@ -62,6 +62,8 @@ struct Durable {
     ledger: Arc<dyn SessionLedger>,
     keys: Arc<dyn KeyStore>,
     probe: Arc<dyn Probe>,
+    /// The read replica's health probe and guard, when one is configured.
+    replica: Option<(Arc<dyn Probe>, Arc<DependencyGuard>)>,
 }
 
 /// Opens the configured SQL database and runs its migrations.
@@ -75,14 +77,26 @@ async fn open_durable(config: &Config, guard: Arc<DependencyGuard>) -> Result<Du
             ledger: store.clone(),
             keys: store.clone(),
             probe: store,
+            replica: None,
         }
     }
     let backend = config.database_backend().map_err(StartError::Other)?;
     match backend {
         DatabaseBackend::Postgres(url) => {
-            let store = PgStore::connect(url.expose(), config.database.pool_size, guard)?;
+            let mut store = PgStore::connect(url.expose(), config.database.pool_size, guard)?;
             store.migrate().await?;
-            Ok(wrap(Arc::new(store)))
+            if let Some(replica) = &config.database.replica_url {
+                let guard = Arc::new(DependencyGuard::new(
+                    REPLICA,
+                    config.database.timeout,
+                    config.breaker.for_dependency(REPLICA),
+                ));
+                store = store.with_replica(replica.expose(), config.database.pool_size, guard)?;
+            }
+            let replica = store.replica_probe();
+            let mut durable = wrap(Arc::new(store));
+            durable.replica = replica;
+            Ok(durable)
         }
         DatabaseBackend::Sqlite(path) => {
             if let Some(dir) = std::path::Path::new(&path).parent()
@@ -213,6 +227,10 @@ impl AppState {
             probe: Arc::clone(&durable.probe),
             guard: db_guard,
         }];
+        if let Some((probe, guard)) = durable.replica.clone() {
+            guards.push(Arc::clone(&guard));
+            components.push(Component { probe, guard });
+        }
         let mut in_process = Vec::new();
         match redis_probe {
             Some(probe) => {

@@ -330,6 +330,14 @@ impl Config {
             Ok(_) => {}
             Err(msg) => bad("database.url", &msg),
         }
+        if let Some(replica) = &self.database.replica_url {
+            let url = replica.expose();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                bad("database.replica_url", "must be a postgres:// URL");
+            } else if !matches!(self.database_backend(), Ok(DatabaseBackend::Postgres(_))) {
+                bad("database.replica_url", "needs a postgres:// database.url");
+            }
+        }
         if let Some(url) = &self.redis.url
             && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
         {

@@ -171,6 +171,7 @@ impl From<StoreError> for ApiError {
                 retry_after_secs: retry_after.as_secs().max(1)
                     + u64::from(retry_after.subsec_nanos() > 0),
             },
+            StoreError::ReadOnly => ApiError::ReadOnly,
             StoreError::Conflict(field) => ApiError::Conflict(field.to_string()),
             StoreError::Corrupt(detail) => ApiError::Internal(detail),
         }

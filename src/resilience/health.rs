@@ -119,9 +119,20 @@ impl HealthMonitor {
             (true, false) => "degraded",
             (true, true) => "healthy",
         };
+        // The primary cannot answer but a replica can: reads work, writes
+        // answer 503 SVC002.
+        let primary_down = components.get("database").is_some_and(|c| !c.healthy);
+        let replica_up = components
+            .get("database_replica")
+            .is_some_and(|c| c.healthy);
+        let mode = if primary_down && replica_up {
+            "read_only"
+        } else {
+            "normal"
+        };
         HealthReport {
             status,
-            mode: "normal",
+            mode,
             version: env!("CARGO_PKG_VERSION"),
             timestamp: time::OffsetDateTime::now_utc()
                 .format(&Rfc3339)

@@ -41,6 +41,9 @@ enum Deferred {
         id: Uuid,
         at: UnixTime,
     },
+    /// A session started while the primary was read-only or down; the
+    /// cache holds it meanwhile.
+    Create(Box<Session>),
 }
 
 pub struct LayeredSessionStore {
@@ -96,6 +99,11 @@ impl LayeredSessionStore {
                     self.ledger_rotation(*id, used, next, *at).await.map(|_| ())
                 }
                 Deferred::Revoke { id, at } => self.ledger.revoke(*id, *at).await,
+                Deferred::Create(session) => match self.ledger.create(session).await {
+                    // Already there: an earlier replay got through.
+                    Err(StoreError::Conflict(_)) => Ok(()),
+                    other => other,
+                },
             };
             match result {
                 Err(e) if e.is_unavailable() => return applied,
@@ -172,12 +180,23 @@ fn spawn_replay(store: Weak<LayeredSessionStore>) {
 #[async_trait]
 impl SessionStore for LayeredSessionStore {
     async fn create(&self, session: &Session) -> Result<(), StoreError> {
-        self.ledger.create(session).await?;
-        // The ledger has it: a cache that cannot take it refills later.
-        if let Err(e) = self.cache.put(session).await {
-            tracing::warn!(error = %e, "session not cached; the ledger serves it");
+        match self.ledger.create(session).await {
+            Ok(()) => {
+                // The ledger has it: a cache that cannot take it refills later.
+                if let Err(e) = self.cache.put(session).await {
+                    tracing::warn!(error = %e, "session not cached; the ledger serves it");
+                }
+                Ok(())
+            }
+            // Read-only (a replica answered the user lookup) or down: the
+            // cache holds the session and the ledger gets it on replay. If
+            // the cache cannot take it either, the login fails.
+            Err(e) if e.is_unavailable() => {
+                self.cache.put(session).await?;
+                self.defer(Deferred::Create(Box::new(session.clone())))
+            }
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
     async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError> {

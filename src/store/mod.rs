@@ -34,6 +34,10 @@ pub enum StoreError {
         dependency: &'static str,
         retry_after: std::time::Duration,
     },
+    /// The primary is unavailable and only a read replica answers: reads
+    /// work, this write cannot (503 SVC002).
+    #[error("read-only: the primary database is unavailable")]
+    ReadOnly,
     /// A uniqueness rule refused the write; names the field.
     #[error("{0} already taken")]
     Conflict(&'static str),
@@ -48,7 +52,7 @@ impl StoreError {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable { .. } | StoreError::CircuitOpen { .. }
+            StoreError::Unavailable { .. } | StoreError::CircuitOpen { .. } | StoreError::ReadOnly
         )
     }
 }

@@ -173,6 +173,51 @@ impl Postgres {
         pg
     }
 
+    /// A hot standby streaming from `primary` (pg_basebackup -R), on its
+    /// own port and directory.
+    pub fn start_replica(primary: &Postgres) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("holdfast-pg-replica-")
+            .tempdir()
+            .expect("tempdir");
+        let ids = postgres_ids();
+        if let Some((uid, gid)) = ids {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).expect("chown");
+        }
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700))
+            .expect("chmod");
+        let mut backup = Command::new(pg_bin("pg_basebackup"));
+        backup
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &primary.port.to_string(),
+                "-U",
+                "holdfast",
+            ])
+            .args(["-D", "data", "-R", "-X", "stream", "--no-sync"])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = ids {
+            backup.uid(uid).gid(gid);
+        }
+        let out = backup.output().expect("run pg_basebackup");
+        assert!(
+            out.status.success(),
+            "pg_basebackup failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut replica = Self {
+            port: free_port(),
+            dir,
+            child: None,
+        };
+        replica.launch();
+        replica
+    }
+
     fn launch(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("postgres.log")).expect("log");
         let mut cmd = Command::new(pg_bin("postgres"));

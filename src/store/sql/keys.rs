@@ -11,13 +11,12 @@ macro_rules! sql_key_store {
         #[async_trait]
         impl KeyStore for $store {
             async fn list(&self) -> Result<Vec<StoredKey>, StoreError> {
-                self.guard
-                    .run(Call::Read, async {
+                self.read(|pool| async move {
                         let rows = sqlx::query(
                             "SELECT kid, algorithm, public_key, private_key_sealed, state, created_at \
                              FROM signing_keys ORDER BY created_at",
                         )
-                        .fetch_all(&self.pool)
+                        .fetch_all(&pool)
                         .await
                         .map_err(classify)?;
                         rows.iter()
@@ -38,8 +37,7 @@ macro_rules! sql_key_store {
             }
 
             async fn insert(&self, key: &StoredKey) -> Result<(), StoreError> {
-                self.guard
-                    .run(Call::Write, async {
+                self.write(async {
                         sqlx::query(
                             "INSERT INTO signing_keys (kid, algorithm, public_key, private_key_sealed, state, created_at) \
                              VALUES ($1, $2, $3, $4, $5, $6)",

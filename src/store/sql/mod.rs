@@ -11,8 +11,8 @@ mod keys;
 mod sessions;
 mod users;
 
-use crate::resilience::DependencyGuard;
-use crate::store::StoreError;
+use crate::resilience::{Call, DependencyGuard};
+use crate::store::{Probe, StoreError};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
@@ -24,15 +24,70 @@ use std::time::Duration;
 /// The name every SQL guard, metric and health component uses.
 pub const DEPENDENCY: &str = "database";
 
+/// The health and guard name of the read replica.
+pub const REPLICA: &str = "database_replica";
+
 pub struct PgStore {
     pool: PgPool,
     guard: Arc<DependencyGuard>,
+    replica: Option<Replica<PgPool>>,
 }
 
 pub struct SqliteStore {
     pool: SqlitePool,
     guard: Arc<DependencyGuard>,
+    /// Always `None`; present so both stores share the routing code.
+    replica: Option<Replica<SqlitePool>>,
 }
+
+/// A streaming read replica: where reads go while the primary cannot
+/// answer. Writes never go there; they become `StoreError::ReadOnly`.
+pub struct Replica<P> {
+    pool: P,
+    guard: Arc<DependencyGuard>,
+}
+
+/// Read/write routing, the same for both stores.
+macro_rules! routing {
+    ($store:ty, $pool:ty) => {
+        impl $store {
+            /// A read: the primary, or the replica when the primary is
+            /// unavailable (at once when its breaker is open).
+            async fn read<T, F, Fut>(&self, query: F) -> Result<T, StoreError>
+            where
+                F: Fn($pool) -> Fut,
+                Fut: std::future::Future<Output = Result<T, StoreError>>,
+            {
+                let primary = self.guard.run(Call::Read, query(self.pool.clone())).await;
+                match (&self.replica, primary) {
+                    (Some(replica), Err(e)) if e.is_unavailable() => {
+                        replica
+                            .guard
+                            .run(Call::Read, query(replica.pool.clone()))
+                            .await
+                    }
+                    (_, result) => result,
+                }
+            }
+
+            /// A write, on the primary only. With a replica configured, an
+            /// unavailable primary means read-only mode.
+            async fn write<T, Fut>(&self, fut: Fut) -> Result<T, StoreError>
+            where
+                Fut: std::future::Future<Output = Result<T, StoreError>>,
+            {
+                match self.guard.run(Call::Write, fut).await {
+                    Err(e) if e.is_unavailable() && self.replica.is_some() => {
+                        Err(StoreError::ReadOnly)
+                    }
+                    other => other,
+                }
+            }
+        }
+    };
+}
+routing!(PgStore, PgPool);
+routing!(SqliteStore, SqlitePool);
 
 impl PgStore {
     /// Connects lazily: the pool opens connections on first use, each
@@ -42,13 +97,36 @@ impl PgStore {
         pool_size: u32,
         guard: Arc<DependencyGuard>,
     ) -> Result<Self, StoreError> {
-        let options = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Corrupt(format!("bad database url: {e}")))?;
-        let pool = PgPoolOptions::new()
-            .max_connections(pool_size)
-            .acquire_timeout(guard.timeout())
-            .connect_lazy_with(options);
-        Ok(Self { pool, guard })
+        Ok(Self {
+            pool: pg_pool(url, pool_size, &guard)?,
+            guard,
+            replica: None,
+        })
+    }
+
+    /// Adds a read replica with its own pool and guard.
+    pub fn with_replica(
+        mut self,
+        url: &str,
+        pool_size: u32,
+        guard: Arc<DependencyGuard>,
+    ) -> Result<Self, StoreError> {
+        self.replica = Some(Replica {
+            pool: pg_pool(url, pool_size, &guard)?,
+            guard,
+        });
+        Ok(self)
+    }
+
+    /// The replica, as a health component.
+    pub fn replica_probe(&self) -> Option<(Arc<dyn Probe>, Arc<DependencyGuard>)> {
+        self.replica.as_ref().map(|r| {
+            let probe: Arc<dyn Probe> = Arc::new(ReplicaProbe {
+                pool: r.pool.clone(),
+                guard: Arc::clone(&r.guard),
+            });
+            (probe, Arc::clone(&r.guard))
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -81,7 +159,11 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(classify)?;
-        Ok(Self { pool, guard })
+        Ok(Self {
+            pool,
+            guard,
+            replica: None,
+        })
     }
 
     pub async fn migrate(&self) -> Result<(), StoreError> {
@@ -89,6 +171,46 @@ impl SqliteStore {
             .run(&self.pool)
             .await
             .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))
+    }
+}
+
+/// Connects lazily: the pool opens connections on first use, each acquire
+/// bounded by the guard's timeout.
+fn pg_pool(url: &str, size: u32, guard: &DependencyGuard) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)
+        .map_err(|e| StoreError::Corrupt(format!("bad database url: {e}")))?;
+    Ok(PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(guard.timeout())
+        .connect_lazy_with(options))
+}
+
+/// Pings the replica through its own guard.
+struct ReplicaProbe {
+    pool: PgPool,
+    guard: Arc<DependencyGuard>,
+}
+
+#[async_trait::async_trait]
+impl Probe for ReplicaProbe {
+    fn name(&self) -> &'static str {
+        REPLICA
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.guard
+            .run(Call::Read, async {
+                sqlx::query("SELECT 1")
+                    .execute(&self.pool)
+                    .await
+                    .map_err(classify)?;
+                Ok(())
+            })
+            .await
     }
 }
 

@@ -2,7 +2,6 @@
 //! session is written through to, whatever sits in front of it.
 
 use super::{PgStore, SqliteStore, classify};
-use crate::resilience::Call;
 use crate::store::{Rotation, Session, SessionLedger, SessionStore, StoreError, UnixTime};
 use async_trait::async_trait;
 use sqlx::Row;
@@ -46,8 +45,7 @@ macro_rules! sql_session_store {
         #[async_trait]
         impl SessionStore for $store {
             async fn create(&self, s: &Session) -> Result<(), StoreError> {
-                self.guard
-                    .run(Call::Write, async {
+                self.write(async {
                         sqlx::query(
                             "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, \
                              expires_at, user_agent, ip, revoked_at, roles) \
@@ -72,12 +70,11 @@ macro_rules! sql_session_store {
             }
 
             async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
-                self.guard
-                    .run(Call::Read, async {
+                self.read(|pool| async move {
                         let sql = sqlx::AssertSqlSafe(format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"));
                         let row = sqlx::query(sql)
                             .bind(id)
-                            .fetch_optional(&self.pool)
+                            .fetch_optional(&pool)
                             .await
                             .map_err(classify)?;
                         row.as_ref().map(session_from_row).transpose()
@@ -92,8 +89,7 @@ macro_rules! sql_session_store {
                 next: &str,
                 now: UnixTime,
             ) -> Result<Rotation, StoreError> {
-                self.guard
-                    .run(Call::Write, async {
+                self.write(async {
                         let mut tx = self.pool.begin().await.map_err(classify)?;
                         let sql = sqlx::AssertSqlSafe(format!(
                             "UPDATE sessions SET refresh_hash = $3, last_used_at = $4 \
@@ -160,8 +156,7 @@ macro_rules! sql_session_store {
             }
 
             async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
-                self.guard
-                    .run(Call::Write, async {
+                self.write(async {
                         sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
                             .bind(id)
                             .bind(now)
@@ -179,8 +174,7 @@ macro_rules! sql_session_store {
                 keep: Option<Uuid>,
                 now: UnixTime,
             ) -> Result<Vec<Uuid>, StoreError> {
-                self.guard
-                    .run(Call::Write, async {
+                self.write(async {
                         let rows = sqlx::query(
                             "UPDATE sessions SET revoked_at = $2 \
                              WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND id <> $3 \
@@ -200,8 +194,7 @@ macro_rules! sql_session_store {
             }
 
             async fn list_for_user(&self, user_id: Uuid, now: UnixTime) -> Result<Vec<Session>, StoreError> {
-                self.guard
-                    .run(Call::Read, async {
+                self.read(|pool| async move {
                         let sql = sqlx::AssertSqlSafe(format!(
                             "SELECT {SESSION_COLUMNS} FROM sessions \
                              WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
@@ -210,7 +203,7 @@ macro_rules! sql_session_store {
                         let rows = sqlx::query(sql)
                             .bind(user_id)
                             .bind(now)
-                            .fetch_all(&self.pool)
+                            .fetch_all(&pool)
                             .await
                             .map_err(classify)?;
                         rows.iter().map(session_from_row).collect()
@@ -228,8 +221,7 @@ macro_rules! sql_session_store {
                 next: &str,
                 now: UnixTime,
             ) -> Result<(), StoreError> {
-                self.guard
-                    .run(Call::Write, async {
+                self.write(async {
                         let mut tx = self.pool.begin().await.map_err(classify)?;
                         sqlx::query("UPDATE sessions SET refresh_hash = $2, last_used_at = $3 WHERE id = $1")
                             .bind(id)
@@ -254,14 +246,13 @@ macro_rules! sql_session_store {
             }
 
             async fn was_used(&self, id: Uuid, hash: &str) -> Result<bool, StoreError> {
-                self.guard
-                    .run(Call::Read, async {
+                self.read(|pool| async move {
                         let row = sqlx::query(
                             "SELECT 1 AS used FROM used_refresh_tokens WHERE token_hash = $1 AND session_id = $2",
                         )
                         .bind(hash)
                         .bind(id)
-                        .fetch_optional(&self.pool)
+                        .fetch_optional(&pool)
                         .await
                         .map_err(classify)?;
                         Ok(row.is_some())
@@ -270,11 +261,10 @@ macro_rules! sql_session_store {
             }
 
             async fn revoked_since(&self, since: UnixTime) -> Result<Vec<Uuid>, StoreError> {
-                self.guard
-                    .run(Call::Read, async {
+                self.read(|pool| async move {
                         let rows = sqlx::query("SELECT id FROM sessions WHERE revoked_at > $1")
                             .bind(since)
-                            .fetch_all(&self.pool)
+                            .fetch_all(&pool)
                             .await
                             .map_err(classify)?;
                         rows.iter()

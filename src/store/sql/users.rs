@@ -2,7 +2,6 @@
 //! rewriting the users table.
 
 use super::{PgStore, SqliteStore, classify};
-use crate::resilience::Call;
 use crate::store::{StoreError, UnixTime, User, UserStatus, UserStore};
 use async_trait::async_trait;
 use sqlx::Row;
@@ -34,12 +33,12 @@ where
 }
 
 macro_rules! sql_user_store {
-    ($store:ty) => {
+    ($store:ty, $pool:ty) => {
         impl $store {
-            async fn roles_of(&self, id: Uuid) -> Result<Vec<String>, StoreError> {
+            async fn roles_of(pool: &$pool, id: Uuid) -> Result<Vec<String>, StoreError> {
                 let rows = sqlx::query("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
                     .bind(id)
-                    .fetch_all(&self.pool)
+                    .fetch_all(pool)
                     .await
                     .map_err(classify)?;
                 rows.iter()
@@ -48,22 +47,24 @@ macro_rules! sql_user_store {
             }
 
             async fn user_where(&self, clause: &'static str, arg: String) -> Result<Option<User>, StoreError> {
-                self.guard
-                    .run(Call::Read, async {
+                self.read(|pool| {
+                        let arg = arg.clone();
+                        async move {
                         let sql = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE {clause}"));
                         let row = sqlx::query(sql)
                             .bind(arg)
-                            .fetch_optional(&self.pool)
+                            .fetch_optional(&pool)
                             .await
                             .map_err(classify)?;
                         match row {
                             None => Ok(None),
                             Some(row) => {
                                 let id: Uuid = row.try_get("id").map_err(classify)?;
-                                let roles = self.roles_of(id).await?;
+                                let roles = Self::roles_of(&pool, id).await?;
                                 user_from_row(&row, roles).map(Some)
                             }
                         }
+                    }
                     })
                     .await
             }
@@ -72,8 +73,7 @@ macro_rules! sql_user_store {
         #[async_trait]
         impl UserStore for $store {
             async fn create(&self, user: &User) -> Result<(), StoreError> {
-                self.guard
-                    .run(Call::Write, async {
+                self.write(async {
                         let mut tx = self.pool.begin().await.map_err(classify)?;
                         sqlx::query(
                             "INSERT INTO users (id, email, username, password_hash, status, not_before, created_at, updated_at) \
@@ -104,17 +104,16 @@ macro_rules! sql_user_store {
             }
 
             async fn by_id(&self, id: Uuid) -> Result<Option<User>, StoreError> {
-                self.guard
-                    .run(Call::Read, async {
+                self.read(|pool| async move {
                         let sql = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"));
                         let row = sqlx::query(sql)
                             .bind(id)
-                            .fetch_optional(&self.pool)
+                            .fetch_optional(&pool)
                             .await
                             .map_err(classify)?;
                         match row {
                             None => Ok(None),
-                            Some(row) => user_from_row(&row, self.roles_of(id).await?).map(Some),
+                            Some(row) => user_from_row(&row, Self::roles_of(&pool, id).await?).map(Some),
                         }
                     })
                     .await
@@ -135,8 +134,7 @@ macro_rules! sql_user_store {
                 username: Option<&str>,
                 now: UnixTime,
             ) -> Result<(), StoreError> {
-                self.guard
-                    .run(Call::Write, async {
+                self.write(async {
                         sqlx::query(
                             "UPDATE users SET email = COALESCE($2, email), \
                              username = COALESCE($3, username), updated_at = $4 WHERE id = $1",
@@ -154,8 +152,7 @@ macro_rules! sql_user_store {
             }
 
             async fn set_password(&self, id: Uuid, hash: &str, now: UnixTime) -> Result<(), StoreError> {
-                self.guard
-                    .run(Call::Write, async {
+                self.write(async {
                         sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
                             .bind(id)
                             .bind(hash)
@@ -169,8 +166,7 @@ macro_rules! sql_user_store {
             }
 
             async fn disable(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
-                self.guard
-                    .run(Call::Write, async {
+                self.write(async {
                         sqlx::query(
                             "UPDATE users SET status = 'disabled', not_before = $2, updated_at = $2 WHERE id = $1",
                         )
@@ -185,8 +181,7 @@ macro_rules! sql_user_store {
             }
 
             async fn set_not_before(&self, id: Uuid, at: UnixTime) -> Result<(), StoreError> {
-                self.guard
-                    .run(Call::Write, async {
+                self.write(async {
                         sqlx::query("UPDATE users SET not_before = $2, updated_at = $2 WHERE id = $1")
                             .bind(id)
                             .bind(at)
@@ -199,11 +194,10 @@ macro_rules! sql_user_store {
             }
 
             async fn not_before_since(&self, since: UnixTime) -> Result<Vec<(Uuid, UnixTime)>, StoreError> {
-                self.guard
-                    .run(Call::Read, async {
+                self.read(|pool| async move {
                         let rows = sqlx::query("SELECT id, not_before FROM users WHERE not_before > $1")
                             .bind(since)
-                            .fetch_all(&self.pool)
+                            .fetch_all(&pool)
                             .await
                             .map_err(classify)?;
                         rows.iter()
@@ -219,10 +213,9 @@ macro_rules! sql_user_store {
             }
 
             async fn count(&self) -> Result<i64, StoreError> {
-                self.guard
-                    .run(Call::Read, async {
+                self.read(|pool| async move {
                         sqlx::query("SELECT COUNT(*) AS n FROM users")
-                            .fetch_one(&self.pool)
+                            .fetch_one(&pool)
                             .await
                             .map_err(classify)?
                             .try_get::<i64, _>("n")
@@ -234,5 +227,5 @@ macro_rules! sql_user_store {
     };
 }
 
-sql_user_store!(PgStore);
-sql_user_store!(SqliteStore);
+sql_user_store!(PgStore, sqlx::PgPool);
+sql_user_store!(SqliteStore, sqlx::SqlitePool);

@@ -1,0 +1,145 @@
+//! Read-only mode (DESIGN.md §4): with a streaming replica configured and
+//! the primary down, reads go to the replica, writes answer 503 SVC002,
+//! login and refresh keep working, health says `read_only`; all of it
+//! reverts by itself when the primary returns.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use sqlx::Connection;
+use std::time::{Duration, Instant};
+use support::procs::{Postgres, Redis};
+use support::{PASSWORD, TestApp, Tokens};
+
+async fn replica_has_user(url: &str, username: &str) -> bool {
+    let Ok(mut conn) = sqlx::PgConnection::connect(url).await else {
+        return false;
+    };
+    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users WHERE username = $1")
+        .bind(username)
+        .fetch_one(&mut conn)
+        .await
+        .is_ok_and(|n| n == 1)
+}
+
+async fn mode(app: &TestApp) -> (String, String) {
+    let health = app.get("/api/v1/health", None).await;
+    (
+        health.body["mode"].as_str().unwrap_or("").to_string(),
+        health.body["status"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_down_with_a_replica_is_read_only() {
+    let (mut primary, mut redis) =
+        tokio::task::spawn_blocking(|| (Postgres::start(), Redis::start()))
+            .await
+            .expect("servers");
+    // pg_basebackup blocks: keep it off the async workers.
+    let replica = tokio::task::block_in_place(|| Postgres::start_replica(&primary));
+    let data = tempfile::tempdir().expect("tempdir");
+    let path = data.path().join("holdfast.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "issuer = \"http://holdfast.test\"\naudience = \"holdfast-tests\"\ndata_dir = \"{}\"\n\
+             [database]\nurl = \"{}\"\ntimeout = \"500ms\"\nreplica_url = \"{}\"\n\
+             [redis]\nurl = \"{}\"\n\
+             [breaker]\nminimum_calls = 3\nopen_wait = \"1s\"\nopen_wait_max = \"2s\"\nhalf_open_permits = 1\n",
+            data.path().display(),
+            primary.url(),
+            replica.url(),
+            redis.url()
+        ),
+    )
+    .expect("config");
+    let mut app = TestApp::spawn(&path, None).await;
+    let before = app.user("rex").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !replica_has_user(&replica.url(), "rex").await {
+        assert!(Instant::now() < deadline, "replica never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    primary.kill();
+
+    // Login: the lookup is served by the replica, the session by Redis.
+    let started = Instant::now();
+    let reply = app.login("rex", PASSWORD).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(
+        started.elapsed() < Duration::from_millis(500 * 2 + 700),
+        "{:?}",
+        started.elapsed()
+    );
+    let during = Tokens::from(&reply.body);
+    let reply = app.refresh(&before.refresh).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let me = app.get("/api/v1/users/me", Some(&during.access)).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.body);
+    assert_eq!(me.body["username"], "rex");
+
+    // Writes: 503 SVC002, with Retry-After.
+    let put = app
+        .call(
+            Method::PUT,
+            "/api/v1/users/me",
+            Some(&during.access),
+            Some(json!({"username": "rex2"})),
+        )
+        .await;
+    put.expect_error(503, "SVC002");
+    assert!(put.header("retry-after").is_some());
+    app.register("new@example.com", "newcomer")
+        .await
+        .expect_error(503, "SVC002");
+    let patch = app
+        .call(
+            Method::PATCH,
+            "/api/v1/users/me/password",
+            Some(&during.access),
+            Some(json!({"current_password": PASSWORD, "new_password": "another-long-secret"})),
+        )
+        .await;
+    patch.expect_error(503, "SVC002");
+
+    let health = app.get("/api/v1/health", None).await;
+    assert_eq!(health.body["mode"], "read_only", "{}", health.body);
+    assert_eq!(health.body["status"], "degraded");
+    assert_eq!(
+        health.body["components"]["database_replica"]["healthy"],
+        true
+    );
+
+    // The primary returns: normal mode by itself, deferred writes replayed.
+    primary.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mode(&app).await != ("normal".into(), "healthy".into()) {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery: {:?}",
+            mode(&app).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let put = app
+        .call(
+            Method::PUT,
+            "/api/v1/users/me",
+            Some(&during.access),
+            Some(json!({"username": "rex2"})),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Lose Redis and restart the node: the session started in read-only
+    // mode must be in PostgreSQL now.
+    tokio::task::block_in_place(|| redis.restart());
+    drop(app);
+    app = TestApp::spawn(&path, None).await;
+    let reply = app.refresh(&during.refresh).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    drop(replica);
+}
