@@ -143,3 +143,48 @@ async fn primary_down_with_a_replica_is_read_only() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     drop(replica);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_started_read_only_survives_losing_its_deferred_write() {
+    let (mut primary, mut redis) =
+        tokio::task::spawn_blocking(|| (Postgres::start(), Redis::start()))
+            .await
+            .expect("servers");
+    let replica = tokio::task::block_in_place(|| Postgres::start_replica(&primary));
+    let data = tempfile::tempdir().expect("tempdir");
+    let path = data.path().join("holdfast.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "issuer = \"http://holdfast.test\"\naudience = \"holdfast-tests\"\ndata_dir = \"{}\"\n\
+             [database]\nurl = \"{}\"\ntimeout = \"500ms\"\nreplica_url = \"{}\"\n\
+             [redis]\nurl = \"{}\"\n[breaker]\nminimum_calls = 3\nopen_wait = \"1s\"\n",
+            data.path().display(),
+            primary.url(),
+            replica.url(),
+            redis.url()
+        ),
+    )
+    .expect("config");
+    let app = TestApp::spawn(&path, None).await;
+    app.register("sam@example.com", "sam").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !replica_has_user(&replica.url(), "sam").await {
+        assert!(Instant::now() < deadline, "replica never caught up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    primary.kill();
+    let during = app.login_ok("sam").await;
+    // The node dies with its deferred create; the primary returns later.
+    drop(app);
+    primary.restart();
+    let app = TestApp::spawn(&path, None).await;
+    let reply = app.refresh(&during.refresh).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let rotated = Tokens::from(&reply.body);
+    // Now in PostgreSQL: it survives losing Redis as well.
+    tokio::task::block_in_place(|| redis.restart());
+    let reply = app.refresh(&rotated.refresh).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    drop(replica);
+}

@@ -151,6 +151,8 @@ pub struct CircuitBreaker {
 impl CircuitBreaker {
     pub fn new(name: &'static str, settings: BreakerSettings) -> Self {
         let wait = settings.open_wait;
+        metrics::gauge!("holdfast_breaker_state", "dependency" => name)
+            .set(State::Closed.as_gauge());
         Self {
             name,
             settings,

@@ -137,6 +137,18 @@ impl LayeredSessionStore {
                 self.ledger.record_rotation(id, used, next, at).await?;
                 Ok(Rotation::Mismatch)
             }
+            // The ledger never got this session: it was started while the
+            // ledger was down and its deferred create was lost with a node.
+            // The cache holds it (already rotated); the ledger catches up.
+            Rotation::Gone if self.ledger.get(id).await?.is_none() => {
+                let Some(session) = self.cache.get(id).await? else {
+                    return Ok(Rotation::Gone);
+                };
+                tracing::warn!(session_id = %id, "session missing from the database; restored from the cache");
+                self.ledger.create(&session).await?;
+                self.ledger.record_rotation(id, used, next, at).await?;
+                Ok(Rotation::Mismatch)
+            }
             // The cache copy was stale: the hash was used, or the session
             // revoked, while the cache was unreachable.
             stale @ (Rotation::Reused | Rotation::Gone) => {

@@ -51,19 +51,20 @@ pub struct Replica<P> {
 macro_rules! routing {
     ($store:ty, $pool:ty) => {
         impl $store {
-            /// A read: the primary, or the replica when the primary is
-            /// unavailable (at once when its breaker is open).
+            /// A read (idempotent, so retried on fast failures): the
+            /// primary, or the replica when the primary is unavailable (at
+            /// once when its breaker is open).
             async fn read<T, F, Fut>(&self, query: F) -> Result<T, StoreError>
             where
                 F: Fn($pool) -> Fut,
                 Fut: std::future::Future<Output = Result<T, StoreError>>,
             {
-                let primary = self.guard.run(Call::Read, query(self.pool.clone())).await;
+                let primary = self.guard.run_idempotent(|| query(self.pool.clone())).await;
                 match (&self.replica, primary) {
                     (Some(replica), Err(e)) if e.is_unavailable() => {
                         replica
                             .guard
-                            .run(Call::Read, query(replica.pool.clone()))
+                            .run_idempotent(|| query(replica.pool.clone()))
                             .await
                     }
                     (_, result) => result,
