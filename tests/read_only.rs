@@ -31,39 +31,67 @@ async fn mode(app: &TestApp) -> (String, String) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn primary_down_with_a_replica_is_read_only() {
-    let (mut primary, mut redis) =
-        tokio::task::spawn_blocking(|| (Postgres::start(), Redis::start()))
+/// A primary, its streaming replica and Redis, and a config naming all
+/// three (a replica needs a PostgreSQL primary in the same file).
+struct ReplicaStack {
+    primary: Postgres,
+    replica: Postgres,
+    redis: Redis,
+    data: tempfile::TempDir,
+}
+
+impl ReplicaStack {
+    async fn start() -> Self {
+        let (primary, redis) = tokio::task::spawn_blocking(|| (Postgres::start(), Redis::start()))
             .await
             .expect("servers");
-    // pg_basebackup blocks: keep it off the async workers.
-    let replica = tokio::task::block_in_place(|| Postgres::start_replica(&primary));
-    let data = tempfile::tempdir().expect("tempdir");
-    let path = data.path().join("holdfast.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "issuer = \"http://holdfast.test\"\naudience = \"holdfast-tests\"\ndata_dir = \"{}\"\n\
-             [database]\nurl = \"{}\"\ntimeout = \"500ms\"\nreplica_url = \"{}\"\n\
-             [redis]\nurl = \"{}\"\n\
-             [breaker]\nminimum_calls = 3\nopen_wait = \"1s\"\nopen_wait_max = \"2s\"\nhalf_open_permits = 1\n",
-            data.path().display(),
-            primary.url(),
-            replica.url(),
-            redis.url()
-        ),
-    )
-    .expect("config");
-    let mut app = TestApp::spawn(&path, None).await;
-    let before = app.user("rex").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !replica_has_user(&replica.url(), "rex").await {
-        assert!(Instant::now() < deadline, "replica never caught up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // pg_basebackup blocks: keep it off the async workers.
+        let replica = tokio::task::block_in_place(|| Postgres::start_replica(&primary));
+        let data = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            data.path().join("holdfast.toml"),
+            format!(
+                "issuer = \"http://holdfast.test\"\naudience = \"holdfast-tests\"\ndata_dir = \"{}\"\n\
+                 [database]\nurl = \"{}\"\ntimeout = \"500ms\"\nreplica_url = \"{}\"\n\
+                 [redis]\nurl = \"{}\"\n\
+                 [breaker]\nminimum_calls = 3\nopen_wait = \"1s\"\nopen_wait_max = \"2s\"\nhalf_open_permits = 1\n",
+                data.path().display(),
+                primary.url(),
+                replica.url(),
+                redis.url()
+            ),
+        )
+        .expect("config");
+        Self {
+            primary,
+            replica,
+            redis,
+            data,
+        }
     }
 
-    primary.kill();
+    async fn app(&self) -> TestApp {
+        TestApp::spawn(&self.data.path().join("holdfast.toml"), None).await
+    }
+
+    /// Waits until the replica has replayed the user's registration.
+    async fn await_replica(&self, username: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !replica_has_user(&self.replica.url(), username).await {
+            assert!(Instant::now() < deadline, "replica never caught up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn primary_down_with_a_replica_is_read_only() {
+    let mut stack = ReplicaStack::start().await;
+    let mut app = stack.app().await;
+    let before = app.user("rex").await;
+    stack.await_replica("rex").await;
+
+    stack.primary.kill();
 
     // Login: the lookup is served by the replica, the session by Redis.
     let started = Instant::now();
@@ -114,7 +142,7 @@ async fn primary_down_with_a_replica_is_read_only() {
     );
 
     // The primary returns: normal mode by itself, deferred writes replayed.
-    primary.restart();
+    stack.primary.restart();
     let deadline = Instant::now() + Duration::from_secs(20);
     while mode(&app).await != ("normal".into(), "healthy".into()) {
         assert!(
@@ -136,55 +164,30 @@ async fn primary_down_with_a_replica_is_read_only() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // Lose Redis and restart the node: the session started in read-only
     // mode must be in PostgreSQL now.
-    tokio::task::block_in_place(|| redis.restart());
+    tokio::task::block_in_place(|| stack.redis.restart());
     drop(app);
-    app = TestApp::spawn(&path, None).await;
+    app = stack.app().await;
     let reply = app.refresh(&during.refresh).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    drop(replica);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_started_read_only_survives_losing_its_deferred_write() {
-    let (mut primary, mut redis) =
-        tokio::task::spawn_blocking(|| (Postgres::start(), Redis::start()))
-            .await
-            .expect("servers");
-    let replica = tokio::task::block_in_place(|| Postgres::start_replica(&primary));
-    let data = tempfile::tempdir().expect("tempdir");
-    let path = data.path().join("holdfast.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "issuer = \"http://holdfast.test\"\naudience = \"holdfast-tests\"\ndata_dir = \"{}\"\n\
-             [database]\nurl = \"{}\"\ntimeout = \"500ms\"\nreplica_url = \"{}\"\n\
-             [redis]\nurl = \"{}\"\n[breaker]\nminimum_calls = 3\nopen_wait = \"1s\"\n",
-            data.path().display(),
-            primary.url(),
-            replica.url(),
-            redis.url()
-        ),
-    )
-    .expect("config");
-    let app = TestApp::spawn(&path, None).await;
+    let mut stack = ReplicaStack::start().await;
+    let app = stack.app().await;
     app.register("sam@example.com", "sam").await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !replica_has_user(&replica.url(), "sam").await {
-        assert!(Instant::now() < deadline, "replica never caught up");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    primary.kill();
+    stack.await_replica("sam").await;
+    stack.primary.kill();
     let during = app.login_ok("sam").await;
     // The node dies with its deferred create; the primary returns later.
     drop(app);
-    primary.restart();
-    let app = TestApp::spawn(&path, None).await;
+    stack.primary.restart();
+    let app = stack.app().await;
     let reply = app.refresh(&during.refresh).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let rotated = Tokens::from(&reply.body);
     // Now in PostgreSQL: it survives losing Redis as well.
-    tokio::task::block_in_place(|| redis.restart());
+    tokio::task::block_in_place(|| stack.redis.restart());
     let reply = app.refresh(&rotated.refresh).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
-    drop(replica);
 }

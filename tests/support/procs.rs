@@ -98,6 +98,39 @@ fn signal(child: &Child, sig: i32) {
     }
 }
 
+/// A running server process (and its forks), killed on drop, also when the
+/// test panics.
+#[derive(Default)]
+struct Process {
+    child: Option<Child>,
+}
+
+impl Process {
+    fn pause(&self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGSTOP);
+        }
+    }
+
+    fn resume(&self) {
+        if let Some(child) = &self.child {
+            signal(child, libc::SIGCONT);
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            kill_group(&mut child);
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
 fn kill_group(child: &mut Child) {
     let kids = children(child.id());
     signal(child, libc::SIGCONT);
@@ -125,7 +158,7 @@ fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
 pub struct Postgres {
     dir: TempDir,
     pub port: u16,
-    child: Option<Child>,
+    process: Process,
 }
 
 impl Postgres {
@@ -167,7 +200,7 @@ impl Postgres {
         let mut pg = Self {
             port: free_port(),
             dir,
-            child: None,
+            process: Process::default(),
         };
         pg.launch();
         pg
@@ -212,7 +245,7 @@ impl Postgres {
         let mut replica = Self {
             port: free_port(),
             dir,
-            child: None,
+            process: Process::default(),
         };
         replica.launch();
         replica
@@ -243,7 +276,7 @@ impl Postgres {
                 .ok();
             cmd.uid(uid).gid(gid);
         }
-        self.child = Some(cmd.spawn().expect("spawn postgres"));
+        self.process.child = Some(cmd.spawn().expect("spawn postgres"));
         let url = self.url();
         wait_until("postgres", Duration::from_secs(30), || {
             let url = url.clone();
@@ -268,21 +301,15 @@ impl Postgres {
 
     /// SIGSTOP: the "zombie database" that accepts nothing and answers nothing.
     pub fn pause(&self) {
-        if let Some(child) = &self.child {
-            signal(child, libc::SIGSTOP);
-        }
+        self.process.pause();
     }
 
     pub fn resume(&self) {
-        if let Some(child) = &self.child {
-            signal(child, libc::SIGCONT);
-        }
+        self.process.resume();
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_group(&mut child);
-        }
+        self.process.kill();
     }
 
     pub fn restart(&mut self) {
@@ -293,16 +320,10 @@ impl Postgres {
     }
 }
 
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 pub struct Redis {
     dir: TempDir,
     pub port: u16,
-    child: Option<Child>,
+    process: Process,
 }
 
 impl Redis {
@@ -314,7 +335,7 @@ impl Redis {
         let mut redis = Self {
             dir,
             port: free_port(),
-            child: None,
+            process: Process::default(),
         };
         redis.launch();
         redis
@@ -329,7 +350,7 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server (is it installed?)");
-        self.child = Some(child);
+        self.process.child = Some(child);
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         wait_until("redis", Duration::from_secs(10), || ping(addr));
     }
@@ -338,22 +359,17 @@ impl Redis {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// SIGSTOP: accepts connections, answers nothing.
     pub fn pause(&self) {
-        if let Some(child) = &self.child {
-            signal(child, libc::SIGSTOP);
-        }
+        self.process.pause();
     }
 
     pub fn resume(&self) {
-        if let Some(child) = &self.child {
-            signal(child, libc::SIGCONT);
-        }
+        self.process.resume();
     }
 
     pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            kill_group(&mut child);
-        }
+        self.process.kill();
     }
 
     /// Kill and start again on the same port: everything in it is lost
@@ -361,12 +377,6 @@ impl Redis {
     pub fn restart(&mut self) {
         self.kill();
         self.launch();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
