@@ -2,7 +2,8 @@
 //! here, behind its trait — and the `Router`. Nothing else.
 
 use crate::auth::accounts::Accounts;
-use crate::auth::keys::{KeyError, KeyRing, MasterKey};
+use crate::auth::keys::{KeyError, KeyRing, KeySchedule};
+use crate::auth::master_key::MasterKey;
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::policy::PasswordPolicy;
 use crate::auth::rate_limit::RateLimits;
@@ -188,9 +189,14 @@ impl AppState {
         let limits = Arc::new(RateLimits::new(shared.limiter, config.rate_limit.clone()));
 
         let now = crate::auth::now();
-        let keys = Arc::new(KeyRing::load(durable.keys.as_ref(), &master, now).await?);
         let access_ttl = config.tokens.access_ttl.as_secs() as i64;
         let leeway = config.tokens.leeway.as_secs() as i64;
+        let schedule = KeySchedule {
+            verify_after_superseded: access_ttl + leeway,
+            standby: config.tokens.jwks_max_age.as_secs() as i64,
+        };
+        let keys = KeyRing::load(Arc::clone(&durable.keys), master, schedule, now).await?;
+        keys.spawn_refresher(key_refresh_interval(&config));
         let revocations = Arc::new(RevocationSet::new(access_ttl + leeway));
         warm_revocations(&revocations, &durable, now).await?;
 
@@ -271,6 +277,13 @@ impl AppState {
             ))
             .layer(axum::middleware::from_fn(request_id::layer))
     }
+}
+
+/// How often each node re-reads the signing keys: often enough that a
+/// standby is promoted and another node's revoke-all is honoured within
+/// seconds, at most every 10 s.
+fn key_refresh_interval(config: &Config) -> Duration {
+    (config.tokens.jwks_max_age / 4).clamp(Duration::from_millis(200), Duration::from_secs(10))
 }
 
 /// Loads the revocations still able to refuse a live token, so a restarted

@@ -38,6 +38,19 @@ enum Command {
     },
     /// Exit 0 when the local node is ready (for container probes), 1 otherwise.
     Healthcheck,
+    /// Manage signing keys (running nodes pick changes up within seconds).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Announce a new signing key; it signs after jwks_max_age.
+    Rotate,
+    /// Key leak: revoke every key and every session, sign with a new key now.
+    RevokeAll,
 }
 
 #[derive(Subcommand)]
@@ -87,6 +100,7 @@ fn main() -> ExitCode {
                     },
             } => create_user(config, email, username, roles).await,
             Command::Healthcheck => healthcheck(config.listen).await,
+            Command::Keys { command } => keys(config, command).await,
         }
     });
     match result {
@@ -195,6 +209,26 @@ async fn create_user(
             .join("; ")),
         Err(e) => Err(e.to_string()),
     }
+}
+
+async fn keys(config: Config, command: KeysCommand) -> Result<(), String> {
+    let state = AppState::build(config).await.map_err(|e| e.to_string())?;
+    let now = holdfast::auth::now();
+    match command {
+        KeysCommand::Rotate => {
+            let kid = state.keys.rotate(now).await.map_err(|e| e.to_string())?;
+            println!("rotation started: {kid} signs after jwks_max_age");
+        }
+        KeysCommand::RevokeAll => {
+            let (kid, sessions) = state
+                .keys
+                .revoke_all(now)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("all keys revoked; {kid} signs now; {sessions} sessions revoked");
+        }
+    }
+    Ok(())
 }
 
 /// GET /readyz on the configured address, with a short timeout.

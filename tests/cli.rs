@@ -266,6 +266,40 @@ fn embedded_migrate_user_create_serve_and_healthcheck() {
             .expect("healthcheck")
             .success()
     );
+
+    // `keys rotate` from the CLI: the running node publishes the standby.
+    let mut rotate = holdfast(dir.path());
+    env(&mut rotate);
+    let out = rotate
+        .args(["keys", "rotate"])
+        .output()
+        .expect("keys rotate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    rt.block_on(async {
+        let url = format!("http://127.0.0.1:{port}/.well-known/jwks.json");
+        // Nodes re-read keys every min(jwks_max_age / 4, 10 s).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let jwks: serde_json::Value = reqwest::get(&url)
+                .await
+                .expect("jwks")
+                .json()
+                .await
+                .expect("json");
+            if jwks["keys"].as_array().map(Vec::len) == Some(2) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the node never saw the rotation: {jwks}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    });
     drop(server);
     let mut check = holdfast(dir.path());
     env(&mut check);

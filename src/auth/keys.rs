@@ -1,21 +1,32 @@
-//! Signing keys: generated on first start, persisted with the private half
-//! sealed by the master key (AES-256-GCM, the key id as associated data so a
-//! sealed blob cannot be swapped between rows), and held in memory on every
-//! node so signing and verification never touch the database.
+//! Signing keys: generated on first start, persisted sealed by the master
+//! key, and held in memory on every node so signing and verification never
+//! touch the database.
+//!
+//! A key's role is derived from its times, so every node reaches the same
+//! answer without coordination (DESIGN.md §2):
+//! * not yet active (`activates_at` in the future): a *standby*, published in
+//!   the JWKS but not signing, so resource servers caching the JWKS for
+//!   `jwks_max_age` never meet an unknown `kid`;
+//! * the newest activated key signs;
+//! * an older key verifies until the last token it can have signed expires
+//!   (its successor's activation + access TTL + leeway), then disappears;
+//! * a revoked key (revoke-all) neither signs, verifies nor is published.
+//!
+//! Each node re-reads the keys every `refresh_every` and re-derives the
+//! roles, which is also what promotes a standby on time.
 
-use crate::config::{Config, Environment};
-use crate::store::{KeyState, KeyStore, StoreError, StoredKey, UnixTime};
-use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
+use crate::auth::master_key::MasterKey;
+use crate::store::{KeyStore, StoreError, StoredKey, UnixTime};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 pub const ALGORITHM: &str = "EdDSA";
 
@@ -29,110 +40,6 @@ pub enum KeyError {
     Generation,
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// 32 bytes that seal the private halves of signing keys at rest.
-pub struct MasterKey(LessSafeKey);
-
-impl MasterKey {
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
-        let unbound = UnboundKey::new(&AES_256_GCM, bytes)
-            .map_err(|_| KeyError::MasterKey("must be exactly 32 bytes".into()))?;
-        Ok(Self(LessSafeKey::new(unbound)))
-    }
-
-    /// `HOLDFAST_MASTER_KEY` (base64) or `master_key_file` (32 raw bytes or
-    /// their base64). Without either, development generates `master.key` in
-    /// the data dir (mode 0600); production refuses (config validation).
-    pub fn load(config: &Config) -> Result<Self, KeyError> {
-        if let Some(b64) = &config.master_key {
-            let bytes = STANDARD.decode(b64.expose().trim()).map_err(|e| {
-                KeyError::MasterKey(format!("HOLDFAST_MASTER_KEY is not base64: {e}"))
-            })?;
-            return Self::from_bytes(&bytes);
-        }
-        if let Some(path) = &config.master_key_file {
-            return Self::read_file(path);
-        }
-        if config.env == Environment::Production {
-            return Err(KeyError::MasterKey("production needs a master key".into()));
-        }
-        let path = config.data_dir.join("master.key");
-        if path.exists() {
-            return Self::read_file(&path);
-        }
-        let mut bytes = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut bytes).map_err(|_| KeyError::Generation)?;
-        write_private_file(&path, &bytes)
-            .map_err(|e| KeyError::MasterKey(format!("cannot write {}: {e}", path.display())))?;
-        tracing::warn!(path = %path.display(), "generated a development master key");
-        Self::from_bytes(&bytes)
-    }
-
-    fn read_file(path: &Path) -> Result<Self, KeyError> {
-        let raw = std::fs::read(path)
-            .map_err(|e| KeyError::MasterKey(format!("cannot read {}: {e}", path.display())))?;
-        if raw.len() == 32 {
-            return Self::from_bytes(&raw);
-        }
-        let text = String::from_utf8_lossy(&raw);
-        let bytes = STANDARD.decode(text.trim()).map_err(|_| {
-            KeyError::MasterKey(format!(
-                "{} must hold 32 raw bytes or their base64",
-                path.display()
-            ))
-        })?;
-        Self::from_bytes(&bytes)
-    }
-
-    fn seal(&self, kid: &str, plaintext: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let mut nonce = [0u8; NONCE_LEN];
-        aws_lc_rs::rand::fill(&mut nonce).map_err(|_| KeyError::Generation)?;
-        let mut in_out = plaintext.to_vec();
-        self.0
-            .seal_in_place_append_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(kid.as_bytes()),
-                &mut in_out,
-            )
-            .map_err(|_| KeyError::Generation)?;
-        let mut sealed = nonce.to_vec();
-        sealed.extend_from_slice(&in_out);
-        Ok(sealed)
-    }
-
-    fn open(&self, kid: &str, sealed: &[u8]) -> Result<Vec<u8>, KeyError> {
-        let wrong = || KeyError::WrongMasterKey {
-            kid: kid.to_string(),
-        };
-        if sealed.len() < NONCE_LEN {
-            return Err(wrong());
-        }
-        let (nonce, body) = sealed.split_at(NONCE_LEN);
-        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| wrong())?;
-        let mut in_out = body.to_vec();
-        let plain = self
-            .0
-            .open_in_place(nonce, Aad::from(kid.as_bytes()), &mut in_out)
-            .map_err(|_| wrong())?;
-        Ok(plain.to_vec())
-    }
-}
-
-/// Writes a file readable by its owner only.
-pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
 }
 
 /// The key that signs new tokens.
@@ -152,74 +59,134 @@ pub struct VerifyingKey {
 #[derive(Default)]
 pub struct KeySet {
     pub signing: Option<Arc<SigningKey>>,
+    /// Keys that verify, and so are published: standby, signing, retiring.
     pub verifying: HashMap<String, Arc<VerifyingKey>>,
+}
+
+/// How long a key must stay publishable after it was superseded, and how
+/// far ahead a rotated key is announced.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySchedule {
+    /// Access-token TTL + leeway: the life of the last token a key signed.
+    pub verify_after_superseded: i64,
+    /// `jwks_max_age`: how long a new key is a standby before it signs.
+    pub standby: i64,
 }
 
 /// The keys in memory. Readers take an `Arc<KeySet>` and drop the lock at
 /// once, so verification never waits behind a reload.
 pub struct KeyRing {
     current: RwLock<Arc<KeySet>>,
+    store: Arc<dyn KeyStore>,
+    master: MasterKey,
+    schedule: KeySchedule,
+    /// Decrypted signing keys by kid, so a reload does not re-open them.
+    opened: Mutex<HashMap<String, Arc<SigningKey>>>,
+    /// The last list read from the store (roles are re-derived from it).
+    stored: Mutex<Vec<StoredKey>>,
 }
 
 impl KeyRing {
-    /// Loads every key from the store, generating the first one if none is
-    /// active. Two nodes racing to generate it: the loser re-reads.
+    /// Loads every key, generating the first one if none can sign.
     pub async fn load(
-        store: &dyn KeyStore,
-        master: &MasterKey,
+        store: Arc<dyn KeyStore>,
+        master: MasterKey,
+        schedule: KeySchedule,
         now: UnixTime,
-    ) -> Result<Self, KeyError> {
-        let mut stored = store.list().await?;
-        if !stored.iter().any(|k| k.state == KeyState::Active) {
-            let key = generate(master, now)?;
-            match store.insert(&key).await {
-                Ok(()) => tracing::info!(kid = %key.kid, "generated the first signing key"),
-                Err(StoreError::Conflict(_)) => {}
-                Err(e) => return Err(e.into()),
-            }
-            stored = store.list().await?;
-        }
-        Self::from_stored(&stored, master)
-    }
-
-    /// A ring over keys already read from a store.
-    pub fn from_stored(stored: &[StoredKey], master: &MasterKey) -> Result<Self, KeyError> {
-        let ring = Self {
+    ) -> Result<Arc<Self>, KeyError> {
+        let ring = Arc::new(Self {
             current: RwLock::new(Arc::new(KeySet::default())),
-        };
-        ring.install(stored, master)?;
+            store,
+            master,
+            schedule,
+            opened: Mutex::new(HashMap::new()),
+            stored: Mutex::new(Vec::new()),
+        });
+        ring.reload(now).await?;
+        if ring.snapshot().signing.is_none() {
+            let key = generate(&ring.master, now, now)?;
+            ring.store.insert(&key).await?;
+            tracing::info!(kid = %key.kid, "generated the first signing key");
+            ring.reload(now).await?;
+        }
         Ok(ring)
     }
 
-    fn install(&self, stored: &[StoredKey], master: &MasterKey) -> Result<(), KeyError> {
-        let mut set = KeySet::default();
-        for key in stored {
-            let x = URL_SAFE_NO_PAD.encode(&key.public_key);
-            let decoding = DecodingKey::from_ed_components(&x).map_err(|_| {
-                StoreError::Corrupt(format!("signing key {} has a bad public key", key.kid))
-            })?;
-            let jwk = json!({
-                "kty": "OKP", "crv": "Ed25519", "x": x,
-                "kid": key.kid, "alg": ALGORITHM, "use": "sig",
-            });
-            set.verifying.insert(
-                key.kid.clone(),
-                Arc::new(VerifyingKey {
-                    algorithm: Algorithm::EdDSA,
-                    decoding,
-                    jwk,
-                }),
-            );
-            if key.state == KeyState::Active {
-                let pkcs8 = master.open(&key.kid, &key.private_key_sealed)?;
-                set.signing = Some(Arc::new(SigningKey {
-                    kid: key.kid.clone(),
-                    encoding: EncodingKey::from_ed_der(&pkcs8),
-                }));
+    /// Re-reads the store and re-derives the roles.
+    pub async fn reload(&self, now: UnixTime) -> Result<(), KeyError> {
+        let stored = self.store.list().await?;
+        self.install(&stored, now)?;
+        *self.stored.lock() = stored;
+        Ok(())
+    }
+
+    /// Re-derives the roles from the last list read (no I/O): promotes a
+    /// standby and drops expired keys on time even with the database down.
+    pub fn rederive(&self, now: UnixTime) -> Result<(), KeyError> {
+        let stored = self.stored.lock().clone();
+        self.install(&stored, now)
+    }
+
+    /// Announces a new key as standby; it signs after `jwks_max_age`.
+    pub async fn rotate(&self, now: UnixTime) -> Result<String, KeyError> {
+        let key = generate(&self.master, now, now + self.schedule.standby)?;
+        self.store.insert(&key).await?;
+        self.reload(now).await?;
+        tracing::warn!(kid = %key.kid, activates_in_secs = self.schedule.standby, "signing key rotation started");
+        Ok(key.kid)
+    }
+
+    /// Key leak: every key revoked, a new one signing at once, every session
+    /// revoked. Returns the new kid and how many sessions were revoked.
+    pub async fn revoke_all(&self, now: UnixTime) -> Result<(String, u64), KeyError> {
+        let key = generate(&self.master, now, now)?;
+        let sessions = self.store.revoke_all(&key, now).await?;
+        self.reload(now).await?;
+        tracing::warn!(kid = %key.kid, sessions, "all signing keys revoked; every session revoked");
+        Ok((key.kid, sessions))
+    }
+
+    /// Keeps this node's view current: re-reads the store every `every`
+    /// (other nodes' rotations), re-deriving from the last list when the
+    /// store does not answer.
+    pub fn spawn_refresher(self: &Arc<Self>, every: Duration) {
+        let ring: Weak<Self> = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(ring) = ring.upgrade() else { return };
+                let now = crate::auth::now();
+                if let Err(e) = ring.reload(now).await {
+                    tracing::debug!(error = %e, "key reload failed; re-deriving from the last list");
+                    if let Err(e) = ring.rederive(now) {
+                        tracing::error!(error = %e, "signing keys could not be re-derived");
+                    }
+                }
             }
-        }
+        });
+    }
+
+    fn install(&self, stored: &[StoredKey], now: UnixTime) -> Result<(), KeyError> {
+        let set = derive(stored, now, self.schedule, |key| self.open(key))?;
         *self.current.write() = Arc::new(set);
         Ok(())
+    }
+
+    fn open(&self, key: &StoredKey) -> Result<Arc<SigningKey>, KeyError> {
+        if let Some(open) = self.opened.lock().get(&key.kid) {
+            return Ok(Arc::clone(open));
+        }
+        let pkcs8 = self.master.open(&key.kid, &key.private_key_sealed)?;
+        let signing = Arc::new(SigningKey {
+            kid: key.kid.clone(),
+            encoding: EncodingKey::from_ed_der(&pkcs8),
+        });
+        self.opened
+            .lock()
+            .insert(key.kid.clone(), Arc::clone(&signing));
+        Ok(signing)
     }
 
     pub fn snapshot(&self) -> Arc<KeySet> {
@@ -240,8 +207,63 @@ impl KeyRing {
     }
 }
 
+/// The roles of `stored` at `now` (see the module comment).
+fn derive(
+    stored: &[StoredKey],
+    now: UnixTime,
+    schedule: KeySchedule,
+    open: impl Fn(&StoredKey) -> Result<Arc<SigningKey>, KeyError>,
+) -> Result<KeySet, KeyError> {
+    let mut live: Vec<&StoredKey> = stored.iter().filter(|k| k.revoked_at.is_none()).collect();
+    live.sort_by_key(|k| (k.activates_at, k.created_at));
+    let active: Vec<&StoredKey> = live
+        .iter()
+        .copied()
+        .filter(|k| k.activates_at <= now)
+        .collect();
+    let mut set = KeySet::default();
+    if let Some(signer) = active.last() {
+        set.signing = Some(open(signer)?);
+    }
+    for (i, key) in live.iter().enumerate() {
+        // Superseded when the next key activated; keep verifying its tokens.
+        let superseded_at = live
+            .get(i + 1)
+            .map(|next| next.activates_at)
+            .filter(|at| *at <= now);
+        let verifies = match superseded_at {
+            None => true,
+            Some(at) => now < at + schedule.verify_after_superseded,
+        };
+        if verifies {
+            set.verifying
+                .insert(key.kid.clone(), Arc::new(verifying(key)?));
+        }
+    }
+    Ok(set)
+}
+
+fn verifying(key: &StoredKey) -> Result<VerifyingKey, KeyError> {
+    let x = URL_SAFE_NO_PAD.encode(&key.public_key);
+    let decoding = DecodingKey::from_ed_components(&x).map_err(|_| {
+        StoreError::Corrupt(format!("signing key {} has a bad public key", key.kid))
+    })?;
+    Ok(VerifyingKey {
+        algorithm: Algorithm::EdDSA,
+        decoding,
+        jwk: json!({
+            "kty": "OKP", "crv": "Ed25519", "x": x,
+            "kid": key.kid, "alg": ALGORITHM, "use": "sig",
+        }),
+    })
+}
+
 /// A fresh Ed25519 key, its id the RFC 7638 thumbprint of its public JWK.
-pub fn generate(master: &MasterKey, now: UnixTime) -> Result<StoredKey, KeyError> {
+pub fn generate(
+    master: &MasterKey,
+    now: UnixTime,
+    activates_at: UnixTime,
+) -> Result<StoredKey, KeyError> {
     let pkcs8 =
         Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).map_err(|_| KeyError::Generation)?;
     let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| KeyError::Generation)?;
@@ -255,8 +277,9 @@ pub fn generate(master: &MasterKey, now: UnixTime) -> Result<StoredKey, KeyError
         kid,
         algorithm: ALGORITHM.to_string(),
         public_key,
-        state: KeyState::Active,
         created_at: now,
+        activates_at,
+        revoked_at: None,
     })
 }
 
@@ -264,14 +287,55 @@ pub fn generate(master: &MasterKey, now: UnixTime) -> Result<StoredKey, KeyError
 mod tests {
     use super::*;
 
+    const SCHEDULE: KeySchedule = KeySchedule {
+        verify_after_superseded: 930,
+        standby: 300,
+    };
+
+    fn roles(stored: &[StoredKey], now: UnixTime) -> (Option<String>, Vec<String>) {
+        let master = MasterKey::from_bytes(&[5u8; 32]).expect("master");
+        let set = derive(stored, now, SCHEDULE, |k| {
+            let pkcs8 = master.open(&k.kid, &k.private_key_sealed)?;
+            Ok(Arc::new(SigningKey {
+                kid: k.kid.clone(),
+                encoding: EncodingKey::from_ed_der(&pkcs8),
+            }))
+        })
+        .expect("derive");
+        let mut verifying: Vec<String> = set.verifying.keys().cloned().collect();
+        verifying.sort();
+        (set.signing.map(|s| s.kid.clone()), verifying)
+    }
+
     #[test]
-    fn sealed_keys_open_only_with_their_master_key_and_kid() {
-        let master = MasterKey::from_bytes(&[7u8; 32]).expect("key");
-        let sealed = master.seal("kid-1", b"private").expect("seal");
-        assert_eq!(master.open("kid-1", &sealed).expect("open"), b"private");
-        assert!(master.open("kid-2", &sealed).is_err());
-        let other = MasterKey::from_bytes(&[8u8; 32]).expect("key");
-        assert!(other.open("kid-1", &sealed).is_err());
-        assert!(MasterKey::from_bytes(&[1u8; 16]).is_err());
+    fn a_rotated_key_is_standby_then_signs_and_the_old_one_retires_on_time() {
+        let master = MasterKey::from_bytes(&[5u8; 32]).expect("master");
+        let old = generate(&master, 0, 0).expect("old");
+        let new = generate(&master, 1_000, 1_300).expect("new");
+        let keys = vec![old.clone(), new.clone()];
+        let mut both = vec![old.kid.clone(), new.kid.clone()];
+        both.sort();
+        // Standby: published, old still signs.
+        assert_eq!(roles(&keys, 1_100), (Some(old.kid.clone()), both.clone()));
+        // Activated: new signs, old still verifies its tokens.
+        assert_eq!(roles(&keys, 1_300), (Some(new.kid.clone()), both));
+        assert_eq!(roles(&keys, 1_300 + 929).1.len(), 2);
+        // The last token the old key signed has expired: gone.
+        assert_eq!(
+            roles(&keys, 1_300 + 930),
+            (Some(new.kid.clone()), vec![new.kid])
+        );
+    }
+
+    #[test]
+    fn revoked_keys_neither_sign_verify_nor_publish() {
+        let master = MasterKey::from_bytes(&[5u8; 32]).expect("master");
+        let mut old = generate(&master, 0, 0).expect("old");
+        old.revoked_at = Some(50);
+        let new = generate(&master, 50, 50).expect("new");
+        assert_eq!(
+            roles(&[old, new.clone()], 51),
+            (Some(new.kid.clone()), vec![new.kid])
+        );
     }
 }

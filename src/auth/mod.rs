@@ -4,6 +4,7 @@
 
 pub mod accounts;
 pub mod keys;
+pub mod master_key;
 pub mod passwords;
 pub mod policy;
 pub mod rate_limit;

@@ -130,7 +130,27 @@ impl TokenService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::keys::{MasterKey, generate};
+    use crate::auth::keys::{KeySchedule, generate};
+    use crate::auth::master_key::MasterKey;
+    use crate::store::{KeyStore, StoreError, StoredKey};
+    use parking_lot::Mutex;
+
+    /// Keys in memory: enough for the ring outside a database.
+    struct Keys(Mutex<Vec<StoredKey>>);
+
+    #[async_trait::async_trait]
+    impl KeyStore for Keys {
+        async fn list(&self) -> Result<Vec<StoredKey>, StoreError> {
+            Ok(self.0.lock().clone())
+        }
+        async fn insert(&self, key: &StoredKey) -> Result<(), StoreError> {
+            self.0.lock().push(key.clone());
+            Ok(())
+        }
+        async fn revoke_all(&self, _: &StoredKey, _: UnixTime) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+    }
     use crate::store::UserStatus;
     use base64::Engine;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -139,8 +159,14 @@ mod tests {
 
     fn service() -> (TokenService, Arc<RevocationSet>) {
         let master = MasterKey::from_bytes(&[3u8; 32]).expect("master");
-        let key = generate(&master, NOW).expect("key");
-        let ring = Arc::new(KeyRing::from_stored(&[key], &master).expect("ring"));
+        let key = generate(&master, NOW, NOW).expect("key");
+        let store = Arc::new(Keys(Mutex::new(vec![key])));
+        let schedule = KeySchedule {
+            verify_after_superseded: 930,
+            standby: 300,
+        };
+        let ring =
+            futures::executor::block_on(KeyRing::load(store, master, schedule, NOW)).expect("ring");
         let revocations = Arc::new(RevocationSet::new(930));
         let svc = TokenService::new(
             ring,

@@ -69,6 +69,41 @@ pub async fn reset_circuit_breaker(
     Ok(axum::Json(view(&guard.breaker().snapshot())))
 }
 
+/// Starts a rotation: the new key is a standby for `jwks_max_age`, then signs.
+pub async fn rotate_keys(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, ApiError> {
+    let kid = state
+        .keys
+        .rotate(crate::auth::now())
+        .await
+        .map_err(key_error)?;
+    Ok(axum::Json(json!({ "kid": kid })))
+}
+
+/// Key leak: every key revoked, a new one signing now, every session revoked.
+pub async fn revoke_all_keys(
+    _: Admin,
+    State(state): State<AppState>,
+) -> Result<impl IntoResponse, ApiError> {
+    let (kid, sessions) = state
+        .keys
+        .revoke_all(crate::auth::now())
+        .await
+        .map_err(key_error)?;
+    Ok(axum::Json(
+        json!({ "kid": kid, "sessions_revoked": sessions }),
+    ))
+}
+
+fn key_error(e: crate::auth::keys::KeyError) -> ApiError {
+    match e {
+        crate::auth::keys::KeyError::Store(e) => e.into(),
+        other => ApiError::internal(other),
+    }
+}
+
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],

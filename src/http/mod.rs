@@ -41,7 +41,9 @@ pub fn routes(state: AppState) -> Router {
         .route(
             "/admin/circuit-breakers/{name}/reset",
             post(admin::reset_circuit_breaker),
-        );
+        )
+        .route("/admin/keys/rotate", post(admin::rotate_keys))
+        .route("/admin/keys/revoke-all", post(admin::revoke_all_keys));
     Router::new()
         .nest("/api/v1", api)
         .route("/.well-known/jwks.json", get(well_known::jwks))

@@ -154,31 +154,6 @@ pub enum Rotation {
     Gone,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyState {
-    /// Signs new tokens; exactly one at a time.
-    Active,
-    /// Published and verifying, no longer signing.
-    Retired,
-}
-
-impl KeyState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyState::Active => "active",
-            KeyState::Retired => "retired",
-        }
-    }
-
-    pub fn parse(text: &str) -> Result<Self, StoreError> {
-        match text {
-            "active" => Ok(KeyState::Active),
-            "retired" => Ok(KeyState::Retired),
-            other => Err(StoreError::Corrupt(format!("unknown key state {other}"))),
-        }
-    }
-}
-
 /// A signing key as persisted: the private half sealed by the master key.
 #[derive(Debug, Clone)]
 pub struct StoredKey {
@@ -186,8 +161,11 @@ pub struct StoredKey {
     pub algorithm: String,
     pub public_key: Vec<u8>,
     pub private_key_sealed: Vec<u8>,
-    pub state: KeyState,
     pub created_at: UnixTime,
+    /// When it starts signing; until then it is a published standby.
+    pub activates_at: UnixTime,
+    /// Set by revoke-all: the key neither signs, verifies nor is published.
+    pub revoked_at: Option<UnixTime>,
 }
 
 #[async_trait]
@@ -279,9 +257,10 @@ pub trait SessionLedger: SessionStore {
 #[async_trait]
 pub trait KeyStore: Send + Sync {
     async fn list(&self) -> Result<Vec<StoredKey>, StoreError>;
-    /// Fails with `Conflict("active_key")` if another node won the race to
-    /// create the first active key.
     async fn insert(&self, key: &StoredKey) -> Result<(), StoreError>;
+    /// Emergency rotation, in one transaction: every key revoked, `key`
+    /// inserted, every live session revoked. Returns the sessions revoked.
+    async fn revoke_all(&self, key: &StoredKey, now: UnixTime) -> Result<u64, StoreError>;
 }
 
 /// `limit` events per `period`, e.g. 5 per 15 minutes.

@@ -229,6 +229,11 @@ fn postgres_migrator() -> Migrator {
             "session roles",
             include_str!("../../../migrations/postgres/0002_session_roles.sql"),
         ),
+        migration(
+            3,
+            "key schedule",
+            include_str!("../../../migrations/postgres/0003_key_schedule.sql"),
+        ),
     ])
 }
 
@@ -243,6 +248,11 @@ fn sqlite_migrator() -> Migrator {
             2,
             "session roles",
             include_str!("../../../migrations/sqlite/0002_session_roles.sql"),
+        ),
+        migration(
+            3,
+            "key schedule",
+            include_str!("../../../migrations/sqlite/0003_key_schedule.sql"),
         ),
     ])
 }
