@@ -262,8 +262,9 @@ fn embedded_migrate_user_create_serve_and_healthcheck() {
     assert!(
         check
             .arg("healthcheck")
-            .status()
+            .output()
             .expect("healthcheck")
+            .status
             .success()
     );
 
@@ -306,8 +307,9 @@ fn embedded_migrate_user_create_serve_and_healthcheck() {
     assert!(
         !check
             .arg("healthcheck")
-            .status()
+            .output()
             .expect("healthcheck")
+            .status
             .success()
     );
 }

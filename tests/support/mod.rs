@@ -107,8 +107,13 @@ impl TestApp {
             config.database.url = Some(Secret::new(database));
             config.redis.url = Some(Secret::new(redis));
         }
-        // Logs are captured per test and shown when it fails.
-        holdfast::telemetry::init(config.env);
+        // Through libtest's capture: shown only for a failing test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                std::env::var("HOLDFAST_LOG").unwrap_or_else(|_| "info,sqlx=warn".into()),
+            ))
+            .with_test_writer()
+            .try_init();
         let state = AppState::build(config).await.expect("build app");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
