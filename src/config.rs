@@ -35,6 +35,11 @@ pub struct Config {
     pub master_key: Option<Secret<String>>,
     /// Where the embedded mode keeps its SQLite file and generated master key.
     pub data_dir: PathBuf,
+    /// Load balancers whose `X-Forwarded-For` is believed (CIDRs or
+    /// addresses). Empty: the TCP peer is the client, and the header is
+    /// ignored so it cannot be used to dodge per-IP limits.
+    #[serde(deserialize_with = "networks")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub database: DatabaseConfig,
     pub redis: RedisConfig,
     pub breaker: BreakerConfig,
@@ -185,6 +190,7 @@ fn defaults() -> serde_json::Value {
         "issuer": "http://127.0.0.1:8080",
         "audience": "holdfast",
         "data_dir": "./holdfast-data",
+        "trusted_proxies": [],
         "database": { "timeout": "2s", "pool_size": 16 },
         "redis": { "timeout": "250ms" },
         "breaker": {
@@ -422,6 +428,20 @@ fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::E
             "`{text}` is not a duration like 250ms, 2s, 15m ({e})"
         ))
     })
+}
+
+/// `["10.0.0.0/8", "192.0.2.7"]`: networks, a bare address meaning itself.
+fn networks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(deserializer)?
+        .iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!("`{text}` is not an address or CIDR network"))
+                })
+        })
+        .collect()
 }
 
 /// Rates as the contract writes them: `10/min`, `5/15min`, `100/1h`.

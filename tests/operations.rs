@@ -208,3 +208,51 @@ login_failures_per_account = "1000/min"
         "a queue of 2 behind 1 worker must shed some of 24 logins"
     );
 }
+
+async fn login_from(app: &TestApp, forwarded_for: &str) -> u16 {
+    app.client
+        .post(app.url("/api/v1/auth/login"))
+        .header("x-forwarded-for", forwarded_for)
+        .json(&json!({"login": "fwd", "password": PASSWORD}))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_ip_limits_follow_forwarded_for_only_behind_trusted_proxies() {
+    let limits = "[rate_limit]\nlogin_per_ip = \"2/min\"\n";
+    // Behind a trusted balancer (the test client is 127.0.0.1): each
+    // forwarded client has its own budget, and the session shows it.
+    let trusted = format!("trusted_proxies = [\"127.0.0.1\"]\n{limits}");
+    let stack = Stack::start_with(Backend::Embedded, &trusted).await;
+    let app = &stack.app;
+    app.register("fwd@example.com", "fwd").await;
+    assert_eq!(login_from(app, "203.0.113.1").await, 200);
+    assert_eq!(login_from(app, "203.0.113.1").await, 200);
+    assert_eq!(login_from(app, "203.0.113.1").await, 429);
+    assert_eq!(login_from(app, "203.0.113.2").await, 200);
+    let tokens = app.login_ok("fwd").await; // no header: the proxy's own budget
+    let sessions = app
+        .get("/api/v1/users/me/sessions", Some(&tokens.access))
+        .await;
+    let ips: Vec<&str> = sessions.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|s| s["ip"].as_str())
+        .collect();
+    assert!(
+        ips.contains(&"203.0.113.1") && ips.contains(&"203.0.113.2"),
+        "{ips:?}"
+    );
+
+    // Without trusted proxies the header is ignored: it cannot buy budget.
+    let stack = Stack::start_with(Backend::Embedded, limits).await;
+    let app = &stack.app;
+    app.register("fwd@example.com", "fwd").await;
+    assert_eq!(login_from(app, "203.0.113.1").await, 200);
+    assert_eq!(login_from(app, "203.0.113.2").await, 200);
+    assert_eq!(login_from(app, "203.0.113.3").await, 429);
+}

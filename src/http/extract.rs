@@ -8,8 +8,9 @@ use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header, request::Parts};
+use ipnet::IpNet;
 use serde::de::DeserializeOwned;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 /// A JSON body; any rejection is an `ApiError`.
 pub struct Json<T>(pub T);
@@ -75,22 +76,94 @@ impl FromRequestParts<AppState> for Authenticated {
     }
 }
 
-/// Peer address and user agent, recorded on new sessions.
+/// The client's address and user agent: for per-IP limits and the session
+/// list. The address is the TCP peer, unless the peer is a trusted proxy:
+/// then the right-most `X-Forwarded-For` entry that is not itself a trusted
+/// proxy (entries further left are the client's own claims).
 pub struct ClientInfo(pub Client);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientInfo {
+fn client_ip(
+    peer: Option<IpAddr>,
+    headers: &axum::http::HeaderMap,
+    trusted: &[IpNet],
+) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = peer?;
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let forwarded: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    Some(
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !is_trusted(ip))
+            .unwrap_or(peer),
+    )
+}
+
+impl FromRequestParts<AppState> for ClientInfo {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let ip = parts
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let peer = parts
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip().to_string());
+            .map(|ConnectInfo(addr)| addr.ip());
+        let ip =
+            client_ip(peer, &parts.headers, &state.config.trusted_proxies).map(|ip| ip.to_string());
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
         Ok(ClientInfo(Client { ip, user_agent }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{HeaderMap, HeaderValue};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.0.0.2"),
+        );
+        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        // From the balancer: the right-most untrusted hop, not the spoofable left.
+        assert_eq!(
+            client_ip(Some(ip("10.0.0.1")), &headers, &trusted),
+            Some(ip("203.0.113.9"))
+        );
+        // From anyone else: the peer; the header is ignored.
+        assert_eq!(
+            client_ip(Some(ip("198.51.100.1")), &headers, &trusted),
+            Some(ip("198.51.100.1"))
+        );
+        assert_eq!(
+            client_ip(Some(ip("10.0.0.1")), &headers, &[]),
+            Some(ip("10.0.0.1"))
+        );
+        // Only proxies in the header: the peer.
+        let mut only = HeaderMap::new();
+        only.insert("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
+        assert_eq!(
+            client_ip(Some(ip("10.0.0.1")), &only, &trusted),
+            Some(ip("10.0.0.1"))
+        );
     }
 }
