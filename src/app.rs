@@ -2,6 +2,7 @@
 //! here, behind its trait — and the `Router`. Nothing else.
 
 use crate::auth::accounts::Accounts;
+use crate::auth::emergency::EmergencyVerifier;
 use crate::auth::keys::{KeyError, KeyRing, KeySchedule};
 use crate::auth::master_key::MasterKey;
 use crate::auth::passwords::PasswordHasher;
@@ -45,6 +46,8 @@ pub struct AppState {
     /// The guards of the dependencies in use, for the operator view.
     pub guards: Vec<Arc<DependencyGuard>>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
+    /// Break-glass verification, when `[emergency]` is configured.
+    pub emergency: Option<Arc<EmergencyVerifier>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -251,6 +254,18 @@ impl AppState {
         let health = Arc::new(HealthMonitor::new(components, in_process));
         health.spawn_recovery_prober();
 
+        let emergency = match (&config.emergency.public_key_file, config.emergency.enabled) {
+            (Some(path), true) => Some(Arc::new(
+                EmergencyVerifier::load(
+                    path,
+                    config.issuer.clone(),
+                    config.audience.clone(),
+                    leeway,
+                )
+                .map_err(StartError::Other)?,
+            )),
+            _ => None,
+        };
         spawn_revocation_purge(Arc::clone(&revocations));
         Ok(Self {
             config,
@@ -264,6 +279,7 @@ impl AppState {
             health,
             guards,
             metrics: crate::telemetry::metrics_handle(),
+            emergency,
         })
     }
 

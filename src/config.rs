@@ -46,6 +46,16 @@ pub struct Config {
     pub rate_limit: RateLimitConfig,
     pub tokens: TokenConfig,
     pub passwords: PasswordConfig,
+    pub emergency: EmergencyConfig,
+}
+
+/// `[emergency]`: break-glass tokens are accepted only when the public key
+/// file is set and `enabled` is not false.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmergencyConfig {
+    pub public_key_file: Option<PathBuf>,
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,7 +227,8 @@ fn defaults() -> serde_json::Value {
             "jwks_max_age": "5m",
             "leeway": "30s"
         },
-        "passwords": { "hash_workers": 2, "queue": 64 }
+        "passwords": { "hash_workers": 2, "queue": 64 },
+        "emergency": { "enabled": true }
     })
 }
 
@@ -289,6 +300,12 @@ impl Config {
         }
         if self.tokens.leeway > Duration::from_secs(30) {
             bad("tokens.leeway", "must be at most 30s");
+        }
+        if let Some(path) = &self.emergency.public_key_file
+            && self.emergency.enabled
+            && !path.exists()
+        {
+            bad("emergency.public_key_file", "does not exist");
         }
         if self.passwords.hash_workers == 0 {
             bad("passwords.hash_workers", "must be at least 1");

@@ -38,10 +38,38 @@ enum Command {
     },
     /// Exit 0 when the local node is ready (for container probes), 1 otherwise.
     Healthcheck,
+    /// Break-glass tokens, usable with the database and Redis both down.
+    Emergency {
+        #[command(subcommand)]
+        command: EmergencyCommand,
+    },
     /// Manage signing keys (running nodes pick changes up within seconds).
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum EmergencyCommand {
+    /// Write a break-glass key pair: DIR/emergency.key (private, 0600, keep
+    /// it offline) and DIR/emergency.pub (for `[emergency] public_key_file`).
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a break-glass token (printed on stdout) with the offline key.
+    Issue {
+        #[arg(long)]
+        key: PathBuf,
+        /// Logged at every use of the token.
+        #[arg(long)]
+        reason: String,
+        /// At most 1h.
+        #[arg(long, default_value = "30m")]
+        ttl: String,
+        #[arg(long, default_value = "admin")]
+        scope: Vec<String>,
     },
 }
 
@@ -101,6 +129,7 @@ fn main() -> ExitCode {
             } => create_user(config, email, username, roles).await,
             Command::Healthcheck => healthcheck(config.listen).await,
             Command::Keys { command } => keys(config, command).await,
+            Command::Emergency { command } => emergency(&config, command),
         }
     });
     match result {
@@ -208,6 +237,52 @@ async fn create_user(
             .collect::<Vec<_>>()
             .join("; ")),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+fn emergency(config: &Config, command: EmergencyCommand) -> Result<(), String> {
+    use holdfast::auth::emergency;
+    match command {
+        EmergencyCommand::Keygen { out } => {
+            let (private, public) = emergency::keygen()?;
+            let key = out.join("emergency.key");
+            holdfast::auth::master_key::write_private_file(&key, private.as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", key.display()))?;
+            let public_path = out.join("emergency.pub");
+            std::fs::write(&public_path, public)
+                .map_err(|e| format!("cannot write {}: {e}", public_path.display()))?;
+            println!(
+                "wrote {} (keep it offline) and {} (set [emergency] public_key_file)",
+                key.display(),
+                public_path.display()
+            );
+            Ok(())
+        }
+        EmergencyCommand::Issue {
+            key,
+            reason,
+            ttl,
+            scope,
+        } => {
+            let ttl = humantime::parse_duration(&ttl)
+                .map_err(|e| format!("--ttl {ttl}: {e}"))?
+                .as_secs() as i64;
+            let pem =
+                std::fs::read(&key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
+            let token = emergency::issue(
+                &pem,
+                emergency::Issue {
+                    issuer: &config.issuer,
+                    audience: &config.audience,
+                    reason: &reason,
+                    ttl_secs: ttl,
+                    scope,
+                    now: holdfast::auth::now(),
+                },
+            )?;
+            println!("{token}");
+            Ok(())
+        }
     }
 }
 

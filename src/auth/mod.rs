@@ -3,6 +3,7 @@
 //! its boundaries.
 
 pub mod accounts;
+pub mod emergency;
 pub mod keys;
 pub mod master_key;
 pub mod passwords;

@@ -3,7 +3,7 @@
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::http::extract::Authenticated;
+use crate::http::extract::Credential;
 use crate::resilience::breaker::Snapshot;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
@@ -12,15 +12,19 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// A caller holding the `admin` role; anyone else authenticated is AUTH005.
+/// A caller holding the `admin` role, or an emergency token with scope
+/// `admin`; anyone else authenticated is AUTH005.
 pub struct Admin;
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let Authenticated(claims) = Authenticated::from_request_parts(parts, state).await?;
-        if claims.roles.iter().any(|r| r == "admin") {
+        let granted = match Credential::from_request_parts(parts, state).await? {
+            Credential::User(claims) => claims.roles.iter().any(|r| r == "admin"),
+            Credential::Emergency(claims) => claims.scope.iter().any(|s| s == "admin"),
+        };
+        if granted {
             Ok(Admin)
         } else {
             Err(ApiError::Forbidden)

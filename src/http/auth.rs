@@ -6,7 +6,7 @@ use crate::auth::now;
 use crate::auth::rate_limit::Limit;
 use crate::auth::sessions::{Client, TokenPair};
 use crate::error::ApiError;
-use crate::http::extract::{Authenticated, ClientInfo, Json, OptionalJson};
+use crate::http::extract::{Authenticated, ClientInfo, Credential, Json, OptionalJson};
 use crate::http::users::UserView;
 use crate::store::Decision;
 use axum::extract::State;
@@ -153,12 +153,21 @@ pub async fn logout_all(
 
 /// Forward-auth for nginx `auth_request`, Traefik and Envoy: 204 with the
 /// identity in headers, or the error. Touches no store.
-pub async fn verify(Authenticated(claims): Authenticated) -> Result<impl IntoResponse, ApiError> {
+pub async fn verify(credential: Credential) -> Result<impl IntoResponse, ApiError> {
     let mut headers = HeaderMap::new();
     let value = |s: &str| HeaderValue::from_str(s).map_err(ApiError::internal);
-    headers.insert("x-auth-user-id", value(&claims.sub.to_string())?);
-    headers.insert("x-auth-roles", value(&claims.roles.join(","))?);
-    headers.insert("x-auth-method", HeaderValue::from_static("jwt"));
-    headers.insert("x-auth-session-id", value(&claims.sid.to_string())?);
+    match credential {
+        Credential::User(claims) => {
+            headers.insert("x-auth-user-id", value(&claims.sub.to_string())?);
+            headers.insert("x-auth-roles", value(&claims.roles.join(","))?);
+            headers.insert("x-auth-method", HeaderValue::from_static("jwt"));
+            headers.insert("x-auth-session-id", value(&claims.sid.to_string())?);
+        }
+        Credential::Emergency(claims) => {
+            headers.insert("x-auth-user-id", value(&claims.sub)?);
+            headers.insert("x-auth-roles", value(&claims.scope.join(","))?);
+            headers.insert("x-auth-method", HeaderValue::from_static("emergency"));
+        }
+    }
     Ok((StatusCode::NO_CONTENT, headers))
 }

@@ -3,6 +3,7 @@
 //! Bearer-authenticated caller, and the client's address and user agent.
 
 use crate::app::AppState;
+use crate::auth::emergency::{self, EmergencyClaims};
 use crate::auth::sessions::Client;
 use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
@@ -60,19 +61,50 @@ impl FromRequestParts<AppState> for Authenticated {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or(ApiError::MissingCredentials)?;
-        let text = value.to_str().map_err(|_| ApiError::TokenInvalid)?;
-        let (scheme, token) = text.split_once(' ').ok_or(ApiError::TokenInvalid)?;
-        if !scheme.eq_ignore_ascii_case("bearer") {
-            return Err(ApiError::MissingCredentials);
+        state
+            .tokens
+            .verify(bearer(parts)?, crate::auth::now())
+            .map(Authenticated)
+    }
+}
+
+/// The token of `Authorization: Bearer <token>`.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or(ApiError::MissingCredentials)?;
+    let text = value.to_str().map_err(|_| ApiError::TokenInvalid)?;
+    let (scheme, token) = text.split_once(' ').ok_or(ApiError::TokenInvalid)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::MissingCredentials);
+    }
+    Ok(token.trim())
+}
+
+/// Any bearer credential `/auth/verify` and the admin endpoints accept: a
+/// user's access token, or a break-glass token (by its `kid`) when
+/// `[emergency]` is configured.
+pub enum Credential {
+    User(AccessClaims),
+    Emergency(EmergencyClaims),
+}
+
+impl FromRequestParts<AppState> for Credential {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        if emergency::is_emergency(token) {
+            let verifier = state.emergency.as_ref().ok_or(ApiError::TokenInvalid)?;
+            return verifier
+                .verify(token, crate::auth::now())
+                .map(Credential::Emergency);
         }
         state
             .tokens
-            .verify(token.trim(), crate::auth::now())
-            .map(Authenticated)
+            .verify(token, crate::auth::now())
+            .map(Credential::User)
     }
 }
 

@@ -1,0 +1,129 @@
+//! Break-glass tokens end to end: `holdfast emergency keygen` and `issue`
+//! from the real binary, then used with PostgreSQL and Redis both down.
+
+mod support;
+
+use reqwest::StatusCode;
+use std::path::Path;
+use std::process::Command;
+use support::{Backend, Stack};
+
+const BIN: &str = env!("CARGO_BIN_EXE_holdfast");
+
+fn holdfast(args: &[&str]) -> std::process::Output {
+    Command::new(BIN)
+        .args(args)
+        .env("HOLDFAST_ISSUER", "http://holdfast.test")
+        .env("HOLDFAST_AUDIENCE", "holdfast-tests")
+        .env("HOLDFAST_LOG", "error")
+        .output()
+        .expect("run holdfast")
+}
+
+fn keygen(dir: &Path) {
+    let out = holdfast(&["emergency", "keygen", "--out", dir.to_str().expect("utf8")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn issue(dir: &Path, ttl: &str) -> std::process::Output {
+    let key = dir.join("emergency.key");
+    holdfast(&[
+        "emergency",
+        "issue",
+        "--key",
+        key.to_str().expect("utf8"),
+        "--reason",
+        "INC-7: database down",
+        "--ttl",
+        ttl,
+        "--scope",
+        "admin",
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emergency_tokens_work_with_both_stores_down() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    keygen(keys.path());
+    let mode = std::fs::metadata(keys.path().join("emergency.key")).map(|m| {
+        use std::os::unix::fs::PermissionsExt;
+        m.permissions().mode() & 0o777
+    });
+    assert_eq!(mode.ok(), Some(0o600));
+    assert!(
+        !issue(keys.path(), "2h").status.success(),
+        "TTL over 1h refused"
+    );
+    let out = issue(keys.path(), "30m");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+
+    let config = format!(
+        "[emergency]\npublic_key_file = \"{}\"\n",
+        keys.path().join("emergency.pub").display()
+    );
+    let mut stack = Stack::start_with(Backend::PostgresRedis, &config).await;
+    stack.pg.as_mut().expect("pg").kill();
+    stack.redis.as_mut().expect("redis").kill();
+    let app = &stack.app;
+
+    let reply = app.verify(&token).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    assert_eq!(reply.header("x-auth-method"), Some("emergency"));
+    assert_eq!(reply.header("x-auth-roles"), Some("admin"));
+    let breakers = app
+        .get("/api/v1/admin/circuit-breakers", Some(&token))
+        .await;
+    assert_eq!(breakers.status, StatusCode::OK, "{}", breakers.body);
+    // Not a user: the user endpoints do not take it.
+    app.get("/api/v1/users/me", Some(&token))
+        .await
+        .expect_error(401, "AUTH003");
+
+    // A token from another key pair is refused.
+    let other = tempfile::tempdir().expect("tempdir");
+    keygen(other.path());
+    let forged = String::from_utf8_lossy(&issue(other.path(), "10m").stdout)
+        .trim()
+        .to_string();
+    app.verify(&forged).await.expect_error(401, "AUTH003");
+
+    let metrics = app.get("/metrics", None).await;
+    assert!(
+        metrics
+            .body
+            .as_str()
+            .is_some_and(|m| m.contains("holdfast_emergency_token_uses_total")),
+        "every use is counted"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_or_unconfigured_emergency_access_refuses_the_token() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    keygen(keys.path());
+    let token = String::from_utf8_lossy(&issue(keys.path(), "10m").stdout)
+        .trim()
+        .to_string();
+    let disabled = format!(
+        "[emergency]\npublic_key_file = \"{}\"\nenabled = false\n",
+        keys.path().join("emergency.pub").display()
+    );
+    for config in [disabled.as_str(), ""] {
+        let stack = Stack::start_with(Backend::Embedded, config).await;
+        stack.app.verify(&token).await.expect_error(401, "AUTH003");
+        stack
+            .app
+            .get("/api/v1/admin/circuit-breakers", Some(&token))
+            .await
+            .expect_error(401, "AUTH003");
+    }
+}
