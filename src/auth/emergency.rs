@@ -164,14 +164,6 @@ impl EmergencyVerifier {
     }
 }
 
-/// Whether a bearer token claims to be an emergency token (by its `kid`).
-pub fn is_emergency(token: &str) -> bool {
-    jsonwebtoken::decode_header(token)
-        .ok()
-        .and_then(|h| h.kid)
-        .is_some_and(|kid| kid == KID)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,7 +190,8 @@ mod tests {
     fn issued_tokens_verify_only_with_their_key_and_within_their_life() {
         let (private, public) = keygen().expect("keygen");
         let token = issue(private.as_bytes(), request(1800)).expect("issue");
-        assert!(is_emergency(&token));
+        let kid = jsonwebtoken::decode_header(&token).expect("header").kid;
+        assert_eq!(kid.as_deref(), Some(KID));
         let claims = verifier(&public).verify(&token, 1_100).expect("verify");
         assert_eq!(claims.scope, vec!["admin".to_string()]);
         assert!(matches!(

@@ -94,6 +94,17 @@ impl TokenService {
 
     pub fn verify(&self, token: &str, now: UnixTime) -> Result<AccessClaims, ApiError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::TokenInvalid)?;
+        self.verify_with_header(token, header, now)
+    }
+
+    /// `verify` for a caller that already decoded the header (to route the
+    /// token), so the hot path parses it once.
+    pub fn verify_with_header(
+        &self,
+        token: &str,
+        header: jsonwebtoken::Header,
+        now: UnixTime,
+    ) -> Result<AccessClaims, ApiError> {
         let kid = header.kid.ok_or(ApiError::TokenInvalid)?;
         let set = self.keys.snapshot();
         let key = set.verifying.get(&kid).ok_or(ApiError::TokenInvalid)?;

@@ -95,15 +95,15 @@ impl FromRequestParts<AppState> for Credential {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer(parts)?;
-        if emergency::is_emergency(token) {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::TokenInvalid)?;
+        let now = crate::auth::now();
+        if header.kid.as_deref() == Some(emergency::KID) {
             let verifier = state.emergency.as_ref().ok_or(ApiError::TokenInvalid)?;
-            return verifier
-                .verify(token, crate::auth::now())
-                .map(Credential::Emergency);
+            return verifier.verify(token, now).map(Credential::Emergency);
         }
         state
             .tokens
-            .verify(token, crate::auth::now())
+            .verify_with_header(token, header, now)
             .map(Credential::User)
     }
 }
