@@ -240,6 +240,8 @@ pub trait SessionCache: Send + Sync {
 #[async_trait]
 pub trait SessionLedger: SessionStore {
     /// Records a rotation already decided by a faster store (write-through).
+    /// Forward only: a rotation older than one already recorded only adds
+    /// its used hash.
     async fn record_rotation(
         &self,
         id: Uuid,

@@ -223,13 +223,20 @@ macro_rules! sql_session_store {
             ) -> Result<(), StoreError> {
                 self.write(async {
                         let mut tx = self.pool.begin().await.map_err(classify)?;
-                        sqlx::query("UPDATE sessions SET refresh_hash = $2, last_used_at = $3 WHERE id = $1")
-                            .bind(id)
-                            .bind(next)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(classify)?;
+                        // Forward only: if `next` was already used, a later
+                        // rotation was recorded first (replays from several
+                        // nodes arrive in any order) and must not be undone.
+                        sqlx::query(
+                            "UPDATE sessions SET refresh_hash = $2, last_used_at = $3 WHERE id = $1 \
+                             AND NOT EXISTS (SELECT 1 FROM used_refresh_tokens \
+                                             WHERE token_hash = $2 AND session_id = $1)",
+                        )
+                        .bind(id)
+                        .bind(next)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(classify)?;
                         sqlx::query(
                             "INSERT INTO used_refresh_tokens (token_hash, session_id, used_at) \
                              VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",

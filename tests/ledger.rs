@@ -1,0 +1,82 @@
+//! The SQL session ledger on its own, where replays from several nodes can
+//! arrive in any order.
+
+use holdfast::resilience::DependencyGuard;
+use holdfast::resilience::breaker::BreakerSettings;
+use holdfast::store::sql::SqliteStore;
+use holdfast::store::{Rotation, Session, SessionLedger, SessionStore};
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+async fn ledger(dir: &tempfile::TempDir) -> SqliteStore {
+    let guard = Arc::new(DependencyGuard::new(
+        "database",
+        Duration::from_secs(2),
+        BreakerSettings::default(),
+    ));
+    let path = dir.path().join("ledger.db");
+    let store = SqliteStore::open(path.to_str().expect("utf8"), guard)
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    store
+}
+
+#[tokio::test]
+async fn replayed_rotations_only_move_forward() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = ledger(&dir).await;
+    let user = Uuid::new_v4();
+    sqlx_user(&dir, user).await;
+    let id = Uuid::new_v4();
+    let session = Session {
+        id,
+        user_id: user,
+        refresh_hash: "h0".into(),
+        created_at: 1,
+        last_used_at: 1,
+        expires_at: i64::MAX / 2,
+        user_agent: None,
+        ip: None,
+        revoked_at: None,
+        roles: vec![],
+    };
+    ledger.create(&session).await.expect("create");
+    // Node B's later rotation (h1 -> h2) is replayed before node A's (h0 -> h1).
+    ledger.record_rotation(id, "h1", "h2", 3).await.expect("b");
+    ledger.record_rotation(id, "h0", "h1", 2).await.expect("a");
+    let now = ledger.get(id).await.expect("get").expect("session");
+    assert_eq!(
+        now.refresh_hash, "h2",
+        "the older replay must not move it back"
+    );
+    assert!(ledger.was_used(id, "h0").await.expect("used"));
+    assert!(ledger.was_used(id, "h1").await.expect("used"));
+    // The client's current token rotates; an old one is reuse.
+    assert!(matches!(
+        ledger.rotate(id, "h2", "h3", 4).await.expect("rotate"),
+        Rotation::Rotated(_)
+    ));
+    assert!(matches!(
+        ledger.rotate(id, "h1", "h9", 5).await.expect("rotate"),
+        Rotation::Reused
+    ));
+}
+
+/// The ledger's sessions reference users; insert one directly.
+async fn sqlx_user(dir: &tempfile::TempDir, id: Uuid) {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    sqlx::query(
+        "INSERT INTO users (id, email, username, password_hash, status, created_at, updated_at) \
+         VALUES ($1, 'l@example.com', 'ledger', 'x', 'active', 1, 1)",
+    )
+    .bind(id)
+    .execute(&mut conn)
+    .await
+    .expect("user");
+}
