@@ -3,27 +3,9 @@
 
 mod support;
 
-use holdfast::auth::accounts::Registration;
 use reqwest::{Method, StatusCode};
 use std::time::{Duration, Instant};
-use support::{Backend, PASSWORD, Stack, TestApp};
-
-async fn admin(app: &TestApp) -> String {
-    app.state
-        .accounts
-        .register(
-            Registration {
-                email: "root@example.com".into(),
-                username: "root".into(),
-                password: PASSWORD.into(),
-                roles: vec!["admin".into()],
-            },
-            holdfast::auth::now(),
-        )
-        .await
-        .expect("admin");
-    app.login_ok("root").await.access
-}
+use support::{Backend, Stack, TestApp};
 
 fn kid(token: &str) -> String {
     jsonwebtoken::decode_header(token)
@@ -48,7 +30,7 @@ async fn published(app: &TestApp) -> Vec<String> {
 async fn rotation_publishes_a_standby_then_signs_with_it() {
     let stack = Stack::start_with(Backend::Embedded, "[tokens]\njwks_max_age = \"2s\"\n").await;
     let app = &stack.app;
-    let root = admin(app).await;
+    let root = app.admin_token().await;
     let before = app.user("una").await;
     let old_kid = kid(&before.access);
 
@@ -114,7 +96,7 @@ async fn rotation_publishes_a_standby_then_signs_with_it() {
 async fn revoke_all_ends_every_token_and_session() {
     let stack = Stack::start(Backend::PostgresRedis).await;
     let app = &stack.app;
-    let root = admin(app).await;
+    let root = app.admin_token().await;
     let a = app.user("vic").await;
     let b = app.user("wes").await;
     let old_kid = kid(&a.access);

@@ -3,7 +3,6 @@
 
 mod support;
 
-use holdfast::auth::accounts::Registration;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -16,24 +15,6 @@ timeout = "500ms"
 minimum_calls = 3
 open_wait = "30s"
 "#;
-
-/// An admin created in-process (as `holdfast user create --role admin`).
-async fn admin_token(app: &TestApp) -> String {
-    app.state
-        .accounts
-        .register(
-            Registration {
-                email: "root@example.com".into(),
-                username: "root".into(),
-                password: PASSWORD.into(),
-                roles: vec!["admin".into()],
-            },
-            holdfast::auth::now(),
-        )
-        .await
-        .expect("admin");
-    app.login_ok("root").await.access
-}
 
 /// Logins against a dead database until its breaker opens. The window also
 /// holds the setup's successful calls, so the count needed varies.
@@ -53,7 +34,7 @@ async fn fail_until_open(app: &TestApp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_see_and_reset_circuit_breakers() {
     let mut stack = Stack::start_with(Backend::PostgresRedis, SHORT_BREAKERS).await;
-    let admin = admin_token(&stack.app).await;
+    let admin = stack.app.admin_token().await;
     let user = stack.app.user("plain").await;
     let app = &stack.app;
     app.get("/api/v1/admin/circuit-breakers", None)

@@ -61,10 +61,6 @@ impl RateLimits {
         }
     }
 
-    pub fn backend(&self) -> &'static str {
-        self.shared.backend()
-    }
-
     fn window(&self, limit: Limit) -> Window {
         match limit {
             Limit::LoginPerIp => self.config.login_per_ip,

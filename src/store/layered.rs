@@ -64,10 +64,6 @@ impl LayeredSessionStore {
         store
     }
 
-    pub fn cache_backend(&self) -> &'static str {
-        self.cache.backend()
-    }
-
     /// Ledger writes waiting for the database.
     pub fn deferred_len(&self) -> usize {
         self.deferred.lock().len()

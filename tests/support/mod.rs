@@ -189,6 +189,25 @@ impl TestApp {
         self.login_ok(name).await
     }
 
+    /// Creates the admin `root` in-process (as `holdfast user create --role
+    /// admin` does) and returns an access token for it.
+    pub async fn admin_token(&self) -> String {
+        self.state
+            .accounts
+            .register(
+                holdfast::auth::accounts::Registration {
+                    email: "root@example.com".into(),
+                    username: "root".into(),
+                    password: PASSWORD.into(),
+                    roles: vec!["admin".into()],
+                },
+                holdfast::auth::now(),
+            )
+            .await
+            .expect("admin");
+        self.login_ok("root").await.access
+    }
+
     pub async fn login_ok(&self, name: &str) -> Tokens {
         let reply = self.login(name, PASSWORD).await;
         assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
