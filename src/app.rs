@@ -2,15 +2,21 @@
 //! here, behind its trait — and the `Router`. Nothing else.
 
 use crate::auth::accounts::Accounts;
+use crate::auth::api_keys::ApiKeys;
+use crate::auth::audit::Audit;
 use crate::auth::emergency::EmergencyVerifier;
-use crate::auth::keys::{KeyError, KeyRing, KeySchedule};
+use crate::auth::external::ExternalIdps;
+use crate::auth::keys::{KeyError, KeyRing, KeySchedule, ReloadOnChange};
 use crate::auth::master_key::MasterKey;
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::policy::PasswordPolicy;
 use crate::auth::rate_limit::RateLimits;
+use crate::auth::rbac::Rbac;
 use crate::auth::revocation::RevocationSet;
-use crate::auth::sessions::Sessions;
+use crate::auth::sessions::{SessionDeps, Sessions};
 use crate::auth::tokens::TokenService;
+use crate::cache::bus::Bus;
+use crate::cache::validation::ValidationCache;
 use crate::config::{Config, DatabaseBackend, Environment};
 use crate::http;
 use crate::http::middleware::{metrics, request_id, security_headers};
@@ -23,8 +29,11 @@ use crate::store::redis::{self, RedisSessionCache};
 use crate::store::redis_limiter::RedisLimiter;
 use crate::store::sql::{PgStore, REPLICA, SqliteStore};
 use crate::store::{
-    KeyStore, LimiterStore, Probe, SessionCache, SessionLedger, SessionStore, StoreError, UserStore,
+    ApiKeyStore, AuditStore, InvalidationLog, KeyStore, LimiterStore, Probe, RoleStore,
+    SessionCache, SessionLedger, SessionStore, StoreError, UserStore,
 };
+use ::redis as redis_rs;
+use ::redis::aio::ConnectionManager;
 use axum::Router;
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +57,13 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Break-glass verification, when `[emergency]` is configured.
     pub emergency: Option<Arc<EmergencyVerifier>>,
+    pub api_keys: Arc<ApiKeys>,
+    pub rbac: Arc<Rbac>,
+    pub audit: Arc<Audit>,
+    pub bus: Arc<Bus>,
+    pub validation: Arc<ValidationCache>,
+    /// Upstream issuers (`[[idp]]`); empty when none is configured.
+    pub external: Arc<ExternalIdps>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +81,10 @@ struct Durable {
     users: Arc<dyn UserStore>,
     ledger: Arc<dyn SessionLedger>,
     keys: Arc<dyn KeyStore>,
+    api_keys: Arc<dyn ApiKeyStore>,
+    roles: Arc<dyn RoleStore>,
+    audit: Arc<dyn AuditStore>,
+    invalidations: Arc<dyn InvalidationLog>,
     probe: Arc<dyn Probe>,
     /// The read replica's health probe and guard, when one is configured.
     replica: Option<(Arc<dyn Probe>, Arc<DependencyGuard>)>,
@@ -74,12 +94,24 @@ struct Durable {
 async fn open_durable(config: &Config, guard: Arc<DependencyGuard>) -> Result<Durable, StartError> {
     fn wrap<S>(store: Arc<S>) -> Durable
     where
-        S: UserStore + SessionLedger + KeyStore + Probe + 'static,
+        S: UserStore
+            + SessionLedger
+            + KeyStore
+            + ApiKeyStore
+            + RoleStore
+            + AuditStore
+            + InvalidationLog
+            + Probe
+            + 'static,
     {
         Durable {
             users: store.clone(),
             ledger: store.clone(),
             keys: store.clone(),
+            api_keys: store.clone(),
+            roles: store.clone(),
+            audit: store.clone(),
+            invalidations: store.clone(),
             probe: store,
             replica: None,
         }
@@ -139,6 +171,8 @@ struct SharedState {
     cache: Arc<dyn SessionCache>,
     limiter: Arc<dyn LimiterStore>,
     probe: Option<Arc<dyn Probe>>,
+    /// The Redis connection and client, for the invalidation bus.
+    redis: Option<(ConnectionManager, redis_rs::Client)>,
 }
 
 async fn shared_state(
@@ -149,6 +183,7 @@ async fn shared_state(
         cache: Arc::new(MemorySessionCache::new(MEMORY_SESSION_CAPACITY)),
         limiter: Arc::new(MemoryLimiter::new()),
         probe: None,
+        redis: None,
     };
     let Some(url) = &config.redis.url else {
         return Ok(memory());
@@ -161,10 +196,13 @@ async fn shared_state(
         tracing::warn!(error = %e, "redis unreachable at start; development falls back to process memory");
         return Ok(memory());
     }
+    let client = redis_rs::Client::open(url.expose().as_str())
+        .map_err(|e| StartError::Other(format!("bad redis url: {e}")))?;
     Ok(SharedState {
         cache: cache.clone(),
-        limiter: Arc::new(RedisLimiter::new(conn, guard)),
+        limiter: Arc::new(RedisLimiter::new(conn.clone(), guard)),
         probe: Some(cache),
+        redis: Some((conn, client)),
     })
 }
 
@@ -186,6 +224,14 @@ impl AppState {
         let durable = open_durable(&config, Arc::clone(&db_guard)).await?;
         let shared = shared_state(&config, Arc::clone(&redis_guard)).await?;
         let redis_probe = shared.probe;
+        let bus = Bus::new(
+            Some(Arc::clone(&durable.invalidations)),
+            shared
+                .redis
+                .as_ref()
+                .map(|(conn, _)| (conn.clone(), Arc::clone(&redis_guard))),
+        );
+        let audit = Audit::new(Arc::clone(&durable.audit));
         let cache_backend = shared.cache.backend();
         let sessions: Arc<dyn SessionStore> =
             LayeredSessionStore::start(shared.cache, Arc::clone(&durable.ledger));
@@ -202,10 +248,12 @@ impl AppState {
         keys.spawn_refresher(key_refresh_interval(&config));
         let revocations = Arc::new(RevocationSet::new(access_ttl + leeway));
         warm_revocations(&revocations, &durable, now).await?;
+        let validation = Arc::new(ValidationCache::new(config.cache.validation_ttl));
 
         let tokens = Arc::new(TokenService::new(
             Arc::clone(&keys),
             Arc::clone(&revocations),
+            Arc::clone(&validation),
             config.issuer.clone(),
             config.audience.clone(),
             access_ttl,
@@ -219,17 +267,51 @@ impl AppState {
             Arc::clone(&sessions),
             Arc::clone(&hasher),
             policy,
-            Arc::clone(&revocations),
+            Arc::clone(&bus),
+            Arc::clone(&audit),
         ));
-        let session_service = Arc::new(Sessions::new(
-            Arc::clone(&durable.users),
+        let session_service = Arc::new(Sessions::new(SessionDeps {
+            users: Arc::clone(&durable.users),
             sessions,
             hasher,
-            Arc::clone(&tokens),
-            Arc::clone(&revocations),
-            Arc::clone(&limits),
-            config.tokens.refresh_ttl.as_secs() as i64,
-        ));
+            tokens: Arc::clone(&tokens),
+            bus: Arc::clone(&bus),
+            audit: Arc::clone(&audit),
+            limits: Arc::clone(&limits),
+            refresh_ttl: config.tokens.refresh_ttl.as_secs() as i64,
+        }));
+        let rbac = Rbac::new(
+            Arc::clone(&durable.roles),
+            config.cache.authz_ttl,
+            config.cache.authz_max_stale,
+            Arc::clone(&bus),
+            Arc::clone(&audit),
+        );
+        let api_keys = ApiKeys::new(
+            Arc::clone(&durable.api_keys),
+            Arc::clone(&rbac),
+            config.cache.api_key_ttl,
+            Arc::clone(&bus),
+            Arc::clone(&audit),
+        );
+        bus.subscribe(revocations.clone());
+        bus.subscribe(validation.clone());
+        bus.subscribe(api_keys.clone());
+        bus.subscribe(rbac.clone());
+        bus.subscribe(Arc::new(ReloadOnChange(Arc::clone(&keys))));
+        let start_seq = durable.invalidations.last_invalidation().await?;
+        bus.spawn_poller(
+            Arc::clone(&durable.invalidations),
+            start_seq,
+            config.cache.invalidation_poll,
+            Duration::from_secs((access_ttl + leeway).max(24 * 3600) as u64),
+        );
+        if let Some((_, client)) = shared.redis {
+            bus.spawn_subscriber(client, config.redis.timeout);
+        }
+        let external = Arc::new(
+            ExternalIdps::start(&config.idp, &config, leeway as u64).map_err(StartError::Other)?,
+        );
 
         let mut guards = vec![Arc::clone(&db_guard)];
         let mut components = vec![Component {
@@ -250,6 +332,13 @@ impl AppState {
                 });
             }
             None => in_process.push(("redis", cache_backend)),
+        }
+        for idp in external.all() {
+            guards.push(Arc::clone(idp.guard()));
+            components.push(Component {
+                probe: idp.clone(),
+                guard: Arc::clone(idp.guard()),
+            });
         }
         let health = Arc::new(HealthMonitor::new(components, in_process));
         health.spawn_recovery_prober();
@@ -280,6 +369,12 @@ impl AppState {
             guards,
             metrics: crate::telemetry::metrics_handle(),
             emergency,
+            api_keys,
+            rbac,
+            audit,
+            bus,
+            validation,
+            external,
         })
     }
 

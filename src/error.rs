@@ -50,6 +50,9 @@ pub enum ApiError {
     Revoked,
     #[error("not permitted")]
     Forbidden,
+    /// AUTH005 with the reason in `details.reason`.
+    #[error("not permitted: {0}")]
+    ForbiddenBecause(String),
     #[error("account disabled")]
     AccountDisabled,
     #[error("refresh token reuse detected")]
@@ -109,7 +112,7 @@ impl ApiError {
                 StatusCode::UNAUTHORIZED,
                 "Token or session revoked",
             ),
-            Forbidden => ("AUTH005", StatusCode::FORBIDDEN, "Not permitted"),
+            Forbidden | ForbiddenBecause(_) => ("AUTH005", StatusCode::FORBIDDEN, "Not permitted"),
             AccountDisabled => ("AUTH006", StatusCode::FORBIDDEN, "Account disabled"),
             RefreshReuse => (
                 "AUTH007",
@@ -150,6 +153,7 @@ impl ApiError {
             ApiError::Validation(fields) => Some(json!({ "fields": fields })),
             ApiError::Conflict(field) => Some(json!({ "field": field })),
             ApiError::Malformed(reason) => Some(json!({ "reason": reason })),
+            ApiError::ForbiddenBecause(reason) => Some(json!({ "reason": reason })),
             ApiError::Unavailable { dependency, .. } => Some(json!({ "dependency": dependency })),
             _ => None,
         }

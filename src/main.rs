@@ -292,6 +292,13 @@ async fn keys(config: Config, command: KeysCommand) -> Result<(), String> {
     match command {
         KeysCommand::Rotate => {
             let kid = state.keys.rotate(now).await.map_err(|e| e.to_string())?;
+            announce(
+                &state,
+                false,
+                serde_json::json!({"kid": kid, "by": "cli"}),
+                now,
+            )
+            .await;
             println!("rotation started: {kid} signs after jwks_max_age");
         }
         KeysCommand::RevokeAll => {
@@ -300,10 +307,30 @@ async fn keys(config: Config, command: KeysCommand) -> Result<(), String> {
                 .revoke_all(now)
                 .await
                 .map_err(|e| e.to_string())?;
+            let detail = serde_json::json!({"kid": kid, "sessions_revoked": sessions, "by": "cli"});
+            announce(&state, true, detail, now).await;
             println!("all keys revoked; {kid} signs now; {sessions} sessions revoked");
         }
     }
     Ok(())
+}
+
+/// Tells running nodes (invalidation log and pub/sub) and the audit log.
+/// A failure here is reported but not fatal: the keys are already changed
+/// and every node re-reads them within seconds anyway.
+async fn announce(state: &AppState, revoked_all: bool, detail: serde_json::Value, now: i64) {
+    let event = holdfast::cache::bus::Invalidation::KeysChanged { revoked_all };
+    if let Err(e) = state.bus.publish_and_wait(event, now).await {
+        eprintln!("warning: running nodes were not notified ({e}); they re-read keys within 10 s");
+    }
+    let kind = if revoked_all {
+        "keys_revoked_all"
+    } else {
+        "key_rotated"
+    };
+    if let Err(e) = state.audit.record_and_wait(kind, None, detail).await {
+        eprintln!("warning: audit event not stored: {e}");
+    }
 }
 
 /// GET /readyz on the configured address, with a short timeout.

@@ -83,10 +83,10 @@ async fn emergency_tokens_work_with_both_stores_down() {
         .get("/api/v1/admin/circuit-breakers", Some(&token))
         .await;
     assert_eq!(breakers.status, StatusCode::OK, "{}", breakers.body);
-    // Not a user: the user endpoints do not take it.
+    // Not a user: the user endpoints refuse it (authenticated, not permitted).
     app.get("/api/v1/users/me", Some(&token))
         .await
-        .expect_error(401, "AUTH003");
+        .expect_error(403, "AUTH005");
 
     // A token from another key pair is refused.
     let other = tempfile::tempdir().expect("tempdir");

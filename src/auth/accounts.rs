@@ -3,9 +3,10 @@
 //! revocation set, so it takes effect at once without a database read on
 //! the verification path.
 
+use crate::auth::audit::Audit;
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::policy::{PasswordPolicy, check_email, check_username};
-use crate::auth::revocation::RevocationSet;
+use crate::cache::bus::{Bus, Invalidation};
 use crate::error::{ApiError, FieldError};
 use crate::store::{SessionStore, UnixTime, User, UserStatus, UserStore};
 use std::sync::Arc;
@@ -23,7 +24,8 @@ pub struct Accounts {
     sessions: Arc<dyn SessionStore>,
     hasher: Arc<PasswordHasher>,
     policy: Arc<PasswordPolicy>,
-    revocations: Arc<RevocationSet>,
+    bus: Arc<Bus>,
+    audit: Arc<Audit>,
 }
 
 impl Accounts {
@@ -32,14 +34,16 @@ impl Accounts {
         sessions: Arc<dyn SessionStore>,
         hasher: Arc<PasswordHasher>,
         policy: Arc<PasswordPolicy>,
-        revocations: Arc<RevocationSet>,
+        bus: Arc<Bus>,
+        audit: Arc<Audit>,
     ) -> Self {
         Self {
             users,
             sessions,
             hasher,
             policy,
-            revocations,
+            bus,
+            audit,
         }
     }
 
@@ -109,11 +113,12 @@ impl Accounts {
     }
 
     /// Checks the current password, stores the new one and revokes every
-    /// other session of the user; `keep` is the caller's own session.
+    /// other session of the user; `keep` is the caller's own session (none
+    /// for an API key: then every session ends).
     pub async fn change_password(
         &self,
         id: Uuid,
-        keep: Uuid,
+        keep: Option<Uuid>,
         current_password: String,
         new_password: String,
         now: UnixTime,
@@ -136,22 +141,41 @@ impl Accounts {
         }
         let hash = self.hasher.hash(new_password).await?;
         self.users.set_password(id, &hash, now).await?;
-        for sid in self.sessions.revoke_user(id, Some(keep), now).await? {
-            self.revocations.revoke_session(sid, now);
+        let revoked = self.sessions.revoke_user(id, keep, now).await?;
+        for &sid in &revoked {
+            self.bus.publish(Invalidation::SessionRevoked { sid }, now);
         }
-        tracing::info!(user_id = %id, "password changed; other sessions revoked");
+        self.audit.record(
+            "password_changed",
+            Some(id),
+            serde_json::json!({"sessions_revoked": revoked.len()}),
+        );
         Ok(())
     }
 
     /// Soft delete: the account is disabled and every token and session of
     /// it stops working at once.
-    pub async fn disable(&self, id: Uuid, now: UnixTime) -> Result<(), ApiError> {
-        self.users.disable(id, now).await?;
-        self.revocations.set_user_not_before(id, now);
-        for sid in self.sessions.revoke_user(id, None, now).await? {
-            self.revocations.revoke_session(sid, now);
+    /// `actor` is who did it: the user themself or an admin.
+    pub async fn disable(&self, id: Uuid, actor: &str, now: UnixTime) -> Result<(), ApiError> {
+        if self.users.by_id(id).await?.is_none() {
+            return Err(ApiError::NotFound);
         }
-        tracing::warn!(user_id = %id, "account disabled");
+        self.users.disable(id, now).await?;
+        // The not-before time ends every token of the user on every node;
+        // the sessions are revoked so no refresh brings one back.
+        self.bus
+            .publish(Invalidation::UserDisabled { user: id, at: now }, now);
+        // Tokens issued within this same second pass a not-before check;
+        // their sessions' revocations catch them.
+        for sid in self.sessions.revoke_user(id, None, now).await? {
+            self.bus.publish(Invalidation::SessionRevoked { sid }, now);
+        }
+        self.audit
+            .record("user_disabled", Some(id), serde_json::json!({"by": actor}));
         Ok(())
+    }
+
+    pub async fn search(&self, query: &str, limit: i64) -> Result<Vec<User>, ApiError> {
+        Ok(self.users.search(query.trim(), limit).await?)
     }
 }

@@ -168,6 +168,16 @@ impl KeyRing {
         });
     }
 
+    /// Reloads now, in the background: another node rotated or revoked.
+    pub fn reload_soon(self: &Arc<Self>) {
+        let ring = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = ring.reload(crate::auth::now()).await {
+                tracing::warn!(error = %e, "key reload after an invalidation failed; the refresher will retry");
+            }
+        });
+    }
+
     fn install(&self, stored: &[StoredKey], now: UnixTime) -> Result<(), KeyError> {
         let set = derive(stored, now, self.schedule, |key| self.open(key))?;
         *self.current.write() = Arc::new(set);
@@ -281,6 +291,17 @@ pub fn generate(
         activates_at,
         revoked_at: None,
     })
+}
+
+/// Reloads the ring when another node rotates or revokes keys.
+pub struct ReloadOnChange(pub Arc<KeyRing>);
+
+impl crate::cache::bus::Subscriber for ReloadOnChange {
+    fn apply(&self, event: &crate::cache::bus::Invalidation, _: UnixTime) {
+        if matches!(event, crate::cache::bus::Invalidation::KeysChanged { .. }) {
+            self.0.reload_soon();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,12 +3,16 @@
 //! its boundaries.
 
 pub mod accounts;
+pub mod api_keys;
+pub mod audit;
 pub mod emergency;
+pub mod external;
 pub mod keys;
 pub mod master_key;
 pub mod passwords;
 pub mod policy;
 pub mod rate_limit;
+pub mod rbac;
 pub mod revocation;
 pub mod sessions;
 pub mod tokens;

@@ -115,7 +115,8 @@ impl RateLimits {
     }
 
     /// The password was wrong: counts, and may lock the account.
-    pub async fn account_failed(&self, attempt: AccountAttempt) {
+    /// Records a failed attempt; returns the lock when it locked the account.
+    pub async fn account_failed(&self, attempt: AccountAttempt) -> Option<std::time::Duration> {
         let mut window = self.config.login_failures_per_account;
         let store: &dyn LimiterStore = if attempt.local {
             window = half(window);
@@ -125,10 +126,14 @@ impl RateLimits {
         };
         match store.fail(&attempt.key, window, MAX_LOCK, now_ms()).await {
             Ok(Some(lock)) => {
-                tracing::warn!(account = %attempt.key, lock_secs = lock.as_secs(), "account locked after repeated login failures")
+                tracing::warn!(account = %attempt.key, lock_secs = lock.as_secs(), "account locked after repeated login failures");
+                Some(lock)
             }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "could not record a login failure"),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not record a login failure");
+                None
+            }
         }
     }
 

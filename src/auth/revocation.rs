@@ -3,6 +3,7 @@
 //! only as long as a token it could refuse can still be valid
 //! (`horizon` = access-token lifetime + leeway), then purged.
 
+use crate::cache::bus::{Invalidation, Subscriber};
 use crate::store::UnixTime;
 use parking_lot::RwLock;
 use std::collections::HashMap;
@@ -63,6 +64,18 @@ impl RevocationSet {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl Subscriber for RevocationSet {
+    fn apply(&self, event: &Invalidation, now: UnixTime) {
+        match *event {
+            Invalidation::SessionRevoked { sid } => self.revoke_session(sid, now),
+            Invalidation::UserNotBefore { user, at } | Invalidation::UserDisabled { user, at } => {
+                self.set_user_not_before(user, at)
+            }
+            _ => {}
+        }
     }
 }
 

@@ -5,10 +5,11 @@
 //! and only its SHA-256 is stored (a fast hash is right for a high-entropy
 //! secret; Argon2 is for passwords).
 
+use crate::auth::audit::Audit;
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::rate_limit::RateLimits;
-use crate::auth::revocation::RevocationSet;
 use crate::auth::tokens::TokenService;
+use crate::cache::bus::{Bus, Invalidation};
 use crate::error::ApiError;
 use crate::store::{Rotation, Session, SessionStore, UnixTime, User, UserStatus, UserStore};
 use base64::Engine;
@@ -38,29 +39,35 @@ pub struct Sessions {
     sessions: Arc<dyn SessionStore>,
     hasher: Arc<PasswordHasher>,
     tokens: Arc<TokenService>,
-    revocations: Arc<RevocationSet>,
+    bus: Arc<Bus>,
+    audit: Arc<Audit>,
     limits: Arc<RateLimits>,
     refresh_ttl: i64,
 }
 
+/// What `Sessions` is built from, named so the wiring in `app.rs` reads.
+pub struct SessionDeps {
+    pub users: Arc<dyn UserStore>,
+    pub sessions: Arc<dyn SessionStore>,
+    pub hasher: Arc<PasswordHasher>,
+    pub tokens: Arc<TokenService>,
+    pub bus: Arc<Bus>,
+    pub audit: Arc<Audit>,
+    pub limits: Arc<RateLimits>,
+    pub refresh_ttl: i64,
+}
+
 impl Sessions {
-    pub fn new(
-        users: Arc<dyn UserStore>,
-        sessions: Arc<dyn SessionStore>,
-        hasher: Arc<PasswordHasher>,
-        tokens: Arc<TokenService>,
-        revocations: Arc<RevocationSet>,
-        limits: Arc<RateLimits>,
-        refresh_ttl: i64,
-    ) -> Self {
+    pub fn new(d: SessionDeps) -> Self {
         Self {
-            users,
-            sessions,
-            hasher,
-            tokens,
-            revocations,
-            limits,
-            refresh_ttl,
+            users: d.users,
+            sessions: d.sessions,
+            hasher: d.hasher,
+            tokens: d.tokens,
+            bus: d.bus,
+            audit: d.audit,
+            limits: d.limits,
+            refresh_ttl: d.refresh_ttl,
         }
     }
 
@@ -96,16 +103,29 @@ impl Sessions {
                 user
             }
             (user, _) => {
-                self.limits.account_failed(attempt).await;
-                tracing::warn!(
-                    user_id = user.map(|u| u.id.to_string()).unwrap_or_default(),
-                    "login failed"
+                let user_id = user.map(|u| u.id);
+                let login: String = login.trim().chars().take(64).collect();
+                if let Some(lock) = self.limits.account_failed(attempt).await {
+                    self.audit.record(
+                        "account_locked",
+                        user_id,
+                        serde_json::json!({"login": login, "lock_secs": lock.as_secs()}),
+                    );
+                }
+                self.audit.record(
+                    "login_failed",
+                    user_id,
+                    serde_json::json!({"login": login, "ip": client.ip}),
                 );
                 return Err(ApiError::InvalidCredentials);
             }
         };
         if user.status == UserStatus::Disabled {
-            tracing::warn!(user_id = %user.id, "login refused: account disabled");
+            self.audit.record(
+                "login_failed",
+                Some(user.id),
+                serde_json::json!({"reason": "account_disabled", "ip": client.ip}),
+            );
             return Err(ApiError::AccountDisabled);
         }
         let (secret, hash) = new_refresh_secret()?;
@@ -122,7 +142,11 @@ impl Sessions {
             roles: user.roles.clone(),
         };
         self.sessions.create(&session).await?;
-        tracing::info!(user_id = %user.id, session_id = %session.id, "login succeeded");
+        self.audit.record(
+            "login_succeeded",
+            Some(user.id),
+            serde_json::json!({"session_id": session.id, "ip": session.ip}),
+        );
         self.pair(&user, &session, &secret, now)
     }
 
@@ -137,7 +161,7 @@ impl Sessions {
             Rotation::Rotated(session) => match self.users.by_id(session.user_id).await {
                 Ok(Some(user)) if user.status == UserStatus::Disabled => {
                     self.sessions.revoke(sid, now).await?;
-                    self.revocations.revoke_session(sid, now);
+                    self.bus.publish(Invalidation::SessionRevoked { sid }, now);
                     Err(ApiError::AccountDisabled)
                 }
                 Ok(Some(user)) => self.pair(&user, &session, &next_secret, now),
@@ -152,8 +176,12 @@ impl Sessions {
                 Err(e) => Err(e.into()),
             },
             Rotation::Reused => {
-                self.revocations.revoke_session(sid, now);
-                tracing::warn!(session_id = %sid, "refresh token reuse detected; session revoked");
+                self.bus.publish(Invalidation::SessionRevoked { sid }, now);
+                self.audit.record(
+                    "refresh_reuse",
+                    None,
+                    serde_json::json!({"session_id": sid}),
+                );
                 Err(ApiError::RefreshReuse)
             }
             Rotation::Mismatch => Err(ApiError::TokenInvalid),
@@ -184,9 +212,17 @@ impl Sessions {
 
     pub async fn logout_all(&self, user_id: Uuid, now: UnixTime) -> Result<(), ApiError> {
         self.users.set_not_before(user_id, now).await?;
-        self.revocations.set_user_not_before(user_id, now);
+        self.bus.publish(
+            Invalidation::UserNotBefore {
+                user: user_id,
+                at: now,
+            },
+            now,
+        );
+        // Tokens issued within this same second pass the not-before check;
+        // their sessions' revocations catch them.
         for sid in self.sessions.revoke_user(user_id, None, now).await? {
-            self.revocations.revoke_session(sid, now);
+            self.bus.publish(Invalidation::SessionRevoked { sid }, now);
         }
         tracing::info!(%user_id, "logout from every session");
         Ok(())
@@ -208,7 +244,7 @@ impl Sessions {
 
     async fn revoke_one(&self, sid: Uuid, now: UnixTime) -> Result<(), ApiError> {
         self.sessions.revoke(sid, now).await?;
-        self.revocations.revoke_session(sid, now);
+        self.bus.publish(Invalidation::SessionRevoked { sid }, now);
         Ok(())
     }
 

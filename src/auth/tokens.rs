@@ -6,6 +6,7 @@
 
 use crate::auth::keys::KeyRing;
 use crate::auth::revocation::RevocationSet;
+use crate::cache::validation::{ValidationCache, Verified, digest};
 use crate::error::ApiError;
 use crate::store::{UnixTime, User};
 use jsonwebtoken::{Algorithm, Header, Validation};
@@ -29,6 +30,7 @@ pub struct AccessClaims {
 pub struct TokenService {
     keys: Arc<KeyRing>,
     revocations: Arc<RevocationSet>,
+    cache: Arc<ValidationCache>,
     issuer: String,
     audience: String,
     access_ttl: i64,
@@ -39,6 +41,7 @@ impl TokenService {
     pub fn new(
         keys: Arc<KeyRing>,
         revocations: Arc<RevocationSet>,
+        cache: Arc<ValidationCache>,
         issuer: String,
         audience: String,
         access_ttl: i64,
@@ -47,6 +50,7 @@ impl TokenService {
         Self {
             keys,
             revocations,
+            cache,
             issuer,
             audience,
             access_ttl,
@@ -92,19 +96,36 @@ impl TokenService {
         jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(ApiError::internal)
     }
 
-    pub fn verify(&self, token: &str, now: UnixTime) -> Result<AccessClaims, ApiError> {
+    pub fn verify(&self, token: &str, now: UnixTime) -> Result<Arc<AccessClaims>, ApiError> {
+        if let Some(result) = self.verify_cached(token, now) {
+            return result;
+        }
         let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::TokenInvalid)?;
         self.verify_with_header(token, header, now)
     }
 
+    /// The answer from the validation cache, if this token is in it: the
+    /// checks that can change since it was verified are made again.
+    pub fn verify_cached(
+        &self,
+        token: &str,
+        now: UnixTime,
+    ) -> Option<Result<Arc<AccessClaims>, ApiError>> {
+        let hit = self.cache.get(&digest(token))?;
+        if !self.keys.snapshot().verifying.contains_key(&*hit.kid) {
+            return Some(Err(ApiError::TokenInvalid));
+        }
+        Some(self.check_live(&hit.claims, now).map(|()| hit.claims))
+    }
+
     /// `verify` for a caller that already decoded the header (to route the
-    /// token), so the hot path parses it once.
+    /// token), so the hot path parses it once. Successes are cached.
     pub fn verify_with_header(
         &self,
         token: &str,
         header: jsonwebtoken::Header,
         now: UnixTime,
-    ) -> Result<AccessClaims, ApiError> {
+    ) -> Result<Arc<AccessClaims>, ApiError> {
         let kid = header.kid.ok_or(ApiError::TokenInvalid)?;
         let set = self.keys.snapshot();
         let key = set.verifying.get(&kid).ok_or(ApiError::TokenInvalid)?;
@@ -121,6 +142,21 @@ impl TokenService {
         let claims = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
             .map_err(|_| ApiError::TokenInvalid)?
             .claims;
+        let claims = Arc::new(claims);
+        self.check_live(&claims, now)?;
+        self.cache.insert(
+            digest(token),
+            Verified {
+                claims: Arc::clone(&claims),
+                kid: kid.into(),
+            },
+            now,
+        );
+        Ok(claims)
+    }
+
+    /// Time and revocation: what can turn a verified token invalid later.
+    fn check_live(&self, claims: &AccessClaims, now: UnixTime) -> Result<(), ApiError> {
         if now > claims.exp + self.leeway {
             return Err(ApiError::TokenExpired);
         }
@@ -134,7 +170,7 @@ impl TokenService {
         {
             return Err(ApiError::Revoked);
         }
-        Ok(claims)
+        Ok(())
     }
 }
 
@@ -182,6 +218,7 @@ mod tests {
         let svc = TokenService::new(
             ring,
             Arc::clone(&revocations),
+            Arc::new(ValidationCache::new(std::time::Duration::from_secs(300))),
             "https://issuer.test".into(),
             "aud".into(),
             900,

@@ -1,36 +1,19 @@
-//! `/api/v1/admin/*` (role `admin`): the operator's view of the circuit
-//! breakers, and a reset for each.
+//! `/api/v1/admin/*`: the operator's view of the circuit breakers and
+//! caches, key rotation, external JWKS refresh and the audit log. Users and
+//! roles are in `admin_users.rs`.
 
 use crate::app::AppState;
+use crate::cache::CacheView;
+use crate::cache::bus::Invalidation;
 use crate::error::ApiError;
-use crate::http::extract::Credential;
+use crate::http::caller::Admin;
+use crate::http::users::{Items, rfc3339};
 use crate::resilience::breaker::Snapshot;
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::{Path, Query, State};
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-
-/// A caller holding the `admin` role, or an emergency token with scope
-/// `admin`; anyone else authenticated is AUTH005.
-pub struct Admin;
-
-impl FromRequestParts<AppState> for Admin {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let granted = match Credential::from_request_parts(parts, state).await? {
-            Credential::User(claims) => claims.roles.iter().any(|r| r == "admin"),
-            Credential::Emergency(claims) => claims.scope.iter().any(|s| s == "admin"),
-        };
-        if granted {
-            Ok(Admin)
-        } else {
-            Err(ApiError::Forbidden)
-        }
-    }
-}
 
 fn wall(t: Option<std::time::SystemTime>) -> Value {
     t.and_then(|t| OffsetDateTime::from(t).format(&Rfc3339).ok())
@@ -75,27 +58,35 @@ pub async fn reset_circuit_breaker(
 
 /// Starts a rotation: the new key is a standby for `jwks_max_age`, then signs.
 pub async fn rotate_keys(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let kid = state
-        .keys
-        .rotate(crate::auth::now())
-        .await
-        .map_err(key_error)?;
+    let now = crate::auth::now();
+    let kid = state.keys.rotate(now).await.map_err(key_error)?;
+    state
+        .bus
+        .publish(Invalidation::KeysChanged { revoked_all: false }, now);
+    state
+        .audit
+        .record("key_rotated", None, json!({"kid": kid, "by": admin.actor}));
     Ok(axum::Json(json!({ "kid": kid })))
 }
 
 /// Key leak: every key revoked, a new one signing now, every session revoked.
 pub async fn revoke_all_keys(
-    _: Admin,
+    admin: Admin,
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (kid, sessions) = state
-        .keys
-        .revoke_all(crate::auth::now())
-        .await
-        .map_err(key_error)?;
+    let now = crate::auth::now();
+    let (kid, sessions) = state.keys.revoke_all(now).await.map_err(key_error)?;
+    state
+        .bus
+        .publish(Invalidation::KeysChanged { revoked_all: true }, now);
+    state.audit.record(
+        "keys_revoked_all",
+        None,
+        json!({"kid": kid, "sessions_revoked": sessions, "by": admin.actor}),
+    );
     Ok(axum::Json(
         json!({ "kid": kid, "sessions_revoked": sessions }),
     ))
@@ -113,4 +104,97 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
         [("content-type", "text/plain; version=0.0.4")],
         state.metrics.render(),
     )
+}
+
+fn caches(state: &AppState) -> [&dyn CacheView; 3] {
+    [
+        state.validation.view(),
+        state.api_keys.view(),
+        state.rbac.view(),
+    ]
+}
+
+/// Per cache: entries, hits, misses, hit rate, evictions.
+pub async fn cache_stats(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
+    let stats: serde_json::Map<String, Value> = caches(&state)
+        .iter()
+        .map(|c| (c.name().to_string(), json!(c.stats())))
+        .collect();
+    axum::Json(json!({ "caches": stats }))
+}
+
+/// Drops expired entries now and purges expired revocations.
+pub async fn cache_cleanup(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
+    for cache in caches(&state) {
+        cache.cleanup();
+    }
+    state.revocations.purge(crate::auth::now());
+    cache_stats(
+        Admin {
+            actor: String::new(),
+        },
+        State(state),
+    )
+    .await
+}
+
+/// Refetches every external issuer's JWKS now.
+pub async fn refresh_jwks(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
+    let mut results = serde_json::Map::new();
+    for idp in state.external.all() {
+        let outcome = match idp.refresh().await {
+            Ok(()) => json!({"refreshed": true}),
+            Err(e) => json!({"refreshed": false, "error": e.to_string()}),
+        };
+        results.insert(idp.name().to_string(), outcome);
+    }
+    axum::Json(json!({ "idps": results }))
+}
+
+#[derive(serde::Deserialize)]
+pub struct AuditQuery {
+    /// RFC 3339 or Unix seconds; default: the last 24 hours.
+    since: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn audit(
+    _: Admin,
+    State(state): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<axum::Json<Items<Value>>, ApiError> {
+    let since = match q.since.as_deref() {
+        None => crate::auth::now() - 24 * 3600,
+        Some(text) => parse_since(text).ok_or_else(|| {
+            ApiError::Validation(vec![crate::error::FieldError::new(
+                "since",
+                "must be an RFC 3339 time or Unix seconds",
+            )])
+        })?,
+    };
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let items = state
+        .audit
+        .since(since, limit)
+        .await?
+        .into_iter()
+        .map(|e| {
+            json!({
+                "id": e.id,
+                "at": rfc3339(e.at),
+                "kind": e.kind,
+                "user_id": e.user_id,
+                "detail": e.detail,
+            })
+        })
+        .collect();
+    Ok(axum::Json(Items { items }))
+}
+
+fn parse_since(text: &str) -> Option<i64> {
+    text.parse::<i64>().ok().or_else(|| {
+        OffsetDateTime::parse(text, &Rfc3339)
+            .ok()
+            .map(|t| t.unix_timestamp())
+    })
 }

@@ -6,7 +6,8 @@ use crate::auth::now;
 use crate::auth::rate_limit::Limit;
 use crate::auth::sessions::{Client, TokenPair};
 use crate::error::ApiError;
-use crate::http::extract::{Authenticated, ClientInfo, Credential, Json, OptionalJson};
+use crate::http::caller::{Authenticated, Credential};
+use crate::http::extract::{ClientInfo, Json, OptionalJson};
 use crate::http::users::UserView;
 use crate::store::Decision;
 use axum::extract::State;
@@ -167,6 +168,18 @@ pub async fn verify(credential: Credential) -> Result<impl IntoResponse, ApiErro
             headers.insert("x-auth-user-id", value(&claims.sub)?);
             headers.insert("x-auth-roles", value(&claims.scope.join(","))?);
             headers.insert("x-auth-method", HeaderValue::from_static("emergency"));
+        }
+        Credential::ApiKey(key) => {
+            headers.insert("x-auth-user-id", value(&key.user_id.to_string())?);
+            headers.insert("x-auth-roles", HeaderValue::from_static(""));
+            headers.insert("x-auth-scopes", value(&key.scopes.join(","))?);
+            headers.insert("x-auth-api-key-id", value(&key.id.to_string())?);
+            headers.insert("x-auth-method", HeaderValue::from_static("api_key"));
+        }
+        Credential::External(identity) => {
+            headers.insert("x-auth-user-id", value(&identity.sub)?);
+            headers.insert("x-auth-idp", value(&identity.idp)?);
+            headers.insert("x-auth-method", HeaderValue::from_static("external"));
         }
     }
     Ok((StatusCode::NO_CONTENT, headers))

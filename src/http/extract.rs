@@ -1,11 +1,10 @@
 //! Extractors that fail in the contract's format: a JSON body whose
-//! rejections become REQ001/REQ002 (never axum's plain-text defaults), the
-//! Bearer-authenticated caller, and the client's address and user agent.
+//! rejections become REQ001/REQ002 (never axum's plain-text defaults), and
+//! the client's address and user agent. Who the caller is lives in
+//! `caller.rs`.
 
 use crate::app::AppState;
-use crate::auth::emergency::{self, EmergencyClaims};
 use crate::auth::sessions::Client;
-use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header, request::Parts};
@@ -48,63 +47,6 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
         Json::<T>::from_request(req, state)
             .await
             .map(|Json(v)| OptionalJson(Some(v)))
-    }
-}
-
-/// The caller, proven by a valid access token. Verification is in memory.
-pub struct Authenticated(pub AccessClaims);
-
-impl FromRequestParts<AppState> for Authenticated {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        state
-            .tokens
-            .verify(bearer(parts)?, crate::auth::now())
-            .map(Authenticated)
-    }
-}
-
-/// The token of `Authorization: Bearer <token>`.
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts
-        .headers
-        .get(header::AUTHORIZATION)
-        .ok_or(ApiError::MissingCredentials)?;
-    let text = value.to_str().map_err(|_| ApiError::TokenInvalid)?;
-    let (scheme, token) = text.split_once(' ').ok_or(ApiError::TokenInvalid)?;
-    if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(ApiError::MissingCredentials);
-    }
-    Ok(token.trim())
-}
-
-/// Any bearer credential `/auth/verify` and the admin endpoints accept: a
-/// user's access token, or a break-glass token (by its `kid`) when
-/// `[emergency]` is configured.
-pub enum Credential {
-    User(AccessClaims),
-    Emergency(EmergencyClaims),
-}
-
-impl FromRequestParts<AppState> for Credential {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts)?;
-        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::TokenInvalid)?;
-        let now = crate::auth::now();
-        if header.kid.as_deref() == Some(emergency::KID) {
-            let verifier = state.emergency.as_ref().ok_or(ApiError::TokenInvalid)?;
-            return verifier.verify(token, now).map(Credential::Emergency);
-        }
-        state
-            .tokens
-            .verify_with_header(token, header, now)
-            .map(Credential::User)
     }
 }
 

@@ -3,9 +3,14 @@
 //! `ApiError`.
 
 pub mod admin;
+pub mod admin_users;
+pub mod api_keys;
 pub mod auth;
+pub mod authz;
+pub mod caller;
 pub mod extract;
 pub mod health;
+pub mod introspect;
 pub mod middleware;
 pub mod users;
 pub mod well_known;
@@ -14,7 +19,7 @@ use crate::app::AppState;
 use crate::error::ApiError;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, patch, post};
+use axum::routing::{delete, get, patch, post, put};
 
 /// Request bodies larger than this are refused with 413 REQ002.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -27,6 +32,10 @@ pub fn routes(state: AppState) -> Router {
         .route("/auth/logout", post(auth::logout))
         .route("/auth/logout-all", post(auth::logout_all))
         .route("/auth/verify", get(auth::verify))
+        .route("/auth/introspect", post(introspect::introspect))
+        .route("/api-keys", post(api_keys::create).get(api_keys::list))
+        .route("/api-keys/{id}", delete(api_keys::delete))
+        .route("/authz/check", post(authz::check))
         .route(
             "/users/me",
             get(users::me)
@@ -43,7 +52,24 @@ pub fn routes(state: AppState) -> Router {
             post(admin::reset_circuit_breaker),
         )
         .route("/admin/keys/rotate", post(admin::rotate_keys))
-        .route("/admin/keys/revoke-all", post(admin::revoke_all_keys));
+        .route("/admin/keys/revoke-all", post(admin::revoke_all_keys))
+        .route("/admin/users", get(admin_users::search_users))
+        .route("/admin/users/{id}/roles", put(admin_users::set_user_roles))
+        .route("/admin/users/{id}/disable", post(admin_users::disable_user))
+        .route(
+            "/admin/roles",
+            get(admin_users::roles)
+                .post(admin_users::put_role)
+                .delete(admin_users::delete_role),
+        )
+        .route(
+            "/admin/roles/{name}",
+            delete(admin_users::delete_role_named),
+        )
+        .route("/admin/cache/stats", get(admin::cache_stats))
+        .route("/admin/cache/cleanup", post(admin::cache_cleanup))
+        .route("/admin/jwks/refresh", post(admin::refresh_jwks))
+        .route("/admin/audit", get(admin::audit));
     Router::new()
         .nest("/api/v1", api)
         .route("/.well-known/jwks.json", get(well_known::jwks))

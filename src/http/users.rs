@@ -3,7 +3,8 @@
 use crate::app::AppState;
 use crate::auth::now;
 use crate::error::ApiError;
-use crate::http::extract::{Authenticated, Json};
+use crate::http::caller::Account;
+use crate::http::extract::Json;
 use crate::store::{Session, User};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -48,7 +49,7 @@ pub struct SessionView {
 
 #[derive(Serialize)]
 pub struct Items<T> {
-    items: Vec<T>,
+    pub items: Vec<T>,
 }
 
 #[derive(Deserialize)]
@@ -72,34 +73,34 @@ pub fn rfc3339(unix: i64) -> String {
 
 pub async fn me(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    caller: Account,
 ) -> Result<axum::Json<UserView>, ApiError> {
-    let user = state.accounts.current(claims.sub).await?;
+    let user = state.accounts.current(caller.user_id).await?;
     Ok(axum::Json(user.into()))
 }
 
 pub async fn update_me(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    caller: Account,
     Json(body): Json<ProfileBody>,
 ) -> Result<axum::Json<UserView>, ApiError> {
     let user = state
         .accounts
-        .update_profile(claims.sub, body.email, body.username, now())
+        .update_profile(caller.user_id, body.email, body.username, now())
         .await?;
     Ok(axum::Json(user.into()))
 }
 
 pub async fn change_password(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    caller: Account,
     Json(body): Json<PasswordBody>,
 ) -> Result<StatusCode, ApiError> {
     state
         .accounts
         .change_password(
-            claims.sub,
-            claims.sid,
+            caller.user_id,
+            caller.session,
             body.current_password,
             body.new_password,
             now(),
@@ -110,21 +111,24 @@ pub async fn change_password(
 
 pub async fn delete_me(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    caller: Account,
 ) -> Result<StatusCode, ApiError> {
-    state.accounts.disable(claims.sub, now()).await?;
+    state
+        .accounts
+        .disable(caller.user_id, "self", now())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 pub async fn sessions(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    caller: Account,
 ) -> Result<axum::Json<Items<SessionView>>, ApiError> {
-    let sessions = state.sessions.list(claims.sub, now()).await?;
+    let sessions = state.sessions.list(caller.user_id, now()).await?;
     let items = sessions
         .into_iter()
         .map(|s: Session| SessionView {
-            current: s.id == claims.sid,
+            current: Some(s.id) == caller.session,
             id: s.id,
             created_at: rfc3339(s.created_at),
             last_used_at: rfc3339(s.last_used_at),
@@ -137,10 +141,10 @@ pub async fn sessions(
 
 pub async fn delete_session(
     State(state): State<AppState>,
-    Authenticated(claims): Authenticated,
+    caller: Account,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    state.sessions.delete(claims.sub, id, now()).await?;
+    state.sessions.delete(caller.user_id, id, now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,5 +5,6 @@
 pub mod breaker;
 pub mod guard;
 pub mod health;
+pub mod outbox;
 
 pub use guard::{Call, DependencyGuard};

@@ -3,6 +3,7 @@
 //! `app.rs`; the domain never asks which one it has. Stores know nothing of
 //! HTTP or tokens: they keep rows and answer questions about them.
 
+pub mod access;
 pub mod layered;
 pub mod memory;
 pub mod memory_limiter;
@@ -12,6 +13,11 @@ pub mod sql;
 
 use async_trait::async_trait;
 use uuid::Uuid;
+
+pub use access::{
+    ApiKey, ApiKeyStore, AuditEvent, AuditStore, InvalidationLog, LoggedInvalidation, Role,
+    RoleStore,
+};
 
 /// Seconds since the Unix epoch. Stored as BIGINT on every backend so that
 /// comparisons behave the same in PostgreSQL and SQLite.
@@ -189,6 +195,9 @@ pub trait UserStore: Send + Sync {
     /// Users whose `not_before` is later than `since` (revocation warm-up).
     async fn not_before_since(&self, since: UnixTime) -> Result<Vec<(Uuid, UnixTime)>, StoreError>;
     async fn count(&self) -> Result<i64, StoreError>;
+    /// Users whose email or username contains `query` (case-insensitive),
+    /// at most `limit`, by username.
+    async fn search(&self, query: &str, limit: i64) -> Result<Vec<User>, StoreError>;
 }
 
 #[async_trait]

@@ -7,6 +7,7 @@
 //! bound type on every method; the macro keeps the queries readable.
 //! Every query runs through the database's `DependencyGuard`.
 
+mod access;
 mod keys;
 mod sessions;
 mod users;
@@ -234,6 +235,11 @@ fn postgres_migrator() -> Migrator {
             "key schedule",
             include_str!("../../../migrations/postgres/0003_key_schedule.sql"),
         ),
+        migration(
+            4,
+            "access",
+            include_str!("../../../migrations/postgres/0004_access.sql"),
+        ),
     ])
 }
 
@@ -253,6 +259,11 @@ fn sqlite_migrator() -> Migrator {
             3,
             "key schedule",
             include_str!("../../../migrations/sqlite/0003_key_schedule.sql"),
+        ),
+        migration(
+            4,
+            "access",
+            include_str!("../../../migrations/sqlite/0004_access.sql"),
         ),
     ])
 }

@@ -32,6 +32,18 @@ where
     })
 }
 
+/// `text` with LIKE's wildcards escaped (escape character `\`).
+fn like_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 macro_rules! sql_user_store {
     ($store:ty, $pool:ty) => {
         impl $store {
@@ -222,6 +234,33 @@ macro_rules! sql_user_store {
                             .map_err(classify)
                     })
                     .await
+            }
+
+            async fn search(&self, query: &str, limit: i64) -> Result<Vec<User>, StoreError> {
+                let pattern = format!("%{}%", like_escape(&query.to_lowercase()));
+                self.read(|pool| {
+                    let pattern = pattern.clone();
+                    async move {
+                        let sql = sqlx::AssertSqlSafe(format!(
+                            "SELECT {USER_COLUMNS} FROM users \
+                             WHERE lower(email) LIKE $1 ESCAPE '\\' OR lower(username) LIKE $1 ESCAPE '\\' \
+                             ORDER BY username LIMIT $2"
+                        ));
+                        let rows = sqlx::query(sql)
+                            .bind(pattern)
+                            .bind(limit)
+                            .fetch_all(&pool)
+                            .await
+                            .map_err(classify)?;
+                        let mut users = Vec::with_capacity(rows.len());
+                        for row in &rows {
+                            let id: Uuid = row.try_get("id").map_err(classify)?;
+                            users.push(user_from_row(row, Self::roles_of(&pool, id).await?)?);
+                        }
+                        Ok(users)
+                    }
+                })
+                .await
             }
         }
     };

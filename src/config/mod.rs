@@ -7,10 +7,17 @@ use crate::secret::Secret;
 use crate::store::Window;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use serde::{Deserialize, Deserializer, Serialize};
+use parse::{duration, networks, opt_duration, rate};
+use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+mod access;
+mod parse;
+
+pub use access::{CacheConfig, IdpConfig};
+pub use parse::parse_rate;
 
 /// Development relaxes start-up checks and may fall back to process memory;
 /// production never does.
@@ -47,6 +54,9 @@ pub struct Config {
     pub tokens: TokenConfig,
     pub passwords: PasswordConfig,
     pub emergency: EmergencyConfig,
+    pub cache: CacheConfig,
+    /// Upstream identity providers (`[[idp]]` blocks).
+    pub idp: Vec<IdpConfig>,
 }
 
 /// `[emergency]`: break-glass tokens are accepted only when the public key
@@ -228,7 +238,15 @@ fn defaults() -> serde_json::Value {
             "leeway": "30s"
         },
         "passwords": { "hash_workers": 2, "queue": 64 },
-        "emergency": { "enabled": true }
+        "emergency": { "enabled": true },
+        "cache": {
+            "validation_ttl": "5m",
+            "authz_ttl": "60s",
+            "authz_max_stale": "15m",
+            "api_key_ttl": "60s",
+            "invalidation_poll": "5s"
+        },
+        "idp": []
     })
 }
 
@@ -386,6 +404,19 @@ impl Config {
                 bad("issuer", "must be an https:// URL in production");
             }
         }
+        if self.cache.invalidation_poll < Duration::from_millis(100) {
+            bad("cache.invalidation_poll", "must be at least 100ms");
+        }
+        let production = self.env == Environment::Production;
+        let mut names = std::collections::HashSet::new();
+        for idp in &self.idp {
+            if !names.insert(idp.name.as_str()) {
+                bad("idp.name", &format!("`{}` is configured twice", idp.name));
+            }
+            for (key, message) in idp.problems(production) {
+                bad(&key, &message);
+            }
+        }
         if errors.is_empty() {
             Ok(())
         } else {
@@ -437,57 +468,5 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// Durations as the contract writes them: `250ms`, `2s`, `15m`, `30d`.
-fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    humantime::parse_duration(text.trim()).map_err(|e| {
-        serde::de::Error::custom(format!(
-            "`{text}` is not a duration like 250ms, 2s, 15m ({e})"
-        ))
-    })
-}
-
-/// `["10.0.0.0/8", "192.0.2.7"]`: networks, a bare address meaning itself.
-fn networks<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
-    Vec::<String>::deserialize(deserializer)?
-        .iter()
-        .map(|text| {
-            text.parse::<ipnet::IpNet>()
-                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    serde::de::Error::custom(format!("`{text}` is not an address or CIDR network"))
-                })
-        })
-        .collect()
-}
-
-/// Rates as the contract writes them: `10/min`, `5/15min`, `100/1h`.
-fn rate<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Window, D::Error> {
-    let text = String::deserialize(deserializer)?;
-    parse_rate(&text).ok_or_else(|| {
-        serde::de::Error::custom(format!("`{text}` is not a rate like 10/min or 5/15min"))
-    })
-}
-
-pub fn parse_rate(text: &str) -> Option<Window> {
-    let (count, per) = text.trim().split_once('/')?;
-    let limit: u32 = count.trim().parse().ok().filter(|n| *n > 0)?;
-    let per = per.trim();
-    let per = if per.starts_with(|c: char| c.is_ascii_digit()) {
-        per.to_string()
-    } else {
-        format!("1{per}")
-    };
-    let period = humantime::parse_duration(&per)
-        .ok()
-        .filter(|d| !d.is_zero())?;
-    Some(Window { limit, period })
-}
-
-fn opt_duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<Duration>, D::Error> {
-    duration(deserializer).map(Some)
-}
-
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

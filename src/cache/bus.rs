@@ -1,0 +1,367 @@
+//! Cross-node invalidation. Every change that must end something another
+//! node may still honour (a logout, a disabled user, a deleted API key, a
+//! role change, a key rotation) is an `Invalidation`:
+//!
+//! 1. applied at once on this node (in-memory revocations and caches);
+//! 2. published on Redis pub/sub, so other nodes apply it within
+//!    milliseconds while Redis is up;
+//! 3. appended to the `invalidations` table (through an outbox, so a
+//!    database outage never blocks the request), which every node polls
+//!    every `[cache] invalidation_poll`: the safety net when pub/sub loses
+//!    a message, Redis is down, or a node was restarting.
+//!
+//! Applying an event is idempotent, so receiving it twice is harmless and
+//! the poller may re-read recent rows on purpose (see `Poller`).
+
+use crate::resilience::outbox::Outbox;
+use crate::resilience::{Call, DependencyGuard};
+use crate::store::{InvalidationLog, LoggedInvalidation, UnixTime};
+use futures::StreamExt;
+use parking_lot::RwLock;
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// The pub/sub channel every node listens on.
+pub const CHANNEL: &str = "hf:invalidations";
+
+/// Rows the poller re-reads behind its high-water mark: a sequence number
+/// is taken when a row is inserted but becomes visible only at commit, so
+/// a row with a lower `seq` can appear after a higher one. Commits are
+/// bounded by the database timeout; 30 s behind is far beyond that.
+const POLL_OVERLAP: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Invalidation {
+    /// Logout, session delete, refresh reuse, the other sessions on a
+    /// password change.
+    SessionRevoked {
+        sid: Uuid,
+    },
+    /// Logout-all: the user's tokens issued before `at` are refused.
+    UserNotBefore {
+        user: Uuid,
+        at: UnixTime,
+    },
+    /// Soft delete or admin disable: as `UserNotBefore`, and the user's API
+    /// keys and authorization decisions are dropped.
+    UserDisabled {
+        user: Uuid,
+        at: UnixTime,
+    },
+    ApiKeyRevoked {
+        id: Uuid,
+    },
+    /// The user's role list changed.
+    UserRolesChanged {
+        user: Uuid,
+    },
+    /// A role was created, changed or deleted.
+    RolesChanged,
+    /// A rotation or a revoke-all: reload the signing keys now.
+    KeysChanged {
+        revoked_all: bool,
+    },
+}
+
+/// Something holding state an invalidation can make wrong.
+pub trait Subscriber: Send + Sync {
+    fn apply(&self, event: &Invalidation, now: UnixTime);
+}
+
+#[derive(Serialize, Deserialize)]
+struct Message {
+    node: String,
+    event: Invalidation,
+}
+
+pub struct Bus {
+    node: String,
+    subscribers: RwLock<Vec<Arc<dyn Subscriber>>>,
+    log: Option<Outbox<LoggedInvalidation>>,
+    log_store: Option<Arc<dyn InvalidationLog>>,
+    redis: Option<(redis::aio::ConnectionManager, Arc<DependencyGuard>)>,
+    /// Wakes the poller at once (after pub/sub reconnects).
+    poll_now: Notify,
+}
+
+impl Bus {
+    /// `log` is where events are made durable; `redis` where they are
+    /// published. Either may be absent (embedded mode has neither).
+    pub fn new(
+        log: Option<Arc<dyn InvalidationLog>>,
+        redis: Option<(redis::aio::ConnectionManager, Arc<DependencyGuard>)>,
+    ) -> Arc<Self> {
+        let log_store = log.clone();
+        let log = log.map(|log| {
+            Outbox::start("invalidations", 10_000, move |rows| {
+                let log = Arc::clone(&log);
+                async move { log.append_invalidations(&rows).await }
+            })
+        });
+        Arc::new(Self {
+            node: Uuid::new_v4().to_string(),
+            subscribers: RwLock::new(Vec::new()),
+            log,
+            log_store,
+            redis,
+            poll_now: Notify::new(),
+        })
+    }
+
+    pub fn subscribe(&self, subscriber: Arc<dyn Subscriber>) {
+        self.subscribers.write().push(subscriber);
+    }
+
+    /// Applies `event` here, then ships it to the other nodes without
+    /// waiting for either transport.
+    pub fn publish(&self, event: Invalidation, now: UnixTime) {
+        self.deliver(&event, now);
+        metrics::counter!("holdfast_invalidations_published_total").increment(1);
+        let payload = match serde_json::to_string(&Message {
+            node: self.node.clone(),
+            event: event.clone(),
+        }) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode an invalidation");
+                return;
+            }
+        };
+        if let Some(log) = &self.log {
+            match serde_json::to_string(&event) {
+                Ok(event) => log.push(LoggedInvalidation {
+                    seq: 0,
+                    at: now,
+                    node: self.node.clone(),
+                    event,
+                }),
+                Err(e) => tracing::error!(error = %e, "cannot encode an invalidation"),
+            }
+        }
+        if let Some((conn, guard)) = &self.redis {
+            let (mut conn, guard) = (conn.clone(), Arc::clone(guard));
+            tokio::spawn(async move {
+                let sent = guard
+                    .run(Call::Write, async {
+                        redis::cmd("PUBLISH")
+                            .arg(CHANNEL)
+                            .arg(&payload)
+                            .query_async::<i64>(&mut conn)
+                            .await
+                            .map_err(crate::store::redis::classify)
+                    })
+                    .await;
+                if let Err(e) = sent {
+                    tracing::debug!(error = %e, "invalidation not published; other nodes will poll it");
+                }
+            });
+        }
+    }
+
+    /// `publish` for a process about to exit (the CLI): waits until the
+    /// event is in the log and on pub/sub instead of queueing it.
+    pub async fn publish_and_wait(
+        &self,
+        event: Invalidation,
+        now: UnixTime,
+    ) -> Result<(), crate::store::StoreError> {
+        self.deliver(&event, now);
+        let encoded = serde_json::to_string(&event)
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+        if let Some(log) = &self.log_store {
+            log.append_invalidations(&[LoggedInvalidation {
+                seq: 0,
+                at: now,
+                node: self.node.clone(),
+                event: encoded,
+            }])
+            .await?;
+        }
+        if let Some((conn, guard)) = &self.redis {
+            let payload = serde_json::to_string(&Message {
+                node: self.node.clone(),
+                event,
+            })
+            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+            let mut conn = conn.clone();
+            // Best effort: the log row above already reaches every node.
+            let _ = guard
+                .run(Call::Write, async {
+                    redis::cmd("PUBLISH")
+                        .arg(CHANNEL)
+                        .arg(&payload)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .map_err(crate::store::redis::classify)
+                })
+                .await;
+        }
+        Ok(())
+    }
+
+    fn deliver(&self, event: &Invalidation, now: UnixTime) {
+        for s in self.subscribers.read().iter() {
+            s.apply(event, now);
+        }
+    }
+
+    /// An event from another node (pub/sub or the log); our own are
+    /// already applied.
+    fn receive(&self, node: &str, event: &Invalidation, via: &'static str) {
+        if node == self.node {
+            return;
+        }
+        metrics::counter!("holdfast_invalidations_received_total", "via" => via).increment(1);
+        self.deliver(event, crate::auth::now());
+    }
+
+    /// Listens on pub/sub for as long as the process lives, reconnecting
+    /// with capped backoff; after each (re)connect the poller runs at once
+    /// to pick up what was missed while disconnected.
+    pub fn spawn_subscriber(self: &Arc<Self>, client: redis::Client, timeout: Duration) {
+        let bus = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(100);
+            loop {
+                let connected = tokio::time::timeout(timeout.max(Duration::from_secs(1)), async {
+                    let mut pubsub = client.get_async_pubsub().await?;
+                    pubsub.subscribe(CHANNEL).await?;
+                    Ok::<_, redis::RedisError>(pubsub)
+                })
+                .await;
+                let mut pubsub = match connected {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "invalidation subscriber cannot connect");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                    Err(_) => {
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
+                };
+                backoff = Duration::from_millis(100);
+                bus.poll_now.notify_one();
+                tracing::info!("invalidation subscriber listening");
+                let mut messages = pubsub.on_message();
+                while let Some(msg) = messages.next().await {
+                    match serde_json::from_slice::<Message>(msg.get_payload_bytes()) {
+                        Ok(m) => bus.receive(&m.node, &m.event, "pubsub"),
+                        Err(e) => tracing::warn!(error = %e, "unreadable invalidation message"),
+                    }
+                }
+                tracing::warn!("invalidation subscriber disconnected; polling covers the gap");
+            }
+        });
+    }
+
+    /// Polls the invalidation log every `every`, from `start` (the last
+    /// sequence number when this node started), and prunes rows older than
+    /// `retention` once a minute.
+    pub fn spawn_poller(
+        self: &Arc<Self>,
+        log: Arc<dyn InvalidationLog>,
+        start: i64,
+        every: Duration,
+        retention: Duration,
+    ) {
+        let bus = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut poller = Poller::new(start);
+            let mut last_prune = Instant::now();
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = bus.poll_now.notified() => {}
+                }
+                if let Err(e) = poller.poll(&bus, log.as_ref()).await {
+                    tracing::debug!(error = %e, "invalidation log not readable; will retry");
+                }
+                if last_prune.elapsed() > Duration::from_secs(60) {
+                    last_prune = Instant::now();
+                    let before = crate::auth::now() - retention.as_secs() as i64;
+                    if let Err(e) = log.prune_invalidations(before).await {
+                        tracing::debug!(error = %e, "invalidation log not pruned");
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Reads the log from a point `POLL_OVERLAP` behind the newest row seen,
+/// so a row that committed late (a lower `seq` visible after a higher one)
+/// is still read.
+struct Poller {
+    /// (when seen, highest seq at that moment), oldest first.
+    marks: VecDeque<(Instant, i64)>,
+    high: i64,
+}
+
+impl Poller {
+    fn new(start: i64) -> Self {
+        Self {
+            marks: VecDeque::from([(Instant::now(), start)]),
+            high: start,
+        }
+    }
+
+    /// Where the next read starts: the high-water mark of `POLL_OVERLAP` ago.
+    fn floor(&mut self) -> i64 {
+        while self.marks.len() > 1 && self.marks[1].0.elapsed() >= POLL_OVERLAP {
+            self.marks.pop_front();
+        }
+        self.marks.front().map_or(self.high, |m| m.1)
+    }
+
+    async fn poll(
+        &mut self,
+        bus: &Bus,
+        log: &dyn InvalidationLog,
+    ) -> Result<(), crate::store::StoreError> {
+        let mut after = self.floor();
+        loop {
+            let rows = log.invalidations_after(after, 1000).await?;
+            for row in &rows {
+                match serde_json::from_str::<Invalidation>(&row.event) {
+                    Ok(event) => bus.receive(&row.node, &event, "log"),
+                    Err(e) => {
+                        tracing::warn!(seq = row.seq, error = %e, "unreadable invalidation row")
+                    }
+                }
+                after = row.seq;
+                self.high = self.high.max(row.seq);
+            }
+            if rows.len() < 1000 {
+                break;
+            }
+        }
+        self.marks.push_back((Instant::now(), self.high));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip_as_tagged_json() {
+        let sid = Uuid::nil();
+        let text = serde_json::to_string(&Invalidation::SessionRevoked { sid }).expect("json");
+        assert_eq!(
+            text,
+            r#"{"type":"session_revoked","sid":"00000000-0000-0000-0000-000000000000"}"#
+        );
+        let back: Invalidation = serde_json::from_str(&text).expect("parse");
+        assert_eq!(back, Invalidation::SessionRevoked { sid });
+    }
+}

@@ -1,0 +1,74 @@
+//! The validation cache: tokens this node verified, keyed by the SHA-256 of
+//! the token (the token itself is never kept), so a repeat skips the
+//! signature check. Each entry expires no later than its token. A hit is
+//! still checked against what can change after verification — the key
+//! still verifies, the token has not expired, no revocation covers it — so
+//! the cache can make verification faster but never more permissive.
+
+use crate::auth::tokens::AccessClaims;
+use crate::cache::bus::{Invalidation, Subscriber};
+use crate::cache::{CacheView, CountedCache};
+use crate::store::UnixTime;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Verified tokens kept per node.
+const CAPACITY: u64 = 100_000;
+
+#[derive(Clone)]
+pub struct Verified {
+    pub claims: Arc<AccessClaims>,
+    pub kid: Arc<str>,
+}
+
+pub struct ValidationCache {
+    entries: CountedCache<[u8; 32], Verified>,
+    ttl: Duration,
+}
+
+pub fn digest(token: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl ValidationCache {
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            entries: CountedCache::new("validation", CAPACITY),
+            ttl,
+        }
+    }
+
+    pub fn get(&self, key: &[u8; 32]) -> Option<Verified> {
+        self.entries.get(key)
+    }
+
+    /// Caches a successful verification until the token's `exp` at the
+    /// latest.
+    pub fn insert(&self, key: [u8; 32], verified: Verified, now: UnixTime) {
+        let left = Duration::from_secs((verified.claims.exp - now).max(0) as u64);
+        self.entries.insert(key, verified, left.min(self.ttl));
+    }
+
+    pub fn view(&self) -> &dyn CacheView {
+        &self.entries
+    }
+}
+
+impl Subscriber for ValidationCache {
+    fn apply(&self, event: &Invalidation, _: UnixTime) {
+        match *event {
+            Invalidation::SessionRevoked { sid } => {
+                self.entries.invalidate_if(move |_, v| v.claims.sid == sid)
+            }
+            Invalidation::UserNotBefore { user, at } | Invalidation::UserDisabled { user, at } => {
+                self.entries
+                    .invalidate_if(move |_, v| v.claims.sub == user && v.claims.iat < at)
+            }
+            Invalidation::KeysChanged { revoked_all: true } => self.entries.invalidate_all(),
+            _ => {}
+        }
+    }
+}

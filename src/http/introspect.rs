@@ -1,0 +1,107 @@
+//! `POST /api/v1/auth/introspect` (RFC 7662). The caller proves itself with
+//! an API key holding scope `introspect`; the token comes as a form field
+//! or in JSON. Anything not currently valid is `{"active": false}`; when
+//! validity cannot be decided (an issuer or the database is unreachable)
+//! the answer is 503, never a false `active: false`.
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::http::caller::{Credential, resolve_token};
+use axum::extract::{FromRequest, Request, State};
+use axum::http::header;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+#[derive(Deserialize)]
+pub struct IntrospectBody {
+    token: String,
+}
+
+/// The body as `application/x-www-form-urlencoded` (RFC 7662) or JSON.
+pub struct FormOrJson(IntrospectBody);
+
+impl<S: Send + Sync> FromRequest<S> for FormOrJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if form {
+            axum::Form::<IntrospectBody>::from_request(req, state)
+                .await
+                .map(|axum::Form(b)| FormOrJson(b))
+                .map_err(|e| ApiError::Malformed(e.body_text()))
+        } else {
+            crate::http::extract::Json::<IntrospectBody>::from_request(req, state)
+                .await
+                .map(|crate::http::extract::Json(b)| FormOrJson(b))
+        }
+    }
+}
+
+pub async fn introspect(
+    State(state): State<AppState>,
+    caller: Credential,
+    FormOrJson(body): FormOrJson,
+) -> Result<axum::Json<Value>, ApiError> {
+    match caller {
+        Credential::ApiKey(key) if key.has_scope("introspect") => {}
+        _ => return Err(ApiError::Forbidden),
+    }
+    let now = crate::auth::now();
+    let token = body.token.trim();
+    let resolved = if token.starts_with("hf_") {
+        state
+            .api_keys
+            .authenticate(token, now)
+            .await
+            .map(Credential::ApiKey)
+    } else {
+        resolve_token(&state, token, now).await
+    };
+    let answer = match resolved {
+        Ok(Credential::User(c)) => json!({
+            "active": true,
+            "token_type": "access_token",
+            "sub": c.sub,
+            "roles": c.roles,
+            "exp": c.exp,
+            "iat": c.iat,
+            "nbf": c.nbf,
+            "sid": c.sid,
+            "jti": c.jti,
+            "iss": c.iss,
+            "aud": c.aud,
+        }),
+        Ok(Credential::Emergency(c)) => json!({
+            "active": true,
+            "token_type": "emergency",
+            "sub": c.sub,
+            "scope": c.scope.join(" "),
+            "exp": c.exp,
+            "iat": c.iat,
+            "jti": c.jti,
+        }),
+        Ok(Credential::ApiKey(k)) => json!({
+            "active": true,
+            "token_type": "api_key",
+            "sub": k.user_id,
+            "scope": k.scopes.join(" "),
+            "exp": k.expires_at,
+        }),
+        Ok(Credential::External(e)) => json!({
+            "active": true,
+            "token_type": "external",
+            "sub": e.sub,
+            "idp": e.idp,
+        }),
+        Err(e @ (ApiError::Unavailable { .. } | ApiError::ReadOnly | ApiError::Internal(_))) => {
+            return Err(e);
+        }
+        Err(_) => json!({ "active": false }),
+    };
+    Ok(axum::Json(answer))
+}
