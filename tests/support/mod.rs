@@ -156,6 +156,51 @@ impl TestApp {
         Reply::from(request.send().await.expect("request")).await
     }
 
+    /// A request with arbitrary headers (an API key, say) and a JSON body.
+    pub async fn call_with(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request = self.client.request(method, self.url(path));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Reply::from(request.send().await.expect("request")).await
+    }
+
+    /// Mints an API key for the holder of `access`; returns (id, key).
+    pub async fn api_key(&self, access: &str, scopes: &[&str]) -> (String, String) {
+        let reply = self
+            .post(
+                "/api/v1/api-keys",
+                Some(access),
+                json!({"name": "test key", "scopes": scopes}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        (
+            reply.body["id"].as_str().expect("id").to_string(),
+            reply.body["key"].as_str().expect("key").to_string(),
+        )
+    }
+
+    /// `GET /auth/verify` with `X-API-Key`.
+    pub async fn verify_key(&self, key: &str) -> Reply {
+        self.call_with(
+            Method::GET,
+            "/api/v1/auth/verify",
+            &[("x-api-key", key)],
+            None,
+        )
+        .await
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> Reply {
         self.call(Method::GET, path, token, None).await
     }
