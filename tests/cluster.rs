@@ -52,7 +52,11 @@ async fn key_refused(node: &TestApp, key: &str) -> bool {
 
 async fn allowed(node: &TestApp, token: &str, permission: &str) -> bool {
     let reply = node
-        .post("/api/v1/authz/check", Some(token), json!({"permission": permission}))
+        .post(
+            "/api/v1/authz/check",
+            Some(token),
+            json!({"permission": permission}),
+        )
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     reply.body["allowed"].as_bool().expect("allowed")
@@ -75,14 +79,21 @@ async fn user_invalidations(one: &TestApp, two: &TestApp, admin: &str, tag: &str
     // Logout.
     let a = one.user(&name("logout")).await;
     assert_eq!(two.verify(&a.access).await.status, StatusCode::NO_CONTENT);
-    one.call(Method::POST, "/api/v1/auth/logout", Some(&a.access), None).await;
+    one.call(Method::POST, "/api/v1/auth/logout", Some(&a.access), None)
+        .await;
     within("logout", limit, || refused(two, &a.access)).await;
 
     // Logout-all.
     let b = one.user(&name("all")).await;
     let b2 = one.login_ok(&name("all")).await;
     assert_eq!(two.verify(&b2.access).await.status, StatusCode::NO_CONTENT);
-    one.call(Method::POST, "/api/v1/auth/logout-all", Some(&b.access), None).await;
+    one.call(
+        Method::POST,
+        "/api/v1/auth/logout-all",
+        Some(&b.access),
+        None,
+    )
+    .await;
     within("logout-all", limit, || refused(two, &b2.access)).await;
 
     // Password change: the other sessions end.
@@ -105,16 +116,26 @@ async fn user_invalidations(one: &TestApp, two: &TestApp, admin: &str, tag: &str
     let me = one.get("/api/v1/users/me", Some(&d.access)).await;
     let d_id = me.body["id"].as_str().expect("id").to_string();
     assert_eq!(two.verify(&d.access).await.status, StatusCode::NO_CONTENT);
-    one.call(Method::POST, &format!("/api/v1/admin/users/{d_id}/disable"), Some(admin), None)
-        .await;
+    one.call(
+        Method::POST,
+        &format!("/api/v1/admin/users/{d_id}/disable"),
+        Some(admin),
+        None,
+    )
+    .await;
     within("disable", limit, || refused(two, &d.access)).await;
 
     // API key deletion: the key was cached on node two.
     let e = one.user(&name("key")).await;
     let (id, key) = one.api_key(&e.access, &["users"]).await;
     assert_eq!(two.verify_key(&key).await.status, StatusCode::NO_CONTENT);
-    one.call(Method::DELETE, &format!("/api/v1/api-keys/{id}"), Some(&e.access), None)
-        .await;
+    one.call(
+        Method::DELETE,
+        &format!("/api/v1/api-keys/{id}"),
+        Some(&e.access),
+        None,
+    )
+    .await;
     within("api key deletion", limit, || key_refused(two, &key)).await;
 
     // Role change: node two cached the decision for ten minutes.
@@ -122,14 +143,30 @@ async fn user_invalidations(one: &TestApp, two: &TestApp, admin: &str, tag: &str
     let me = one.get("/api/v1/users/me", Some(&f.access)).await;
     let f_id = me.body["id"].as_str().expect("id").to_string();
     let role = name("writer");
-    one.post("/api/v1/admin/roles", Some(admin), json!({"name": role, "permissions": ["docs:write"]}))
-        .await;
-    one.call(Method::PUT, &format!("/api/v1/admin/users/{f_id}/roles"), Some(admin), Some(json!({"roles": [role]})))
-        .await;
+    one.post(
+        "/api/v1/admin/roles",
+        Some(admin),
+        json!({"name": role, "permissions": ["docs:write"]}),
+    )
+    .await;
+    one.call(
+        Method::PUT,
+        &format!("/api/v1/admin/users/{f_id}/roles"),
+        Some(admin),
+        Some(json!({"roles": [role]})),
+    )
+    .await;
     assert!(allowed(two, &f.access, "docs:write").await);
-    one.post("/api/v1/admin/roles", Some(admin), json!({"name": role, "permissions": []}))
-        .await;
-    within("role change", limit, || async { !allowed(two, &f.access, "docs:write").await }).await;
+    one.post(
+        "/api/v1/admin/roles",
+        Some(admin),
+        json!({"name": role, "permissions": []}),
+    )
+    .await;
+    within("role change", limit, || async {
+        !allowed(two, &f.access, "docs:write").await
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +177,10 @@ async fn a_second_node_honours_every_invalidation_with_and_without_pubsub() {
 
     // With pub/sub: within 2 s.
     user_invalidations(&stack.app, &two, &admin, "", Duration::from_secs(2)).await;
-    let rotated = stack.app.post("/api/v1/admin/keys/rotate", Some(&admin), json!({})).await;
+    let rotated = stack
+        .app
+        .post("/api/v1/admin/keys/rotate", Some(&admin), json!({}))
+        .await;
     let kid = rotated.body["kid"].as_str().expect("kid").to_string();
     within("key rotation", Duration::from_secs(2), || async {
         published(&two).await.contains(&kid)
@@ -154,8 +194,14 @@ async fn a_second_node_honours_every_invalidation_with_and_without_pubsub() {
     user_invalidations(&stack.app, &two, &admin, "x", limit).await;
 
     let victim = stack.app.user("victim").await;
-    assert_eq!(two.verify(&victim.access).await.status, StatusCode::NO_CONTENT);
-    let revoked = stack.app.post("/api/v1/admin/keys/revoke-all", Some(&admin), json!({})).await;
+    assert_eq!(
+        two.verify(&victim.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let revoked = stack
+        .app
+        .post("/api/v1/admin/keys/revoke-all", Some(&admin), json!({}))
+        .await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.body);
     within("revoke-all", limit, || refused(&two, &victim.access)).await;
     within("revoke-all admin", limit, || refused(&two, &admin)).await;

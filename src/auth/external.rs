@@ -174,6 +174,16 @@ impl Idp {
         }
     }
 
+    /// An operator's "refetch now": tried even while the breaker is open
+    /// (the breaker is reset first; a failure counts against it again).
+    pub async fn refresh_now(&self) -> Result<(), StoreError> {
+        if self.guard.breaker().state() != State::Closed {
+            tracing::warn!(idp = %self.config.name, "JWKS refresh forced by an admin; breaker reset");
+            self.guard.breaker().reset();
+        }
+        self.refresh().await
+    }
+
     fn unavailable(&self) -> ApiError {
         ApiError::Unavailable {
             dependency: self.name.to_string(),

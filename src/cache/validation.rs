@@ -72,3 +72,83 @@ impl Subscriber for ValidationCache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    fn verified(sub: Uuid, sid: Uuid, iat: UnixTime, exp: UnixTime) -> Verified {
+        Verified {
+            claims: Arc::new(AccessClaims {
+                iss: "i".into(),
+                sub,
+                aud: "a".into(),
+                iat,
+                nbf: iat,
+                exp,
+                jti: Uuid::new_v4(),
+                sid,
+                roles: vec![],
+            }),
+            kid: "k".into(),
+        }
+    }
+
+    #[test]
+    fn entries_never_outlive_their_token() {
+        let cache = ValidationCache::new(Duration::from_secs(300));
+        let now = crate::auth::now();
+        cache.insert(
+            [1; 32],
+            verified(Uuid::new_v4(), Uuid::new_v4(), now, now + 1),
+            now,
+        );
+        cache.insert(
+            [2; 32],
+            verified(Uuid::new_v4(), Uuid::new_v4(), now, now),
+            now,
+        );
+        assert!(cache.get(&[1; 32]).is_some());
+        assert!(cache.get(&[2; 32]).is_none(), "already at exp: not cached");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(cache.get(&[1; 32]).is_none(), "gone with its token");
+    }
+
+    #[test]
+    fn revocations_drop_exactly_the_entries_they_cover() {
+        let cache = ValidationCache::new(Duration::from_secs(300));
+        let now = crate::auth::now();
+        let (alice, bob, sid) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        cache.insert([1; 32], verified(alice, sid, now, now + 600), now);
+        cache.insert(
+            [2; 32],
+            verified(alice, Uuid::new_v4(), now - 10, now + 600),
+            now,
+        );
+        cache.insert(
+            [3; 32],
+            verified(bob, Uuid::new_v4(), now - 10, now + 600),
+            now,
+        );
+        cache.insert(
+            [4; 32],
+            verified(alice, Uuid::new_v4(), now + 5, now + 600),
+            now,
+        );
+        cache.apply(&Invalidation::SessionRevoked { sid }, now);
+        assert!(cache.get(&[1; 32]).is_none());
+        cache.apply(
+            &Invalidation::UserNotBefore {
+                user: alice,
+                at: now,
+            },
+            now,
+        );
+        assert!(cache.get(&[2; 32]).is_none(), "issued before not-before");
+        assert!(cache.get(&[4; 32]).is_some(), "issued after it");
+        assert!(cache.get(&[3; 32]).is_some(), "another user");
+        cache.apply(&Invalidation::KeysChanged { revoked_all: true }, now);
+        assert!(cache.get(&[3; 32]).is_none());
+    }
+}

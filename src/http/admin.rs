@@ -142,7 +142,7 @@ pub async fn cache_cleanup(_: Admin, State(state): State<AppState>) -> impl Into
 pub async fn refresh_jwks(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
     let mut results = serde_json::Map::new();
     for idp in state.external.all() {
-        let outcome = match idp.refresh().await {
+        let outcome = match idp.refresh_now().await {
             Ok(()) => json!({"refreshed": true}),
             Err(e) => json!({"refreshed": false, "error": e.to_string()}),
         };

@@ -1,0 +1,144 @@
+//! The failure-matrix rows of the fallback credentials (DESIGN.md §4): API
+//! key auth, authz check and external IdP tokens with Redis down, with
+//! PostgreSQL down too, and with the upstream IdP down — against private
+//! PostgreSQL and Redis processes and a JWKS server this test runs.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+use std::time::Duration;
+use support::jwks::{ISSUER, UpstreamKey, start_upstream};
+use support::{Backend, Stack, TestApp};
+
+async fn authz(app: &TestApp, token: &str, permission: &str) -> support::Reply {
+    app.post(
+        "/api/v1/authz/check",
+        Some(token),
+        json!({"permission": permission}),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_authz_and_external_tokens_across_failures() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (upstream, _server) = start_upstream(listener).await;
+    let upstream_key = UpstreamKey::new("k1");
+    upstream.publish(&[&upstream_key]);
+    let config = format!(
+        r#"
+[database]
+timeout = "500ms"
+[redis]
+timeout = "200ms"
+[breaker]
+minimum_calls = 3
+open_wait = "1s"
+open_wait_max = "2s"
+[cache]
+authz_ttl = "1s"
+authz_max_stale = "60s"
+[rate_limit]
+on_backend_failure = "local"
+[[idp]]
+name = "upstream"
+issuer = "{ISSUER}"
+jwks_url = "http://{addr}/jwks"
+audience = "holdfast-tests"
+timeout = "500ms"
+"#
+    );
+    let mut stack = Stack::start_with(Backend::PostgresRedis, &config).await;
+    let app = &stack.app;
+    let admin = app.admin_token().await;
+    let ivy = app.user("ivy").await;
+    let me = app.get("/api/v1/users/me", Some(&ivy.access)).await;
+    let ivy_id = me.body["id"].as_str().expect("id").to_string();
+    app.post(
+        "/api/v1/admin/roles",
+        Some(&admin),
+        json!({"name": "reader", "permissions": ["docs:read"]}),
+    )
+    .await;
+    app.call(
+        Method::PUT,
+        &format!("/api/v1/admin/users/{ivy_id}/roles"),
+        Some(&admin),
+        Some(json!({"roles": ["reader"]})),
+    )
+    .await;
+    let (_, seen) = app.api_key(&ivy.access, &["users"]).await;
+    let (_, unseen) = app.api_key(&ivy.access, &["users"]).await;
+    assert_eq!(app.verify_key(&seen).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        authz(app, &ivy.access, "docs:read").await.body["source"],
+        "live"
+    );
+    let external = upstream_key.token("upstream-user");
+    assert_eq!(app.verify(&external).await.status, StatusCode::NO_CONTENT);
+
+    // Upstream IdP down: everything of ours works; its cached keys still
+    // verify; a kid never seen is 503.
+    upstream.break_it();
+    let refreshed = app
+        .post("/api/v1/admin/jwks/refresh", Some(&admin), json!({}))
+        .await;
+    assert_eq!(refreshed.body["idps"]["upstream"]["refreshed"], false);
+    assert!(!app.login_ok("ivy").await.access.is_empty());
+    assert_eq!(app.verify_key(&seen).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        authz(app, &ivy.access, "docs:write").await.body["source"],
+        "live"
+    );
+    assert_eq!(app.verify(&external).await.status, StatusCode::NO_CONTENT);
+    app.verify(&UpstreamKey::new("k9").token("x"))
+        .await
+        .expect_error(503, "SVC001");
+    let health = app.get("/api/v1/health", None).await;
+    assert_eq!(health.body["status"], "degraded", "{}", health.body);
+    upstream.publish(&[&upstream_key]);
+    let refreshed = app
+        .post("/api/v1/admin/jwks/refresh", Some(&admin), json!({}))
+        .await;
+    assert_eq!(refreshed.body["idps"]["upstream"]["refreshed"], true);
+
+    // Redis down: API keys and authz answer from PostgreSQL.
+    stack.redis.as_mut().expect("redis").kill();
+    let app = &stack.app;
+    let (_, fresh) = app.api_key(&ivy.access, &["users"]).await;
+    assert_eq!(app.verify_key(&fresh).await.status, StatusCode::NO_CONTENT);
+    let reply = authz(app, &ivy.access, "docs:write").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        (
+            reply.body["allowed"].as_bool(),
+            reply.body["stale"].as_bool()
+        ),
+        (Some(false), Some(false))
+    );
+    assert_eq!(app.verify(&external).await.status, StatusCode::NO_CONTENT);
+
+    // Both down: cached keys and decisions only; external tokens unaffected.
+    stack.pg.as_mut().expect("pg").kill();
+    tokio::time::sleep(Duration::from_millis(1200)).await; // authz_ttl passes
+    let app = &stack.app;
+    for key in [&seen, &fresh] {
+        assert_eq!(app.verify_key(key).await.status, StatusCode::NO_CONTENT);
+    }
+    app.verify_key(&unseen).await.expect_error(503, "SVC001");
+    let reply = authz(app, &ivy.access, "docs:read").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        json!({"allowed": true, "source": "cache", "stale": true})
+    );
+    authz(app, &ivy.access, "docs:delete")
+        .await
+        .expect_error(503, "SVC001");
+    assert_eq!(app.verify(&external).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.verify(&ivy.access).await.status, StatusCode::NO_CONTENT);
+}
