@@ -3,10 +3,13 @@
 //! test for one backend, so embedded and PostgreSQL + Redis run the same
 //! assertions.
 
+mod access;
 mod account;
 mod auth;
 
 // Binaries that use only `procs` (cli.rs) compile these unused.
+#[allow(unused_imports)]
+pub use access::*;
 #[allow(unused_imports)]
 pub use account::*;
 #[allow(unused_imports)]
@@ -54,6 +57,8 @@ macro_rules! all_scenarios {
             health_endpoints,
             request_ids_and_security_headers,
             restart_keeps_keys_users_and_revocations,
+            api_keys_mint_verify_list_and_delete,
+            roles_authz_search_and_audit,
         );
     };
 }
