@@ -142,3 +142,42 @@ timeout = "500ms"
     assert_eq!(app.verify(&external).await.status, StatusCode::NO_CONTENT);
     assert_eq!(app.verify(&ivy.access).await.status, StatusCode::NO_CONTENT);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_hung_cached_keys_and_stale_decisions_answer_uncached_ones_fail_fast() {
+    let config = "[database]\ntimeout = \"500ms\"\n[breaker]\nminimum_calls = 3\nopen_wait = \"1s\"\nopen_wait_max = \"2s\"\n[cache]\nauthz_ttl = \"1s\"\nauthz_max_stale = \"60s\"\n";
+    let stack = Stack::start_with(Backend::PostgresRedis, config).await;
+    let app = &stack.app;
+    let jo = app.user("joan").await;
+    let (_, seen) = app.api_key(&jo.access, &["users"]).await;
+    let (_, unseen) = app.api_key(&jo.access, &["users"]).await;
+    assert_eq!(app.verify_key(&seen).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        authz(app, &jo.access, "docs:read").await.body["allowed"],
+        false
+    );
+
+    stack.pg.as_ref().expect("pg").pause();
+    tokio::time::sleep(Duration::from_millis(1100)).await; // authz_ttl passes
+    // Bound: the 500 ms database timeout plus scheduling margin.
+    let bound = Duration::from_millis(1200);
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        app.verify_key(&unseen).await.expect_error(503, "SVC001");
+        assert!(started.elapsed() < bound, "{:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        let reply = authz(app, &jo.access, "docs:read").await;
+        assert_eq!(
+            reply.body,
+            json!({"allowed": false, "source": "cache", "stale": true})
+        );
+        assert!(started.elapsed() < bound, "{:?}", started.elapsed());
+        let started = std::time::Instant::now();
+        authz(app, &jo.access, "docs:write")
+            .await
+            .expect_error(503, "SVC001");
+        assert!(started.elapsed() < bound, "{:?}", started.elapsed());
+        assert_eq!(app.verify_key(&seen).await.status, StatusCode::NO_CONTENT);
+    }
+    stack.pg.as_ref().expect("pg").resume();
+}
