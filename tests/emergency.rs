@@ -67,7 +67,7 @@ async fn emergency_tokens_work_with_both_stores_down() {
     let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
 
     let config = format!(
-        "[emergency]\npublic_key_file = \"{}\"\n",
+        "[emergency]\npublic_key_file = \"{}\"\n[breaker]\nopen_wait = \"1s\"\nopen_wait_max = \"2s\"\n",
         keys.path().join("emergency.pub").display()
     );
     let mut stack = Stack::start_with(Backend::PostgresRedis, &config).await;
@@ -104,6 +104,36 @@ async fn emergency_tokens_work_with_both_stores_down() {
             .is_some_and(|m| m.contains("holdfast_emergency_token_uses_total")),
         "every use is counted"
     );
+
+    // Each use went to the audit log too, buffered while PostgreSQL was
+    // down and written once it is back.
+    // Uses from now on are at or after `restarted`; only earlier ones count.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let restarted = holdfast::auth::now();
+    stack.pg.as_mut().expect("pg").restart();
+    let app = &stack.app;
+    let before_restart = |e: &serde_json::Value| {
+        e["at"]
+            .as_str()
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .is_some_and(|t| t.unix_timestamp() < restarted)
+    };
+    let mut found = false;
+    for _ in 0..100 {
+        let audit = app.get("/api/v1/admin/audit", Some(&token)).await;
+        if audit.body["items"].as_array().is_some_and(|items| {
+            items
+                .iter()
+                .any(|e| e["kind"] == "emergency_token_used" && before_restart(e))
+        }) {
+            found = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(found, "emergency use reached the audit log");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
