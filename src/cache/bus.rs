@@ -144,19 +144,9 @@ impl Bus {
             }
         }
         if let Some((conn, guard)) = &self.redis {
-            let (mut conn, guard) = (conn.clone(), Arc::clone(guard));
+            let (conn, guard) = (conn.clone(), Arc::clone(guard));
             tokio::spawn(async move {
-                let sent = guard
-                    .run(Call::Write, async {
-                        redis::cmd("PUBLISH")
-                            .arg(CHANNEL)
-                            .arg(&payload)
-                            .query_async::<i64>(&mut conn)
-                            .await
-                            .map_err(crate::store::redis::classify)
-                    })
-                    .await;
-                if let Err(e) = sent {
+                if let Err(e) = send(conn, &guard, &payload).await {
                     tracing::debug!(error = %e, "invalidation not published; other nodes will poll it");
                 }
             });
@@ -188,18 +178,8 @@ impl Bus {
                 event,
             })
             .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
-            let mut conn = conn.clone();
             // Best effort: the log row above already reaches every node.
-            let _ = guard
-                .run(Call::Write, async {
-                    redis::cmd("PUBLISH")
-                        .arg(CHANNEL)
-                        .arg(&payload)
-                        .query_async::<i64>(&mut conn)
-                        .await
-                        .map_err(crate::store::redis::classify)
-                })
-                .await;
+            let _ = send(conn.clone(), guard, &payload).await;
         }
         Ok(())
     }
@@ -295,6 +275,24 @@ impl Bus {
             }
         });
     }
+}
+
+/// PUBLISH on the invalidation channel, through the Redis guard.
+async fn send(
+    mut conn: redis::aio::ConnectionManager,
+    guard: &DependencyGuard,
+    payload: &str,
+) -> Result<i64, crate::store::StoreError> {
+    guard
+        .run(Call::Write, async {
+            redis::cmd("PUBLISH")
+                .arg(CHANNEL)
+                .arg(payload)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map_err(crate::store::redis::classify)
+        })
+        .await
 }
 
 /// Reads the log from a point `POLL_OVERLAP` behind the newest row seen,
