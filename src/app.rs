@@ -309,9 +309,8 @@ impl AppState {
         if let Some((_, client)) = shared.redis {
             bus.spawn_subscriber(client, config.redis.timeout);
         }
-        let external = Arc::new(
-            ExternalIdps::start(&config.idp, &config, leeway as u64).map_err(StartError::Other)?,
-        );
+        let external =
+            Arc::new(ExternalIdps::start(&config, leeway as u64).map_err(StartError::Other)?);
 
         let mut guards = vec![Arc::clone(&db_guard)];
         let mut components = vec![Component {

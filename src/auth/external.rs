@@ -13,7 +13,7 @@ use crate::config::IdpConfig;
 use crate::error::ApiError;
 use crate::resilience::breaker::State;
 use crate::resilience::{Call, DependencyGuard};
-use crate::store::{Probe, StoreError, UnixTime};
+use crate::store::{Probe, StoreError};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
@@ -199,7 +199,6 @@ impl Idp {
         &self,
         token: &str,
         header: &jsonwebtoken::Header,
-        _now: UnixTime,
     ) -> Result<ExternalIdentity, ApiError> {
         let kid = header.kid.as_deref().ok_or(ApiError::TokenInvalid)?;
         let cached = self.jwks.read().clone();
@@ -327,20 +326,19 @@ pub struct ExternalIdps {
 }
 
 impl ExternalIdps {
-    pub fn start(
-        configs: &[IdpConfig],
-        breaker: &crate::config::Config,
-        leeway: u64,
-    ) -> Result<Self, String> {
+    /// One provider per `[[idp]]` block, each fetching its JWKS at once.
+    pub fn start(config: &crate::config::Config, leeway: u64) -> Result<Self, String> {
         let mut idps = Vec::new();
-        for config in configs {
-            let name: &'static str = Box::leak(format!("idp:{}", config.name).into_boxed_str());
+        for idp in &config.idp {
+            // Guard names are `&'static str` everywhere (metrics labels);
+            // one small leak per configured provider, at start.
+            let name: &'static str = Box::leak(format!("idp:{}", idp.name).into_boxed_str());
             let guard = Arc::new(DependencyGuard::new(
                 name,
-                config.timeout,
-                breaker.breaker.for_dependency(name),
+                idp.timeout,
+                config.breaker.for_dependency(name),
             ));
-            let idp = Arc::new(Idp::new(config.clone(), guard, leeway)?);
+            let idp = Arc::new(Idp::new(idp.clone(), guard, leeway)?);
             idp.spawn_refresher();
             idps.push(idp);
         }
