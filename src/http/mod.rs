@@ -26,53 +26,71 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 pub fn routes(state: AppState) -> Router {
     let api = Router::new()
-        .route("/auth/register", post(auth::register))
-        .route("/auth/login", post(auth::login))
-        .route("/auth/refresh", post(auth::refresh))
-        .route("/auth/logout", post(auth::logout))
-        .route("/auth/logout-all", post(auth::logout_all))
-        .route("/auth/verify", get(auth::verify))
-        .route("/auth/introspect", post(introspect::introspect))
-        .route("/api-keys", post(api_keys::create).get(api_keys::list))
-        .route("/api-keys/{id}", delete(api_keys::delete))
-        .route("/authz/check", post(authz::check))
+        .route("/api/v1/auth/register", post(auth::register))
+        .route("/api/v1/auth/login", post(auth::login))
+        .route("/api/v1/auth/refresh", post(auth::refresh))
+        .route("/api/v1/auth/logout", post(auth::logout))
+        .route("/api/v1/auth/logout-all", post(auth::logout_all))
+        .route("/api/v1/auth/verify", get(auth::verify))
+        .route("/api/v1/auth/introspect", post(introspect::introspect))
         .route(
-            "/users/me",
+            "/api/v1/api-keys",
+            post(api_keys::create).get(api_keys::list),
+        )
+        .route("/api/v1/api-keys/{id}", delete(api_keys::delete))
+        .route("/api/v1/authz/check", post(authz::check))
+        .route(
+            "/api/v1/users/me",
             get(users::me)
                 .put(users::update_me)
                 .delete(users::delete_me),
         )
-        .route("/users/me/password", patch(users::change_password))
-        .route("/users/me/sessions", get(users::sessions))
-        .route("/users/me/sessions/{id}", delete(users::delete_session))
-        .route("/health", get(health::health))
-        .route("/admin/circuit-breakers", get(admin::circuit_breakers))
+        .route("/api/v1/users/me/password", patch(users::change_password))
+        .route("/api/v1/users/me/sessions", get(users::sessions))
         .route(
-            "/admin/circuit-breakers/{name}/reset",
+            "/api/v1/users/me/sessions/{id}",
+            delete(users::delete_session),
+        )
+        .route("/api/v1/health", get(health::health))
+        .route(
+            "/api/v1/admin/circuit-breakers",
+            get(admin::circuit_breakers),
+        )
+        .route(
+            "/api/v1/admin/circuit-breakers/{name}/reset",
             post(admin::reset_circuit_breaker),
         )
-        .route("/admin/keys/rotate", post(admin::rotate_keys))
-        .route("/admin/keys/revoke-all", post(admin::revoke_all_keys))
-        .route("/admin/users", get(admin_users::search_users))
-        .route("/admin/users/{id}/roles", put(admin_users::set_user_roles))
-        .route("/admin/users/{id}/disable", post(admin_users::disable_user))
+        .route("/api/v1/admin/keys/rotate", post(admin::rotate_keys))
         .route(
-            "/admin/roles",
+            "/api/v1/admin/keys/revoke-all",
+            post(admin::revoke_all_keys),
+        )
+        .route("/api/v1/admin/users", get(admin_users::search_users))
+        .route(
+            "/api/v1/admin/users/{id}/roles",
+            put(admin_users::set_user_roles),
+        )
+        .route(
+            "/api/v1/admin/users/{id}/disable",
+            post(admin_users::disable_user),
+        )
+        .route(
+            "/api/v1/admin/roles",
             get(admin_users::roles)
                 .post(admin_users::put_role)
                 .delete(admin_users::delete_role),
         )
         .route(
-            "/admin/roles/{name}",
+            "/api/v1/admin/roles/{name}",
             delete(admin_users::delete_role_named),
         )
-        .route("/admin/cache/stats", get(admin::cache_stats))
-        .route("/admin/cache/cleanup", post(admin::cache_cleanup))
-        .route("/admin/jwks/refresh", post(admin::refresh_jwks))
-        .route("/admin/audit", get(admin::audit));
-    Router::new()
-        .nest("/api/v1", api)
-        .route("/.well-known/jwks.json", get(well_known::jwks))
+        .route("/api/v1/admin/cache/stats", get(admin::cache_stats))
+        .route("/api/v1/admin/cache/cleanup", post(admin::cache_cleanup))
+        .route("/api/v1/admin/jwks/refresh", post(admin::refresh_jwks))
+        .route("/api/v1/admin/audit", get(admin::audit));
+    // Full paths rather than `nest("/api/v1", …)`: nesting rewrites the
+    // URI of every request (strip_prefix), measurable on the verify path.
+    api.route("/.well-known/jwks.json", get(well_known::jwks))
         .route(
             "/.well-known/openid-configuration",
             get(well_known::openid_configuration),

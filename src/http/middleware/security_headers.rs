@@ -2,18 +2,14 @@
 //! no-store` is the default so no token response is ever cached; a handler
 //! that wants caching (JWKS) sets its own header first.
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, header};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, header};
 
 /// Whether to send HSTS (production only: development runs on plain http).
 #[derive(Clone, Copy)]
 pub struct Hsts(pub bool);
 
-pub async fn layer(State(hsts): State<Hsts>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    let headers = response.headers_mut();
+/// Sets the headers on an answer.
+pub fn apply(headers: &mut HeaderMap, hsts: Hsts) {
     headers.insert(
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
@@ -36,5 +32,4 @@ pub async fn layer(State(hsts): State<Hsts>, request: Request, next: Next) -> Re
             HeaderValue::from_static("max-age=63072000; includeSubDomains"),
         );
     }
-    response
 }
