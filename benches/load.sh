@@ -6,7 +6,8 @@
 # stopped by PID at the end; the machine's own services are never touched.
 #
 #   benches/load.sh                       # 10 s per run, 64 connections
-#   DURATION=30s CONNECTIONS=128 benches/load.sh
+#   DURATION=30s CONNECTIONS=128 REPEAT=5 benches/load.sh
+#   RUNS="ceiling verify" PROFILE=/tmp/verify.perf benches/load.sh   # perf profiles
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,8 +15,11 @@ DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 LOGIN_CONNECTIONS=${LOGIN_CONNECTIONS:-8}
-FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-128}
+REPEAT=${REPEAT:-3}
 HASH_WORKERS=${HASH_WORKERS:-2}
+HASH_QUEUE=${HASH_QUEUE:-64}
+# Enough logins to keep every hash worker busy and the queue full.
+FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-$((HASH_WORKERS + HASH_QUEUE))}
 # For profiling one part: e.g. RUNS="ceiling verify". The table needs all.
 RUNS=${RUNS:-"ceiling verify login flood paused"}
 running() { [[ " $RUNS " == *" $1 "* ]]; }
@@ -98,6 +102,7 @@ login_per_ip = "10000000/min"
 register_per_ip = "1000/min"
 [passwords]
 hash_workers = $HASH_WORKERS
+queue = $HASH_QUEUE
 TOML
 HOLDFAST_MASTER_KEY=$(head -c32 /dev/urandom | base64) \
     "$BIN/holdfast" --config "$WORK/holdfast.toml" serve >"$WORK/holdfast.log" 2>&1 &
@@ -108,7 +113,8 @@ rss start
 
 CEILING_PORT=$(free_port)
 "$BIN/examples/ceiling" "127.0.0.1:$CEILING_PORT" &
-PIDS+=($!)
+CEILING_PID=$!
+PIDS+=($CEILING_PID)
 wait_for ceiling curl -s "http://127.0.0.1:$CEILING_PORT/"
 
 BASE="http://127.0.0.1:$HF_PORT/api/v1"
@@ -153,22 +159,58 @@ measure() {
 
 verify() { measure -c"$CONNECTIONS" -d"$1" -H "Authorization: Bearer $TOKEN" "$BASE/auth/verify"; }
 
+# The ceiling and verify runs alternate REPEAT times and report medians:
+# on a shared 2-core machine single runs vary by ±15 %.
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+col() { awk -v c="$2" '{ print $c }' "$1" | median; }
+: >"$WORK/ceiling.runs"
+: >"$WORK/verify.runs"
+for round in $(seq 1 "$REPEAT"); do
+    if running ceiling; then
+        say "ceiling: bare axum, 204 (round $round)"
+        if [ -n "${PROFILE:-}" ] && [ "$round" = 1 ]; then
+            perf record -e cpu-clock -F 2000 -g -p "$CEILING_PID" -o "$PROFILE.ceiling" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+            PERF=$!
+        fi
+        measure -c"$CONNECTIONS" -d"$DURATION" "http://127.0.0.1:$CEILING_PORT/" >>"$WORK/ceiling.runs"
+        [ -n "${PERF:-}" ] && wait "$PERF" && PERF=""
+        echo "ceiling $(tail -1 "$WORK/ceiling.runs")" >&2
+    fi
+    if running verify; then
+        say "GET /auth/verify (round $round)"
+        if [ -n "${PROFILE:-}" ] && [ "$round" = 1 ]; then
+            perf record -e cpu-clock -F 2000 -g -p "$HF_PID" -o "$PROFILE" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+            PERF=$!
+        fi
+        verify "$DURATION" >>"$WORK/verify.runs"
+        [ -n "${PERF:-}" ] && wait "$PERF" && PERF=""
+        echo "verify $(tail -1 "$WORK/verify.runs")" >&2
+    fi
+done
 if running ceiling; then
-    say "ceiling: bare axum, 204"
-    read -r C_RPS C_P50 C_P99 _ _ < <(measure -c"$CONNECTIONS" -d"$DURATION" "http://127.0.0.1:$CEILING_PORT/")
-    echo "ceiling $C_RPS req/s p99 ${C_P99}us" >&2
+    C_RPS=$(col "$WORK/ceiling.runs" 1); C_P50=$(col "$WORK/ceiling.runs" 2); C_P99=$(col "$WORK/ceiling.runs" 3)
 fi
 if running verify; then
-    say "GET /auth/verify"
-    if [ -n "${PROFILE:-}" ]; then
-        # Software clock sampling of holdfast during the verify run.
-        perf record -e cpu-clock -F 2000 -g -p "$HF_PID" -o "$PROFILE" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
-        PERF=$!
-    fi
-    read -r V_RPS V_P50 V_P99 V_TOTAL V_BAD < <(verify "$DURATION")
-    [ -n "${PERF:-}" ] && wait "$PERF"
-    echo "verify $V_RPS req/s p99 ${V_P99}us errors $V_BAD" >&2
+    V_RPS=$(col "$WORK/verify.runs" 1); V_P50=$(col "$WORK/verify.runs" 2); V_P99=$(col "$WORK/verify.runs" 3)
+    V_TOTAL=$(awk '{ t += $4 } END { print t }' "$WORK/verify.runs")
+    V_BAD=$(awk '{ b += $5 } END { print b }' "$WORK/verify.runs")
+    echo "median: ceiling $C_RPS req/s, verify $V_RPS req/s" >&2
     rss verify
+fi
+if running switches; then
+    # Context switches per request, server side (perf software counters).
+    for target in "ceiling $CEILING_PID http://127.0.0.1:$CEILING_PORT/" "verify $HF_PID $BASE/auth/verify"; do
+        set -- $target
+        perf stat -e context-switches,cpu-migrations,task-clock -p "$2" -o "$WORK/stat.$1" -- sleep "${DURATION%s}" &
+        STAT=$!
+        read -r S_RPS _ _ S_TOTAL _ < <(measure -c"$CONNECTIONS" -d"$DURATION" -H "Authorization: Bearer $TOKEN" "$3")
+        wait "$STAT"
+        awk -v n="$S_TOTAL" -v name="$1" -v rps="$S_RPS" '
+            /task-clock/ { ms = $1; gsub(",", "", ms) }
+            /context-switches/ { cs = $1; gsub(",", "", cs) }
+            END { printf "%s: %.0f req/s, server CPU %.2f us/request, %.3f context switches/request\n", name, rps, ms * 1000 / n, cs / n }
+        ' "$WORK/stat.$1" >&2
+    done
 fi
 if running livez; then
     read -r Z_RPS _ Z_P99 _ _ < <(measure -c"$CONNECTIONS" -d"$DURATION" "http://127.0.0.1:$HF_PORT/livez")

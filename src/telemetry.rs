@@ -86,7 +86,11 @@ where
         event: &Event<'_>,
     ) -> std::fmt::Result {
         let request = request_id::with_current(|r| {
-            (r.id.clone(), r.method.as_str().to_string(), r.path.clone())
+            (
+                r.id.clone(),
+                r.method.as_str().to_string(),
+                r.uri.path().to_string(),
+            )
         });
         let Some((id, method, path)) = request else {
             return self.inner.format_event(ctx, writer, event);
@@ -153,7 +157,7 @@ mod tests {
         let context = RequestContext {
             id: "req-\"1\"".into(),
             method: axum::http::Method::POST,
-            path: "/api/v1/auth/login".into(),
+            uri: axum::http::Uri::from_static("/api/v1/auth/login"),
         };
         request_id::scope(context, async {
             tracing::warn!(user = "u1", "inside");

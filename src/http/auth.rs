@@ -11,8 +11,8 @@ use crate::http::extract::{ClientInfo, Json, OptionalJson};
 use crate::http::users::UserView;
 use crate::store::Decision;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -152,35 +152,54 @@ pub async fn logout_all(
     Ok(StatusCode::NO_CONTENT)
 }
 
+const USER_ID: HeaderName = HeaderName::from_static("x-auth-user-id");
+const ROLES: HeaderName = HeaderName::from_static("x-auth-roles");
+const METHOD: HeaderName = HeaderName::from_static("x-auth-method");
+const SESSION_ID: HeaderName = HeaderName::from_static("x-auth-session-id");
+const SCOPES: HeaderName = HeaderName::from_static("x-auth-scopes");
+const API_KEY_ID: HeaderName = HeaderName::from_static("x-auth-api-key-id");
+const IDP: HeaderName = HeaderName::from_static("x-auth-idp");
+
+/// A UUID as a header value, formatted on the stack.
+fn uuid_value(id: &Uuid) -> HeaderValue {
+    let mut buf = Uuid::encode_buffer();
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 /// Forward-auth for nginx `auth_request`, Traefik and Envoy: 204 with the
-/// identity in headers, or the error. Touches no store.
-pub async fn verify(credential: Credential) -> Result<impl IntoResponse, ApiError> {
-    let mut headers = HeaderMap::new();
+/// identity in headers, or the error. Touches no store (but an API key
+/// not yet cached). Headers go straight into the response, sized once:
+/// this is the hottest handler.
+pub async fn verify(credential: Credential) -> Result<Response, ApiError> {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let headers = response.headers_mut();
+    headers.reserve(16);
     let value = |s: &str| HeaderValue::from_str(s).map_err(ApiError::internal);
     match credential {
         Credential::User(claims) => {
-            headers.insert("x-auth-user-id", value(&claims.sub.to_string())?);
-            headers.insert("x-auth-roles", value(&claims.roles.join(","))?);
-            headers.insert("x-auth-method", HeaderValue::from_static("jwt"));
-            headers.insert("x-auth-session-id", value(&claims.sid.to_string())?);
+            headers.insert(USER_ID, uuid_value(&claims.sub));
+            headers.insert(ROLES, value(&claims.roles.join(","))?);
+            headers.insert(METHOD, HeaderValue::from_static("jwt"));
+            headers.insert(SESSION_ID, uuid_value(&claims.sid));
         }
         Credential::Emergency(claims) => {
-            headers.insert("x-auth-user-id", value(&claims.sub)?);
-            headers.insert("x-auth-roles", value(&claims.scope.join(","))?);
-            headers.insert("x-auth-method", HeaderValue::from_static("emergency"));
+            headers.insert(USER_ID, value(&claims.sub)?);
+            headers.insert(ROLES, value(&claims.scope.join(","))?);
+            headers.insert(METHOD, HeaderValue::from_static("emergency"));
         }
         Credential::ApiKey(key) => {
-            headers.insert("x-auth-user-id", value(&key.user_id.to_string())?);
-            headers.insert("x-auth-roles", HeaderValue::from_static(""));
-            headers.insert("x-auth-scopes", value(&key.scopes.join(","))?);
-            headers.insert("x-auth-api-key-id", value(&key.id.to_string())?);
-            headers.insert("x-auth-method", HeaderValue::from_static("api_key"));
+            headers.insert(USER_ID, uuid_value(&key.user_id));
+            headers.insert(ROLES, HeaderValue::from_static(""));
+            headers.insert(SCOPES, value(&key.scopes.join(","))?);
+            headers.insert(API_KEY_ID, uuid_value(&key.id));
+            headers.insert(METHOD, HeaderValue::from_static("api_key"));
         }
         Credential::External(identity) => {
-            headers.insert("x-auth-user-id", value(&identity.sub)?);
-            headers.insert("x-auth-idp", value(&identity.idp)?);
-            headers.insert("x-auth-method", HeaderValue::from_static("external"));
+            headers.insert(USER_ID, value(&identity.sub)?);
+            headers.insert(IDP, value(&identity.idp)?);
+            headers.insert(METHOD, HeaderValue::from_static("external"));
         }
     }
-    Ok((StatusCode::NO_CONTENT, headers))
+    Ok(response)
 }

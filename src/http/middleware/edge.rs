@@ -23,6 +23,7 @@ pub async fn layer(State(hsts): State<Hsts>, request: Request, next: Next) -> Re
     .await;
     metrics::record(route.as_ref(), method, response.status().as_u16(), started);
     let headers = response.headers_mut();
+    headers.reserve(8);
     security_headers::apply(headers, hsts);
     if let Some(value) = id_header {
         headers.insert(request_id::HEADER, value);

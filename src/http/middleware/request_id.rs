@@ -11,7 +11,7 @@
 //! CPU; the task-local costs nothing until a line is actually written.
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method};
+use axum::http::{HeaderValue, Method, Uri};
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -21,7 +21,8 @@ pub const HEADER: &str = "x-request-id";
 pub struct RequestContext {
     pub id: String,
     pub method: Method,
-    pub path: String,
+    /// The request's URI (a cheap, shared copy); log lines show its path.
+    pub uri: Uri,
 }
 
 tokio::task_local! {
@@ -58,7 +59,7 @@ pub fn context_for(request: &Request) -> (RequestContext, Option<HeaderValue>) {
     let context = RequestContext {
         id,
         method: request.method().clone(),
-        path: request.uri().path().to_string(),
+        uri: request.uri().clone(),
     };
     (context, header)
 }
