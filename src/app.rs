@@ -435,9 +435,10 @@ fn spawn_revocation_purge(revocations: Arc<RevocationSet>) {
 /// Drains recorded histogram samples into their buckets. Without it the
 /// Prometheus recorder keeps every sample until `/metrics` is scraped:
 /// memory grew by ~200 MB over a one-minute load test with no scraper.
+/// Every second: at 100k requests/s a sample costs 8 bytes until drained.
 fn spawn_metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tick.tick().await;
             handle.run_upkeep();
