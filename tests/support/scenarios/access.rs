@@ -28,6 +28,15 @@ pub async fn api_keys_mint_verify_list_and_delete(stack: &mut Stack) {
     assert_eq!(list.body["items"], json!([]));
 }
 
+async fn may_deploy(app: &crate::support::TestApp, token: &str) -> crate::support::Reply {
+    app.post(
+        "/api/v1/authz/check",
+        Some(token),
+        json!({"permission": "deploy:prod"}),
+    )
+    .await
+}
+
 pub async fn roles_authz_search_and_audit(stack: &mut Stack) {
     let app = &stack.app;
     let admin = app.admin_token().await;
@@ -51,13 +60,7 @@ pub async fn roles_authz_search_and_audit(stack: &mut Stack) {
         )
         .await;
     assert_eq!(set.status, StatusCode::OK, "{}", set.body);
-    let check = app
-        .post(
-            "/api/v1/authz/check",
-            Some(&user.access),
-            json!({"permission": "deploy:prod"}),
-        )
-        .await;
+    let check = may_deploy(app, &user.access).await;
     assert_eq!(
         check.body,
         json!({"allowed": true, "source": "live", "stale": false})
@@ -73,13 +76,7 @@ pub async fn roles_authz_search_and_audit(stack: &mut Stack) {
         )
         .await;
     assert_eq!(gone.status, StatusCode::NO_CONTENT);
-    let check = app
-        .post(
-            "/api/v1/authz/check",
-            Some(&user.access),
-            json!({"permission": "deploy:prod"}),
-        )
-        .await;
+    let check = may_deploy(app, &user.access).await;
     assert_eq!(check.body["allowed"], false);
     // The audit log is written in the background; wait for the role change.
     let mut kinds = Vec::new();
