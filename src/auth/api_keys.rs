@@ -62,10 +62,6 @@ pub struct ApiKeys {
     audit: Arc<Audit>,
 }
 
-fn sha256_hex(text: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes()).as_ref())
-}
-
 fn random_hex(bytes: usize) -> Result<String, ApiError> {
     let mut buf = vec![0u8; bytes];
     aws_lc_rs::rand::fill(&mut buf).map_err(|_| ApiError::internal("rng failed"))?;
@@ -155,7 +151,7 @@ impl ApiKeys {
             user_id,
             name: name.to_string(),
             prefix,
-            secret_hash: sha256_hex(&key),
+            secret_hash: crate::auth::sha256_hex(&key),
             scopes,
             created_at: now,
             expires_at: expires_in.map(|s| now + s),
@@ -198,8 +194,9 @@ impl ApiKeys {
         key: &str,
         now: UnixTime,
     ) -> Result<Arc<ApiKeyPrincipal>, ApiError> {
-        let prefix = parse(key.trim()).ok_or(ApiError::TokenInvalid)?;
-        let digest = crate::cache::validation::digest(key.trim());
+        let key = key.trim();
+        let prefix = parse(key).ok_or(ApiError::TokenInvalid)?;
+        let digest = crate::auth::sha256(key);
         if let Some(hit) = self.cache.get(&digest) {
             if hit.expires_at.is_some_and(|at| at <= now) {
                 return Err(ApiError::TokenExpired);
@@ -211,7 +208,7 @@ impl ApiKeys {
             .api_key_by_prefix(prefix)
             .await?
             .ok_or(ApiError::TokenInvalid)?;
-        let presented = sha256_hex(key.trim());
+        let presented = hex::encode(digest);
         if aws_lc_rs::constant_time::verify_slices_are_equal(
             presented.as_bytes(),
             stored.secret_hash.as_bytes(),

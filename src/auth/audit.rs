@@ -28,21 +28,7 @@ impl Audit {
     }
 
     pub fn record(&self, kind: &'static str, user_id: Option<Uuid>, detail: serde_json::Value) {
-        metrics::counter!("holdfast_audit_events_total", "kind" => kind).increment(1);
-        tracing::info!(
-            target: "audit",
-            kind,
-            user_id = user_id.map(|u| u.to_string()).unwrap_or_default(),
-            detail = %detail,
-            "audit event"
-        );
-        self.outbox.push(AuditEvent {
-            id: 0,
-            at: crate::auth::now(),
-            kind: kind.to_string(),
-            user_id,
-            detail,
-        });
+        self.outbox.push(event(kind, user_id, detail));
     }
 
     /// `record` for a process about to exit (the CLI): stored before it
@@ -53,19 +39,33 @@ impl Audit {
         user_id: Option<Uuid>,
         detail: serde_json::Value,
     ) -> Result<(), ApiError> {
-        tracing::info!(target: "audit", kind, detail = %detail, "audit event");
-        let event = AuditEvent {
-            id: 0,
-            at: crate::auth::now(),
-            kind: kind.to_string(),
-            user_id,
-            detail,
-        };
-        Ok(self.store.append_audit(&[event]).await?)
+        Ok(self
+            .store
+            .append_audit(&[event(kind, user_id, detail)])
+            .await?)
     }
 
     /// Stored events at or after `since`, oldest first.
     pub async fn since(&self, since: UnixTime, limit: i64) -> Result<Vec<AuditEvent>, ApiError> {
         Ok(self.store.audit_since(since, limit).await?)
+    }
+}
+
+/// An event stamped now, logged and counted as it is made.
+fn event(kind: &'static str, user_id: Option<Uuid>, detail: serde_json::Value) -> AuditEvent {
+    metrics::counter!("holdfast_audit_events_total", "kind" => kind).increment(1);
+    tracing::info!(
+        target: "audit",
+        kind,
+        user_id = user_id.map(|u| u.to_string()).unwrap_or_default(),
+        detail = %detail,
+        "audit event"
+    );
+    AuditEvent {
+        id: 0,
+        at: crate::auth::now(),
+        kind: kind.to_string(),
+        user_id,
+        detail,
     }
 }

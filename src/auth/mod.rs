@@ -32,6 +32,21 @@ impl From<HashError> for ApiError {
     }
 }
 
+/// SHA-256 of a high-entropy secret or token (refresh secrets, API keys,
+/// validation-cache keys): a fast hash is right where guessing is hopeless;
+/// Argon2 is for passwords.
+pub fn sha256(text: &str) -> [u8; 32] {
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, text.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// `sha256` as lower-case hex, the form the stores keep.
+pub fn sha256_hex(text: &str) -> String {
+    hex::encode(sha256(text))
+}
+
 /// Seconds since the Unix epoch, read once per request at the edge.
 pub fn now() -> crate::store::UnixTime {
     time::OffsetDateTime::now_utc().unix_timestamp()

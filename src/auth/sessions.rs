@@ -281,12 +281,8 @@ fn new_refresh_secret() -> Result<(String, String), ApiError> {
     let mut bytes = [0u8; 32];
     aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal("rng failed"))?;
     let secret = URL_SAFE_NO_PAD.encode(bytes);
-    let hash = hash_secret(&secret);
+    let hash = crate::auth::sha256_hex(&secret);
     Ok((secret, hash))
-}
-
-fn hash_secret(secret: &str) -> String {
-    hex::encode(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, secret.as_bytes()).as_ref())
 }
 
 /// `<session id>.<secret>` → (session id, hash of the secret).
@@ -300,7 +296,7 @@ fn parse_refresh_token(token: &str) -> Result<(Uuid, String), ApiError> {
     {
         return Err(ApiError::TokenInvalid);
     }
-    Ok((sid, hash_secret(secret)))
+    Ok((sid, crate::auth::sha256_hex(secret)))
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 
 use crate::auth::keys::KeyRing;
 use crate::auth::revocation::RevocationSet;
-use crate::cache::validation::{ValidationCache, Verified, digest};
+use crate::auth::sha256;
+use crate::cache::validation::{ValidationCache, Verified};
 use crate::error::ApiError;
 use crate::store::{UnixTime, User};
 use jsonwebtoken::{Algorithm, Header, Validation};
@@ -111,7 +112,7 @@ impl TokenService {
         token: &str,
         now: UnixTime,
     ) -> Option<Result<Arc<AccessClaims>, ApiError>> {
-        let hit = self.cache.get(&digest(token))?;
+        let hit = self.cache.get(&sha256(token))?;
         if !self.keys.snapshot().verifying.contains_key(&*hit.kid) {
             return Some(Err(ApiError::TokenInvalid));
         }
@@ -145,7 +146,7 @@ impl TokenService {
         let claims = Arc::new(claims);
         self.check_live(&claims, now)?;
         self.cache.insert(
-            digest(token),
+            sha256(token),
             Verified {
                 claims: Arc::clone(&claims),
                 kid: kid.into(),

@@ -117,31 +117,42 @@ impl Bus {
         self.subscribers.write().push(subscriber);
     }
 
+    /// The log row and the pub/sub payload of `event`, both stamped with
+    /// this node.
+    fn encode(
+        &self,
+        event: &Invalidation,
+        now: UnixTime,
+    ) -> Result<(LoggedInvalidation, String), crate::store::StoreError> {
+        let corrupt = |e: serde_json::Error| crate::store::StoreError::Corrupt(e.to_string());
+        let row = LoggedInvalidation {
+            seq: 0,
+            at: now,
+            node: self.node.clone(),
+            event: serde_json::to_string(event).map_err(corrupt)?,
+        };
+        let payload = serde_json::to_string(&Message {
+            node: self.node.clone(),
+            event: event.clone(),
+        })
+        .map_err(corrupt)?;
+        Ok((row, payload))
+    }
+
     /// Applies `event` here, then ships it to the other nodes without
     /// waiting for either transport.
     pub fn publish(&self, event: Invalidation, now: UnixTime) {
         self.deliver(&event, now);
         metrics::counter!("holdfast_invalidations_published_total").increment(1);
-        let payload = match serde_json::to_string(&Message {
-            node: self.node.clone(),
-            event: event.clone(),
-        }) {
-            Ok(p) => p,
+        let (row, payload) = match self.encode(&event, now) {
+            Ok(encoded) => encoded,
             Err(e) => {
                 tracing::error!(error = %e, "cannot encode an invalidation");
                 return;
             }
         };
         if let Some(log) = &self.log {
-            match serde_json::to_string(&event) {
-                Ok(event) => log.push(LoggedInvalidation {
-                    seq: 0,
-                    at: now,
-                    node: self.node.clone(),
-                    event,
-                }),
-                Err(e) => tracing::error!(error = %e, "cannot encode an invalidation"),
-            }
+            log.push(row);
         }
         if let Some((conn, guard)) = &self.redis {
             let (conn, guard) = (conn.clone(), Arc::clone(guard));
@@ -161,23 +172,11 @@ impl Bus {
         now: UnixTime,
     ) -> Result<(), crate::store::StoreError> {
         self.deliver(&event, now);
-        let encoded = serde_json::to_string(&event)
-            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
+        let (row, payload) = self.encode(&event, now)?;
         if let Some(log) = &self.log_store {
-            log.append_invalidations(&[LoggedInvalidation {
-                seq: 0,
-                at: now,
-                node: self.node.clone(),
-                event: encoded,
-            }])
-            .await?;
+            log.append_invalidations(&[row]).await?;
         }
         if let Some((conn, guard)) = &self.redis {
-            let payload = serde_json::to_string(&Message {
-                node: self.node.clone(),
-                event,
-            })
-            .map_err(|e| crate::store::StoreError::Corrupt(e.to_string()))?;
             // Best effort: the log row above already reaches every node.
             let _ = send(conn.clone(), guard, &payload).await;
         }

@@ -26,13 +26,6 @@ pub struct ValidationCache {
     ttl: Duration,
 }
 
-pub fn digest(token: &str) -> [u8; 32] {
-    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
-}
-
 impl ValidationCache {
     pub fn new(ttl: Duration) -> Self {
         Self {

@@ -109,8 +109,10 @@ pub async fn resolve_token(
         );
         return Ok(Credential::Emergency(claims));
     }
-    if !state.keys.snapshot().verifying.contains_key(kid)
-        && let Some(idp) = state.external.for_token(token)
+    // Only when upstream issuers are configured (`for_token` is `None`
+    // otherwise): no key-ring lookup on the common path.
+    if let Some(idp) = state.external.for_token(token)
+        && !state.keys.snapshot().verifying.contains_key(kid)
     {
         return idp.verify(token, &header).await.map(Credential::External);
     }
