@@ -19,7 +19,7 @@ use crate::cache::bus::Bus;
 use crate::cache::validation::ValidationCache;
 use crate::config::{Config, DatabaseBackend, Environment};
 use crate::http;
-use crate::http::middleware::{edge, security_headers};
+use crate::http::middleware::security_headers;
 use crate::resilience::DependencyGuard;
 use crate::resilience::health::{Component, HealthMonitor};
 use crate::store::layered::LayeredSessionStore;
@@ -394,7 +394,7 @@ impl AppState {
 
     pub fn router(&self) -> Router {
         let hsts = security_headers::Hsts(self.config.env == Environment::Production);
-        http::routes(self.clone()).layer(axum::middleware::from_fn_with_state(hsts, edge::layer))
+        http::routes(self.clone(), hsts)
     }
 }
 

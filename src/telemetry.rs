@@ -87,7 +87,7 @@ where
     ) -> std::fmt::Result {
         let request = request_id::with_current(|r| {
             (
-                r.id.clone(),
+                r.id.to_string(),
                 r.method.as_str().to_string(),
                 r.uri.path().to_string(),
             )
@@ -155,7 +155,7 @@ mod tests {
             .finish();
         let _guard = tracing::subscriber::set_default(subscriber);
         let context = RequestContext {
-            id: "req-\"1\"".into(),
+            id: request_id::RequestId::Given(axum::http::HeaderValue::from_static("req-\"1\"")),
             method: axum::http::Method::POST,
             uri: axum::http::Uri::from_static("/api/v1/auth/login"),
         };

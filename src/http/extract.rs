@@ -6,11 +6,22 @@
 use crate::app::AppState;
 use crate::auth::sessions::Client;
 use crate::error::ApiError;
+use crate::http::BODY_LIMIT;
+use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header, request::Parts};
 use ipnet::IpNet;
 use serde::de::DeserializeOwned;
 use std::net::{IpAddr, SocketAddr};
+
+/// The request with its body capped at `BODY_LIMIT`: reading past it
+/// fails, and axum's body extractors answer that as 413 (REQ002 here).
+/// Every extractor that reads a body calls this. It is not a router layer
+/// (`DefaultBodyLimit`) because a layer costs every request, bodiless
+/// verifications included, one more request extension.
+pub fn limited(req: Request) -> Request {
+    req.map(|body| Body::new(http_body_util::Limited::new(body, BODY_LIMIT)))
+}
 
 /// A JSON body; any rejection is an `ApiError`.
 pub struct Json<T>(pub T);
@@ -19,7 +30,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        match axum::Json::<T>::from_request(limited(req), state).await {
             Ok(axum::Json(value)) => Ok(Json(value)),
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 Err(ApiError::PayloadTooLarge)

@@ -7,8 +7,9 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::http::caller::{Credential, resolve_token};
+use crate::http::extract::limited;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -30,10 +31,13 @@ impl<S: Send + Sync> FromRequest<S> for FormOrJson {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
         if form {
-            axum::Form::<IntrospectBody>::from_request(req, state)
+            axum::Form::<IntrospectBody>::from_request(limited(req), state)
                 .await
                 .map(|axum::Form(b)| FormOrJson(b))
-                .map_err(|e| ApiError::Malformed(e.body_text()))
+                .map_err(|e| match e.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+                    _ => ApiError::Malformed(e.body_text()),
+                })
         } else {
             crate::http::extract::Json::<IntrospectBody>::from_request(req, state)
                 .await

@@ -18,13 +18,14 @@ pub mod well_known;
 use crate::app::AppState;
 use crate::error::ApiError;
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, patch, post, put};
+use middleware::edge::Edge;
+use middleware::security_headers::Hsts;
 
 /// Request bodies larger than this are refused with 413 REQ002.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-pub fn routes(state: AppState) -> Router {
+pub fn routes(state: AppState, hsts: Hsts) -> Router {
     let api = Router::new()
         .route("/api/v1/auth/register", post(auth::register))
         .route("/api/v1/auth/login", post(auth::login))
@@ -100,7 +101,10 @@ pub fn routes(state: AppState) -> Router {
         .route("/metrics", get(admin::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // One layer: each `Router::layer` call wraps every route in another
+        // boxed service, cloned and boxing its future on every request. The
+        // body limit is applied by the body extractors (`extract::limited`).
+        .layer(Edge::new(hsts))
         .with_state(state)
 }
 

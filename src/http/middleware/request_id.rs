@@ -12,14 +12,48 @@
 
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, Uri};
-use std::time::Instant;
+use std::fmt;
+use std::time::Duration;
 use uuid::Uuid;
 
 pub const HEADER: &str = "x-request-id";
 
+/// A request's id: the client's own (already checked to be sane) or one
+/// generated here. Kept unformatted: most requests never write a log line,
+/// and formatting a generated UUID into a `String` up front was an
+/// allocation per request.
+pub enum RequestId {
+    Given(HeaderValue),
+    Generated(Uuid),
+}
+
+impl RequestId {
+    /// The value of the response's `X-Request-Id`.
+    pub fn header_value(&self) -> HeaderValue {
+        match self {
+            RequestId::Given(value) => value.clone(),
+            RequestId::Generated(id) => {
+                let mut buf = Uuid::encode_buffer();
+                HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf))
+                    .expect("a hyphenated UUID is a valid header value")
+            }
+        }
+    }
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // `sane` admitted only visible ASCII.
+            RequestId::Given(value) => f.write_str(value.to_str().unwrap_or_default()),
+            RequestId::Generated(id) => id.hyphenated().fmt(f),
+        }
+    }
+}
+
 /// What every log line of a request is stamped with.
 pub struct RequestContext {
-    pub id: String,
+    pub id: RequestId,
     pub method: Method,
     /// The request's URI (a cheap, shared copy); log lines show its path.
     pub uri: Uri,
@@ -31,7 +65,7 @@ tokio::task_local! {
 
 /// The id of the request being served, if called inside one.
 pub fn current() -> Option<String> {
-    REQUEST.try_with(|r| r.id.clone()).ok()
+    REQUEST.try_with(|r| r.id.to_string()).ok()
 }
 
 /// `f` applied to the request being served, if called inside one.
@@ -41,42 +75,41 @@ pub fn with_current<R>(f: impl FnOnce(&RequestContext) -> R) -> Option<R> {
 
 /// Accepts up to 128 visible ASCII characters; anything else is replaced,
 /// so a client cannot inject into logs.
-fn sane(value: &HeaderValue) -> Option<String> {
-    let text = value.to_str().ok()?;
-    let ok = !text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_graphic());
-    ok.then(|| text.to_string())
+fn sane(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic)
 }
 
-/// The request's context (id echoed or generated) and the header value
-/// to answer it with.
-pub fn context_for(request: &Request) -> (RequestContext, Option<HeaderValue>) {
-    let id = request
-        .headers()
-        .get(HEADER)
-        .and_then(sane)
-        .unwrap_or_else(|| Uuid::new_v4().to_string());
-    let header = HeaderValue::from_str(&id).ok();
-    let context = RequestContext {
+/// The request's context: its id echoed or generated, method and URI.
+pub fn context_for(request: &Request) -> RequestContext {
+    let id = match request.headers().get(HEADER) {
+        Some(value) if sane(value) => RequestId::Given(value.clone()),
+        _ => RequestId::Generated(Uuid::new_v4()),
+    };
+    RequestContext {
         id,
         method: request.method().clone(),
         uri: request.uri().clone(),
-    };
-    (context, header)
+    }
 }
 
 /// Runs `fut` (the rest of the request) inside `context`.
-pub async fn scope<F: std::future::Future>(context: RequestContext, fut: F) -> F::Output {
-    REQUEST.scope(context, fut).await
+pub fn scope<F: std::future::Future>(
+    context: RequestContext,
+    fut: F,
+) -> tokio::task::futures::TaskLocalFuture<RequestContext, F> {
+    REQUEST.scope(context, fut)
 }
 
-/// The request's own log line. Successes at debug: forward-auth answers
-/// tens of thousands of verifications a second, and a line each would cost
-/// more than the verification. Refusals and failures stay visible.
-pub fn log_finished(status: u16, started: Instant) {
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-    match status {
+/// The request's own log line, written inside its context. Successes at
+/// debug: forward-auth answers tens of thousands of verifications a
+/// second, and a line each would cost more than the verification.
+/// Refusals and failures stay visible.
+pub fn log_finished(context: RequestContext, status: u16, elapsed: Duration) {
+    let latency_ms = elapsed.as_secs_f64() * 1000.0;
+    REQUEST.sync_scope(context, || match status {
         500.. => tracing::warn!(status, latency_ms, "request finished"),
         400.. => tracing::info!(status, latency_ms, "request finished"),
         _ => tracing::debug!(status, latency_ms, "request finished"),
-    }
+    });
 }
