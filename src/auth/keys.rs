@@ -17,12 +17,13 @@
 
 use crate::auth::master_key::MasterKey;
 use crate::store::{KeyStore, StoreError, StoredKey, UnixTime};
+use arc_swap::ArcSwap;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -73,10 +74,12 @@ pub struct KeySchedule {
     pub standby: i64,
 }
 
-/// The keys in memory. Readers take an `Arc<KeySet>` and drop the lock at
-/// once, so verification never waits behind a reload.
+/// The keys in memory, swapped whole on a reload (`ArcSwap`): readers
+/// never wait behind a reload, and the verification path reads them
+/// without writing shared memory (a lock or a reference count would bounce
+/// a cache line between the cores on every request).
 pub struct KeyRing {
-    current: RwLock<Arc<KeySet>>,
+    current: ArcSwap<KeySet>,
     store: Arc<dyn KeyStore>,
     master: MasterKey,
     schedule: KeySchedule,
@@ -95,7 +98,7 @@ impl KeyRing {
         now: UnixTime,
     ) -> Result<Arc<Self>, KeyError> {
         let ring = Arc::new(Self {
-            current: RwLock::new(Arc::new(KeySet::default())),
+            current: ArcSwap::from_pointee(KeySet::default()),
             store,
             master,
             schedule,
@@ -180,7 +183,7 @@ impl KeyRing {
 
     fn install(&self, stored: &[StoredKey], now: UnixTime) -> Result<(), KeyError> {
         let set = derive(stored, now, self.schedule, |key| self.open(key))?;
-        *self.current.write() = Arc::new(set);
+        self.current.store(Arc::new(set));
         Ok(())
     }
 
@@ -200,7 +203,12 @@ impl KeyRing {
     }
 
     pub fn snapshot(&self) -> Arc<KeySet> {
-        Arc::clone(&self.current.read())
+        self.current.load_full()
+    }
+
+    /// Whether the key `kid` still verifies.
+    pub fn verifies(&self, kid: &str) -> bool {
+        self.current.load().verifying.contains_key(kid)
     }
 
     /// The public JWKS: exactly the keys that verify.

@@ -2,27 +2,31 @@
 //! with PostgreSQL and Redis both gone. Bounded by time: an entry is kept
 //! only as long as a token it could refuse can still be valid
 //! (`horizon` = access-token lifetime + leeway), then purged.
+//!
+//! Every verification reads both maps, from every core at once; writes are
+//! rare (logouts, password changes). `papaya` maps are read without
+//! writing shared memory, where each read of an `RwLock<HashMap>` took the
+//! lock word's cache line from the other core.
 
 use crate::cache::bus::{Invalidation, Subscriber};
 use crate::store::UnixTime;
-use parking_lot::RwLock;
-use std::collections::HashMap;
+use papaya::HashMap;
 use uuid::Uuid;
 
 pub struct RevocationSet {
     horizon: i64,
     /// Revoked session id → when the entry may be forgotten.
-    sessions: RwLock<HashMap<Uuid, UnixTime>>,
+    sessions: HashMap<Uuid, UnixTime>,
     /// User id → tokens issued before this instant are refused.
-    users: RwLock<HashMap<Uuid, UnixTime>>,
+    users: HashMap<Uuid, UnixTime>,
 }
 
 impl RevocationSet {
     pub fn new(horizon_secs: i64) -> Self {
         Self {
             horizon: horizon_secs,
-            sessions: RwLock::new(HashMap::new()),
-            users: RwLock::new(HashMap::new()),
+            sessions: HashMap::new(),
+            users: HashMap::new(),
         }
     }
 
@@ -31,35 +35,33 @@ impl RevocationSet {
     }
 
     pub fn revoke_session(&self, id: Uuid, now: UnixTime) {
-        self.sessions.write().insert(id, now + self.horizon);
+        self.sessions.pin().insert(id, now + self.horizon);
     }
 
     pub fn set_user_not_before(&self, user: Uuid, at: UnixTime) {
-        let mut users = self.users.write();
-        let entry = users.entry(user).or_insert(at);
-        *entry = (*entry).max(at);
+        self.users
+            .pin()
+            .update_or_insert(user, |earlier| (*earlier).max(at), at);
     }
 
     pub fn is_session_revoked(&self, id: Uuid) -> bool {
-        self.sessions.read().contains_key(&id)
+        self.sessions.pin().contains_key(&id)
     }
 
     /// Is a token of `user` issued at `iat` refused by a not-before time?
     pub fn is_user_token_revoked(&self, user: Uuid, iat: UnixTime) -> bool {
-        self.users.read().get(&user).is_some_and(|nb| iat < *nb)
+        self.users.pin().get(&user).is_some_and(|nb| iat < *nb)
     }
 
     /// Drops entries no live token can be affected by any more.
     pub fn purge(&self, now: UnixTime) {
-        self.sessions
-            .write()
-            .retain(|_, forget_at| *forget_at > now);
+        self.sessions.pin().retain(|_, forget_at| *forget_at > now);
         let horizon = self.horizon;
-        self.users.write().retain(|_, nb| *nb + horizon > now);
+        self.users.pin().retain(|_, nb| *nb + horizon > now);
     }
 
     pub fn len(&self) -> usize {
-        self.sessions.read().len() + self.users.read().len()
+        self.sessions.len() + self.users.len()
     }
 
     pub fn is_empty(&self) -> bool {
