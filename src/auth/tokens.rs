@@ -112,8 +112,8 @@ impl TokenService {
         token: &str,
         now: UnixTime,
     ) -> Option<Result<Arc<AccessClaims>, ApiError>> {
-        let hit = self.cache.get(&sha256(token))?;
-        if !self.keys.snapshot().verifying.contains_key(&*hit.kid) {
+        let hit = self.cache.get(&sha256(token), now)?;
+        if !self.keys.verifies(&hit.kid) {
             return Some(Err(ApiError::TokenInvalid));
         }
         Some(self.check_live(&hit.claims, now).map(|()| hit.claims))

@@ -37,6 +37,15 @@ pub trait CacheView: Send + Sync {
     fn cleanup(&self);
 }
 
+/// Hits per lookup, to three decimals.
+fn hit_rate(hits: u64, lookups: u64) -> f64 {
+    if lookups == 0 {
+        0.0
+    } else {
+        (hits as f64 / lookups as f64 * 1000.0).round() / 1000.0
+    }
+}
+
 #[derive(Clone)]
 struct Entry<V> {
     value: V,
@@ -152,11 +161,7 @@ where
             entries: self.inner.entry_count(),
             hits,
             misses,
-            hit_rate: if lookups == 0 {
-                0.0
-            } else {
-                (hits as f64 / lookups as f64 * 1000.0).round() / 1000.0
-            },
+            hit_rate: hit_rate(hits, lookups),
             evictions: self.counters.evictions.load(Ordering::Relaxed),
             expirations: self.counters.expirations.load(Ordering::Relaxed),
         }

@@ -4,16 +4,32 @@
 //! still checked against what can change after verification — the key
 //! still verifies, the token has not expired, no revocation covers it — so
 //! the cache can make verification faster but never more permissive.
+//!
+//! Two levels. The shared one is a bounded `moka` cache. In front of it each
+//! worker thread keeps its own copies of the entries it used last (`Near`):
+//! a hit in the shared cache writes shared memory (moka's read log, the
+//! entry's access time and reference count, the hit counter), so two cores
+//! verifying the same tokens passed those cache lines back and forth on
+//! every request. Any invalidation clears every thread's copies (a
+//! generation number), and a hit at either level is re-checked the same
+//! way by the caller.
 
 use crate::auth::tokens::AccessClaims;
 use crate::cache::bus::{Invalidation, Subscriber};
-use crate::cache::{CacheView, CountedCache};
+use crate::cache::{CacheStats, CacheView, CountedCache};
 use crate::store::UnixTime;
+use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use thread_local::ThreadLocal;
 
 /// Verified tokens kept per node.
 const CAPACITY: u64 = 100_000;
+/// Entries each worker thread keeps in front of the shared cache; emptied
+/// when full (the shared cache still has them).
+const NEAR_CAPACITY: usize = 1024;
 
 #[derive(Clone)]
 pub struct Verified {
@@ -21,9 +37,41 @@ pub struct Verified {
     pub kid: Arc<str>,
 }
 
+impl Verified {
+    /// A copy sharing no reference count with `self`, for one thread.
+    fn private_copy(&self) -> Self {
+        Verified {
+            claims: Arc::new((*self.claims).clone()),
+            kid: Arc::from(&*self.kid),
+        }
+    }
+}
+
+/// One thread's front of the cache. The lock is only ever taken by its own
+/// thread (uncontended); it makes the slot `Sync` so the stats can read
+/// the hit count.
+#[derive(Default)]
+struct Slot {
+    hits: AtomicU64,
+    near: Mutex<Near>,
+}
+
+#[derive(Default)]
+struct Near {
+    /// The generation these entries were read under.
+    generation: u64,
+    /// Keys are SHA-256 digests of tokens that verified: not chosen by
+    /// clients, so a fast hash is safe.
+    entries: HashMap<[u8; 32], (Verified, UnixTime), foldhash::fast::RandomState>,
+}
+
 pub struct ValidationCache {
     entries: CountedCache<[u8; 32], Verified>,
     ttl: Duration,
+    near: ThreadLocal<Slot>,
+    /// Bumped after every invalidation: threads' copies of an older
+    /// generation are dropped before use.
+    generation: AtomicU64,
 }
 
 impl ValidationCache {
@@ -31,22 +79,107 @@ impl ValidationCache {
         Self {
             entries: CountedCache::new("validation", CAPACITY),
             ttl,
+            near: ThreadLocal::new(),
+            generation: AtomicU64::new(0),
         }
     }
 
-    pub fn get(&self, key: &[u8; 32]) -> Option<Verified> {
-        self.entries.get(key)
+    pub fn get(&self, key: &[u8; 32], now: UnixTime) -> Option<Verified> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let slot = self.near.get_or_default();
+        {
+            let mut near = slot.near.lock();
+            if near.generation != generation {
+                near.entries.clear();
+                near.generation = generation;
+            }
+            match near.entries.get(key) {
+                Some((verified, until)) if now < *until => {
+                    slot.hits.fetch_add(1, Ordering::Relaxed);
+                    return Some(verified.clone());
+                }
+                Some(_) => {
+                    near.entries.remove(key);
+                }
+                None => {}
+            }
+        }
+        let verified = self.entries.get(key)?;
+        self.keep_near(slot, *key, &verified, generation, now);
+        Some(verified)
     }
 
     /// Caches a successful verification until the token's `exp` at the
     /// latest.
     pub fn insert(&self, key: [u8; 32], verified: Verified, now: UnixTime) {
-        let left = Duration::from_secs((verified.claims.exp - now).max(0) as u64);
-        self.entries.insert(key, verified, left.min(self.ttl));
+        let generation = self.generation.load(Ordering::Acquire);
+        let left = self.left(&verified, now);
+        if left.is_zero() {
+            return;
+        }
+        self.keep_near(self.near.get_or_default(), key, &verified, generation, now);
+        self.entries.insert(key, verified, left);
+    }
+
+    fn left(&self, verified: &Verified, now: UnixTime) -> Duration {
+        let to_exp = Duration::from_secs((verified.claims.exp - now).max(0) as u64);
+        to_exp.min(self.ttl)
+    }
+
+    /// Copies an entry to this thread's front, tagged with the generation
+    /// read before the shared cache was: if an invalidation ran since, the
+    /// copy is dropped at the next lookup.
+    fn keep_near(
+        &self,
+        slot: &Slot,
+        key: [u8; 32],
+        verified: &Verified,
+        generation: u64,
+        now: UnixTime,
+    ) {
+        let until = now + self.left(verified, now).as_secs() as UnixTime;
+        let mut near = slot.near.lock();
+        if near.generation != generation {
+            return;
+        }
+        if near.entries.len() >= NEAR_CAPACITY {
+            near.entries.clear();
+        }
+        near.entries.insert(key, (verified.private_copy(), until));
+    }
+
+    /// Drops every thread's copies (after the shared cache was changed).
+    fn next_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn view(&self) -> &dyn CacheView {
-        &self.entries
+        self
+    }
+}
+
+impl CacheView for ValidationCache {
+    fn name(&self) -> &'static str {
+        self.entries.name()
+    }
+
+    /// The shared cache's figures, with the hits answered by the threads'
+    /// copies added (those never reached the shared cache).
+    fn stats(&self) -> CacheStats {
+        let mut stats = self.entries.stats();
+        stats.hits += self
+            .near
+            .iter()
+            .map(|slot| slot.hits.load(Ordering::Relaxed))
+            .sum::<u64>();
+        let lookups = stats.hits + stats.misses;
+        stats.hit_rate = super::hit_rate(stats.hits, lookups);
+        stats
+    }
+
+    fn cleanup(&self) {
+        self.entries.cleanup();
+        self.next_generation();
     }
 }
 
@@ -61,8 +194,9 @@ impl Subscriber for ValidationCache {
                     .invalidate_if(move |_, v| v.claims.sub == user && v.claims.iat < at)
             }
             Invalidation::KeysChanged { revoked_all: true } => self.entries.invalidate_all(),
-            _ => {}
+            _ => return,
         }
+        self.next_generation();
     }
 }
 
@@ -102,10 +236,39 @@ mod tests {
             verified(Uuid::new_v4(), Uuid::new_v4(), now, now),
             now,
         );
-        assert!(cache.get(&[1; 32]).is_some());
-        assert!(cache.get(&[2; 32]).is_none(), "already at exp: not cached");
+        assert!(cache.get(&[1; 32], now).is_some());
+        assert!(
+            cache.get(&[2; 32], now).is_none(),
+            "already at exp: not cached"
+        );
         std::thread::sleep(Duration::from_millis(1100));
-        assert!(cache.get(&[1; 32]).is_none(), "gone with its token");
+        let later = crate::auth::now();
+        assert!(cache.get(&[1; 32], later).is_none(), "gone with its token");
+    }
+
+    #[test]
+    fn another_threads_invalidation_reaches_this_threads_copies() {
+        let cache = Arc::new(ValidationCache::new(Duration::from_secs(300)));
+        let now = crate::auth::now();
+        let sid = Uuid::new_v4();
+        cache.insert([1; 32], verified(Uuid::new_v4(), sid, now, now + 600), now);
+        // This thread now answers from its own copy, counted as a hit.
+        assert!(cache.get(&[1; 32], now).is_some());
+        assert!(cache.get(&[1; 32], now).is_some());
+        assert_eq!(cache.stats().hits, 2, "{:?}", cache.stats());
+        let other = Arc::clone(&cache);
+        std::thread::spawn(move || {
+            assert!(
+                other.get(&[1; 32], now).is_some(),
+                "read through the shared cache"
+            );
+            other.apply(&Invalidation::SessionRevoked { sid }, now);
+        })
+        .join()
+        .expect("the other thread's assertions");
+        assert!(cache.get(&[1; 32], now).is_none());
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses), (3, 1), "{stats:?}");
     }
 
     #[test]
@@ -130,7 +293,7 @@ mod tests {
             now,
         );
         cache.apply(&Invalidation::SessionRevoked { sid }, now);
-        assert!(cache.get(&[1; 32]).is_none());
+        assert!(cache.get(&[1; 32], now).is_none());
         cache.apply(
             &Invalidation::UserNotBefore {
                 user: alice,
@@ -138,10 +301,13 @@ mod tests {
             },
             now,
         );
-        assert!(cache.get(&[2; 32]).is_none(), "issued before not-before");
-        assert!(cache.get(&[4; 32]).is_some(), "issued after it");
-        assert!(cache.get(&[3; 32]).is_some(), "another user");
+        assert!(
+            cache.get(&[2; 32], now).is_none(),
+            "issued before not-before"
+        );
+        assert!(cache.get(&[4; 32], now).is_some(), "issued after it");
+        assert!(cache.get(&[3; 32], now).is_some(), "another user");
         cache.apply(&Invalidation::KeysChanged { revoked_all: true }, now);
-        assert!(cache.get(&[3; 32]).is_none());
+        assert!(cache.get(&[3; 32], now).is_none());
     }
 }
