@@ -90,9 +90,9 @@ impl FromRequestParts<AppState> for Credential {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let now = crate::auth::now();
         if let Some(key) = api_key(parts)? {
-            return state
-                .api_keys
-                .authenticate(key, now)
+            // Boxed, like the upstream fetch below: a store lookup's
+            // future is large and a bearer token never needs it.
+            return Box::pin(state.api_keys.authenticate(key, now))
                 .await
                 .map(Credential::ApiKey);
         }
@@ -127,7 +127,11 @@ pub async fn resolve_token(
     if let Some(idp) = state.external.for_token(token)
         && !state.keys.verifies(kid)
     {
-        return idp.verify(token, &header).await.map(Credential::External);
+        // Boxed: the upstream fetch makes this future ~3 KB, which every
+        // verification's future would otherwise carry and copy.
+        return Box::pin(idp.verify(token, &header))
+            .await
+            .map(Credential::External);
     }
     state
         .tokens

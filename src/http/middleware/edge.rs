@@ -63,7 +63,7 @@ where
 
     fn call(&mut self, request: Request) -> Self::Future {
         let context = request_id::context_for(&request);
-        let route = request.extensions().get::<MatchedPath>().cloned();
+        let route = metrics::route_label(request.extensions().get::<MatchedPath>());
         let method = metrics::method_label(request.method());
         let started = Instant::now();
         EdgeFuture {
@@ -82,7 +82,7 @@ pin_project! {
     pub struct EdgeFuture<F: Future> {
         #[pin]
         inner: TaskLocalFuture<request_id::RequestContext, F>,
-        route: Option<MatchedPath>,
+        route: &'static str,
         method: &'static str,
         started: Instant,
         hsts: Hsts,
@@ -100,7 +100,7 @@ where
         let Ok(mut response) = ready!(this.inner.as_mut().poll(cx));
         let elapsed = this.started.elapsed();
         let status = response.status().as_u16();
-        metrics::record(this.route.as_ref(), this.method, status, elapsed);
+        metrics::record(this.route, this.method, status, elapsed);
         let headers = response.headers_mut();
         headers.reserve(8);
         security_headers::apply(headers, *this.hsts);

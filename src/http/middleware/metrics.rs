@@ -13,6 +13,7 @@ use axum::http::Method;
 use metrics::{Counter, Histogram};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 struct Handles {
@@ -24,7 +25,7 @@ struct Handles {
 /// chosen by clients), so foldhash (fast, not hardened against chosen keys) is safe here; SipHash
 /// over the route, twice per request, was most of this file's cost.
 type Fast = foldhash::fast::RandomState;
-type ByRoute = HashMap<String, HashMap<(&'static str, u16), Handles, Fast>, Fast>;
+type ByRoute = HashMap<(&'static str, &'static str, u16), Handles, Fast>;
 
 thread_local! {
     /// Per worker thread: a shared map behind a lock (and the reference
@@ -58,22 +59,34 @@ fn create(route: &str, method: &'static str, status: u16) -> Handles {
     }
 }
 
+/// The route label of a matched path (or `unmatched`), kept for the
+/// process's life: a `&'static str` travels with the request for free,
+/// where cloning axum's `MatchedPath` took a reference count shared by
+/// every request of the route, on every core. Route templates are few
+/// and fixed, so what is kept is bounded.
+pub fn route_label(route: Option<&MatchedPath>) -> &'static str {
+    static LABELS: LazyLock<papaya::HashSet<&'static str>> = LazyLock::new(papaya::HashSet::new);
+    let Some(route) = route.map(MatchedPath::as_str) else {
+        return "unmatched";
+    };
+    let labels = LABELS.pin();
+    if let Some(label) = labels.get(route) {
+        return label;
+    }
+    let label: &'static str = Box::leak(route.to_owned().into_boxed_str());
+    labels.insert(label);
+    labels.get(route).copied().unwrap_or(label)
+}
+
 /// Counts the request and records its latency.
-pub fn record(route: Option<&MatchedPath>, method: &'static str, status: u16, elapsed: Duration) {
-    let route = route.map_or("unmatched", MatchedPath::as_str);
+pub fn record(route: &'static str, method: &'static str, status: u16, elapsed: Duration) {
     let seconds = elapsed.as_secs_f64();
     HANDLES.with(|cell| {
         let mut map = cell.borrow_mut();
-        if let Some(h) = map.get(route).and_then(|m| m.get(&(method, status))) {
-            h.requests.increment(1);
-            h.duration.record(seconds);
-            return;
-        }
-        let h = create(route, method, status);
-        h.requests.increment(1);
-        h.duration.record(seconds);
-        map.entry(route.to_string())
-            .or_default()
-            .insert((method, status), h);
+        let handles = map
+            .entry((route, method, status))
+            .or_insert_with(|| create(route, method, status));
+        handles.requests.increment(1);
+        handles.duration.record(seconds);
     });
 }
