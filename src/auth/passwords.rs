@@ -209,25 +209,35 @@ impl Worker {
     }
 }
 
-/// Niceness of the hash workers: under CPU contention the scheduler favours
-/// the async workers (token verification) about 70:1 over hashing, so a
-/// login flood slows logins (and fills the queue, which sheds), not
-/// verification. With idle CPU a nice thread runs at full speed: login
-/// throughput without other load is unchanged. Measured on 2 cores with
-/// benches/load.sh: verify p99 under a login flood was 4.0x its p99
-/// without at nice 0, ~3x at nice 10, ~2.3x at nice 19.
-const WORKER_NICENESS: libc::c_int = 19;
-
-fn worker(rx: &Mutex<Receiver<Job>>, given: Option<Worker>) {
-    // Per thread on Linux (the thread id is a process id to setpriority).
-    // SAFETY: plain syscalls on this thread's own id; no memory involved.
-    let lowered = unsafe {
+/// The hash workers run under `SCHED_IDLE`: they get a CPU only when no
+/// ordinary thread wants it, a waking async worker (token verification)
+/// preempts them at once, and the scheduler treats a core running only
+/// hashing as idle when it places a waking thread. So a login flood slows
+/// logins (and fills the queue, which sheds), not verification; with idle
+/// CPU a hash runs at full speed, so login throughput without other load
+/// is unchanged. Measured on 2 cores with benches/load.sh, verify p99 under
+/// a login flood against its p99 without: 4.0x at nice 0, ~3x at nice 10,
+/// ~2.3x at nice 19 (the fallback where `SCHED_IDLE` is refused).
+fn lower_priority() {
+    // Per thread on Linux: pid 0 is the calling thread.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscalls on this thread's own id; `param` outlives the call.
+    let idle = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } == 0;
+    if idle {
+        return;
+    }
+    // SAFETY: as above; no memory involved.
+    let niced = unsafe {
         let tid = libc::gettid();
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, WORKER_NICENESS)
-    };
-    if lowered != 0 {
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 19)
+    } == 0;
+    if !niced {
         tracing::warn!("could not lower the priority of a password hashing thread");
     }
+}
+
+fn worker(rx: &Mutex<Receiver<Job>>, given: Option<Worker>) {
+    lower_priority();
     let Some(mut worker) = given.or_else(|| Worker::new().ok()) else {
         return;
     };
