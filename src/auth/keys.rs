@@ -61,7 +61,9 @@ pub struct VerifyingKey {
 pub struct KeySet {
     pub signing: Option<Arc<SigningKey>>,
     /// Keys that verify, and so are published: standby, signing, retiring.
-    pub verifying: HashMap<String, Arc<VerifyingKey>>,
+    /// A few keys, looked up by every verification (foldhash: a lookup
+    /// with a client's `kid` cannot make a map it cannot insert into slow).
+    pub verifying: HashMap<String, Arc<VerifyingKey>, foldhash::fast::RandomState>,
 }
 
 /// How long a key must stay publishable after it was superseded, and how

@@ -65,7 +65,8 @@ fn create(route: &str, method: &'static str, status: u16) -> Handles {
 /// every request of the route, on every core. Route templates are few
 /// and fixed, so what is kept is bounded.
 pub fn route_label(route: Option<&MatchedPath>) -> &'static str {
-    static LABELS: LazyLock<papaya::HashSet<&'static str>> = LazyLock::new(papaya::HashSet::new);
+    static LABELS: LazyLock<papaya::HashSet<&'static str, Fast>> =
+        LazyLock::new(|| papaya::HashSet::with_hasher(Fast::default()));
     let Some(route) = route.map(MatchedPath::as_str) else {
         return "unmatched";
     };

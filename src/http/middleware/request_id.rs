@@ -11,12 +11,12 @@
 //! CPU; the task-local costs nothing until a line is actually written.
 
 use axum::extract::Request;
-use axum::http::{HeaderValue, Method, Uri};
+use axum::http::{HeaderName, HeaderValue, Method, Uri};
 use std::fmt;
 use std::time::Duration;
 use uuid::Uuid;
 
-pub const HEADER: &str = "x-request-id";
+pub const HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 /// A request's id: the client's own (already checked to be sane) or one
 /// generated here. Kept unformatted: most requests never write a log line,
@@ -106,6 +106,9 @@ pub fn scope<F: std::future::Future>(
 /// second, and a line each would cost more than the verification.
 /// Refusals and failures stay visible.
 pub fn log_finished(context: RequestContext, status: u16, elapsed: Duration) {
+    if status < 400 && !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
     let latency_ms = elapsed.as_secs_f64() * 1000.0;
     REQUEST.sync_scope(context, || match status {
         500.. => tracing::warn!(status, latency_ms, "request finished"),
