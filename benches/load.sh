@@ -17,8 +17,8 @@ cd "$(dirname "$0")/.."
 # on a shared machine throughput drifts by 2x over tens of seconds, far
 # more than within one pair. DURATION is for the single runs (login,
 # PostgreSQL paused, diagnostics).
-ROUNDS=${ROUNDS:-8}
-ROUND=${ROUND:-3s}
+ROUNDS=${ROUNDS:-20}
+ROUND=${ROUND:-1s}
 DURATION=${DURATION:-10s}
 CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
