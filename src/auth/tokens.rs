@@ -6,6 +6,7 @@
 
 use crate::auth::keys::KeyRing;
 use crate::auth::revocation::RevocationSet;
+use crate::auth::sha256;
 use crate::cache::validation::{ValidationCache, Verified};
 use crate::error::ApiError;
 use crate::store::{UnixTime, User};
@@ -111,7 +112,7 @@ impl TokenService {
         token: &str,
         now: UnixTime,
     ) -> Option<Result<Arc<AccessClaims>, ApiError>> {
-        let hit = self.cache.get(token, now)?;
+        let hit = self.cache.get(&sha256(token), now)?;
         if !self.keys.verifies(&hit.kid) {
             return Some(Err(ApiError::TokenInvalid));
         }
@@ -145,7 +146,7 @@ impl TokenService {
         let claims = Arc::new(claims);
         self.check_live(&claims, now)?;
         self.cache.insert(
-            token,
+            sha256(token),
             Verified {
                 claims: Arc::clone(&claims),
                 kid: kid.into(),
