@@ -217,7 +217,8 @@ impl Worker {
 /// CPU a hash runs at full speed, so login throughput without other load
 /// is unchanged. Measured on 2 cores with benches/load.sh, verify p99 under
 /// a login flood against its p99 without: 4.0x at nice 0, ~3x at nice 10,
-/// ~2.3x at nice 19 (the fallback where `SCHED_IDLE` is refused).
+/// 2.25-2.8x at nice 19 (the fallback where `SCHED_IDLE` is refused),
+/// 1.2-1.9x under `SCHED_IDLE`.
 fn lower_priority() {
     // Per thread on Linux: pid 0 is the calling thread.
     let param = libc::sched_param { sched_priority: 0 };
