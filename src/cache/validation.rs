@@ -56,6 +56,22 @@ struct Slot {
     near: Mutex<Near>,
 }
 
+impl Slot {
+    /// Copies an entry to this thread's front until `until`, tagged with
+    /// the generation read before the shared cache was: if an invalidation
+    /// ran since, it is not kept.
+    fn keep(&self, key: [u8; 32], verified: &Verified, generation: u64, until: UnixTime) {
+        let mut near = self.near.lock();
+        if near.generation != generation {
+            return;
+        }
+        if near.entries.len() >= NEAR_CAPACITY {
+            near.entries.clear();
+        }
+        near.entries.insert(key, (verified.private_copy(), until));
+    }
+}
+
 #[derive(Default)]
 struct Near {
     /// The generation these entries were read under.
@@ -105,7 +121,8 @@ impl ValidationCache {
             }
         }
         let verified = self.entries.get(key)?;
-        self.keep_near(slot, *key, &verified, generation, now);
+        let until = now + self.left(&verified, now).as_secs() as UnixTime;
+        slot.keep(*key, &verified, generation, until);
         Some(verified)
     }
 
@@ -117,35 +134,16 @@ impl ValidationCache {
         if left.is_zero() {
             return;
         }
-        self.keep_near(self.near.get_or_default(), key, &verified, generation, now);
+        let until = now + left.as_secs() as UnixTime;
+        self.near
+            .get_or_default()
+            .keep(key, &verified, generation, until);
         self.entries.insert(key, verified, left);
     }
 
     fn left(&self, verified: &Verified, now: UnixTime) -> Duration {
         let to_exp = Duration::from_secs((verified.claims.exp - now).max(0) as u64);
         to_exp.min(self.ttl)
-    }
-
-    /// Copies an entry to this thread's front, tagged with the generation
-    /// read before the shared cache was: if an invalidation ran since, the
-    /// copy is dropped at the next lookup.
-    fn keep_near(
-        &self,
-        slot: &Slot,
-        key: [u8; 32],
-        verified: &Verified,
-        generation: u64,
-        now: UnixTime,
-    ) {
-        let until = now + self.left(verified, now).as_secs() as UnixTime;
-        let mut near = slot.near.lock();
-        if near.generation != generation {
-            return;
-        }
-        if near.entries.len() >= NEAR_CAPACITY {
-            near.entries.clear();
-        }
-        near.entries.insert(key, (verified.private_copy(), until));
     }
 
     /// Drops every thread's copies (after the shared cache was changed).

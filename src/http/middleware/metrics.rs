@@ -22,8 +22,8 @@ struct Handles {
 }
 
 /// Keys are our own route templates, methods and statuses (bounded, not
-/// chosen by clients), so foldhash (fast, not hardened against chosen keys) is safe here; SipHash
-/// over the route, twice per request, was most of this file's cost.
+/// chosen by clients), so foldhash (fast, not hardened against chosen
+/// keys) is safe here; SipHash over the route was most of this file's cost.
 type Fast = foldhash::fast::RandomState;
 type ByRoute = HashMap<(&'static str, &'static str, u16), Handles, Fast>;
 
