@@ -7,18 +7,35 @@ use async_trait::async_trait;
 use sqlx::Row;
 use uuid::Uuid;
 
-const USER_COLUMNS: &str =
-    "id, email, username, password_hash, status, not_before, created_at, updated_at";
+/// A user's columns and, in the same statement (one round trip, one
+/// snapshot), their roles joined by commas (role names never hold one) by
+/// the database's own aggregate, `$agg`.
+fn user_select(agg: &str, clause: &str) -> String {
+    format!(
+        "SELECT id, email, username, password_hash, status, not_before, created_at, updated_at, \
+         (SELECT {agg}(role, ',') FROM user_roles WHERE user_roles.user_id = users.id) AS roles \
+         FROM users WHERE {clause}"
+    )
+}
 
-fn user_from_row<R: Row>(row: &R, roles: Vec<String>) -> Result<User, StoreError>
+fn user_from_row<R: Row>(row: &R) -> Result<User, StoreError>
 where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
     Uuid: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     let status: String = row.try_get("status").map_err(classify)?;
+    let joined: Option<String> = row.try_get("roles").map_err(classify)?;
+    let mut roles: Vec<String> = joined
+        .iter()
+        .flat_map(|j| j.split(','))
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect();
+    roles.sort_unstable();
     Ok(User {
         id: row.try_get("id").map_err(classify)?,
         email: row.try_get("email").map_err(classify)?,
@@ -45,40 +62,22 @@ fn like_escape(text: &str) -> String {
 }
 
 macro_rules! sql_user_store {
-    ($store:ty, $pool:ty) => {
+    ($store:ty, $pool:ty, $agg:literal) => {
         impl $store {
-            async fn roles_of(pool: &$pool, id: Uuid) -> Result<Vec<String>, StoreError> {
-                let rows = sqlx::query("SELECT role FROM user_roles WHERE user_id = $1 ORDER BY role")
-                    .bind(id)
-                    .fetch_all(pool)
-                    .await
-                    .map_err(classify)?;
-                rows.iter()
-                    .map(|r| r.try_get::<String, _>("role").map_err(classify))
-                    .collect()
-            }
-
             async fn user_where(&self, clause: &'static str, arg: String) -> Result<Option<User>, StoreError> {
                 self.read(|pool| {
-                        let arg = arg.clone();
-                        async move {
-                        let sql = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE {clause}"));
+                    let arg = arg.clone();
+                    async move {
+                        let sql = sqlx::AssertSqlSafe(user_select($agg, clause));
                         let row = sqlx::query(sql)
                             .bind(arg)
                             .fetch_optional(&pool)
                             .await
                             .map_err(classify)?;
-                        match row {
-                            None => Ok(None),
-                            Some(row) => {
-                                let id: Uuid = row.try_get("id").map_err(classify)?;
-                                let roles = Self::roles_of(&pool, id).await?;
-                                user_from_row(&row, roles).map(Some)
-                            }
-                        }
+                        row.as_ref().map(user_from_row).transpose()
                     }
-                    })
-                    .await
+                })
+                .await
             }
         }
 
@@ -117,16 +116,13 @@ macro_rules! sql_user_store {
 
             async fn by_id(&self, id: Uuid) -> Result<Option<User>, StoreError> {
                 self.read(|pool| async move {
-                        let sql = sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"));
+                        let sql = sqlx::AssertSqlSafe(user_select($agg, "id = $1"));
                         let row = sqlx::query(sql)
                             .bind(id)
                             .fetch_optional(&pool)
                             .await
                             .map_err(classify)?;
-                        match row {
-                            None => Ok(None),
-                            Some(row) => user_from_row(&row, Self::roles_of(&pool, id).await?).map(Some),
-                        }
+                        row.as_ref().map(user_from_row).transpose()
                     })
                     .await
             }
@@ -241,10 +237,10 @@ macro_rules! sql_user_store {
                 self.read(|pool| {
                     let pattern = pattern.clone();
                     async move {
-                        let sql = sqlx::AssertSqlSafe(format!(
-                            "SELECT {USER_COLUMNS} FROM users \
-                             WHERE lower(email) LIKE $1 ESCAPE '\\' OR lower(username) LIKE $1 ESCAPE '\\' \
-                             ORDER BY username LIMIT $2"
+                        let sql = sqlx::AssertSqlSafe(user_select(
+                            $agg,
+                            "lower(email) LIKE $1 ESCAPE '\\' OR lower(username) LIKE $1 ESCAPE '\\' \
+                             ORDER BY username LIMIT $2",
                         ));
                         let rows = sqlx::query(sql)
                             .bind(pattern)
@@ -252,12 +248,7 @@ macro_rules! sql_user_store {
                             .fetch_all(&pool)
                             .await
                             .map_err(classify)?;
-                        let mut users = Vec::with_capacity(rows.len());
-                        for row in &rows {
-                            let id: Uuid = row.try_get("id").map_err(classify)?;
-                            users.push(user_from_row(row, Self::roles_of(&pool, id).await?)?);
-                        }
-                        Ok(users)
+                        rows.iter().map(user_from_row).collect()
                     }
                 })
                 .await
@@ -266,5 +257,5 @@ macro_rules! sql_user_store {
     };
 }
 
-sql_user_store!(PgStore, sqlx::PgPool);
-sql_user_store!(SqliteStore, sqlx::SqlitePool);
+sql_user_store!(PgStore, sqlx::PgPool, "string_agg");
+sql_user_store!(SqliteStore, sqlx::SqlitePool, "group_concat");
