@@ -38,6 +38,18 @@ where
     })
 }
 
+/// A multi-row INSERT of `rows` rows: one statement, so one round trip and
+/// atomic without a transaction (the outboxes write a batch at a time).
+/// Only the one-row text is kept prepared; each other batch size would be
+/// a statement of its own, pushing the hot ones out of the connection's
+/// statement cache.
+fn batch<DB: sqlx::Database + sqlx::database::HasStatementCache, A>(
+    query: sqlx::query::Query<'_, DB, A>,
+    rows: usize,
+) -> sqlx::query::Query<'_, DB, A> {
+    query.persistent(rows == 1)
+}
+
 fn audit_from_row<R: Row>(row: &R) -> Result<AuditEvent, StoreError>
 where
     for<'a> &'a str: sqlx::ColumnIndex<R>,
@@ -258,19 +270,19 @@ macro_rules! sql_access_store {
         #[async_trait]
         impl AuditStore for $store {
             async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+                if events.is_empty() {
+                    return Ok(());
+                }
                 self.write(async {
-                    let mut tx = self.pool.begin().await.map_err(classify)?;
-                    for e in events {
-                        sqlx::query("INSERT INTO audit_log (at, kind, user_id, detail) VALUES ($1, $2, $3, $4)")
-                            .bind(e.at)
-                            .bind(&e.kind)
-                            .bind(e.user_id.map(|u| u.to_string()))
-                            .bind(e.detail.to_string())
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(classify)?;
-                    }
-                    tx.commit().await.map_err(classify)
+                    let mut insert = sqlx::QueryBuilder::new("INSERT INTO audit_log (at, kind, user_id, detail) ");
+                    insert.push_values(events, |mut row, e| {
+                        row.push_bind(e.at)
+                            .push_bind(&e.kind)
+                            .push_bind(e.user_id.map(|u| u.to_string()))
+                            .push_bind(e.detail.to_string());
+                    });
+                    batch(insert.build(), events.len()).execute(&self.pool).await.map_err(classify)?;
+                    Ok(())
                 })
                 .await
             }
@@ -294,18 +306,16 @@ macro_rules! sql_access_store {
         #[async_trait]
         impl InvalidationLog for $store {
             async fn append_invalidations(&self, rows: &[LoggedInvalidation]) -> Result<(), StoreError> {
+                if rows.is_empty() {
+                    return Ok(());
+                }
                 self.write(async {
-                    let mut tx = self.pool.begin().await.map_err(classify)?;
-                    for r in rows {
-                        sqlx::query("INSERT INTO invalidations (at, node, event) VALUES ($1, $2, $3)")
-                            .bind(r.at)
-                            .bind(&r.node)
-                            .bind(&r.event)
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(classify)?;
-                    }
-                    tx.commit().await.map_err(classify)
+                    let mut insert = sqlx::QueryBuilder::new("INSERT INTO invalidations (at, node, event) ");
+                    insert.push_values(rows, |mut row, r| {
+                        row.push_bind(r.at).push_bind(&r.node).push_bind(&r.event);
+                    });
+                    batch(insert.build(), rows.len()).execute(&self.pool).await.map_err(classify)?;
+                    Ok(())
                 })
                 .await
             }
