@@ -3,13 +3,17 @@
 //! tokio's unbounded blocking pool a login flood would starve token
 //! verification. Here a full queue is an immediate `Overloaded`, which the
 //! HTTP layer turns into 503 (load shedding).
+//!
+//! A login takes its place in the queue (`HashSlot`) before anything else,
+//! so a login that would be shed is shed at the door: under a flood the
+//! refused attempts cost no rate-limiter, database or Redis call.
 
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use parking_lot::Mutex;
 use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
-use tokio::sync::oneshot;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 /// OWASP's floor for Argon2id: m = 19 MiB, t = 2, p = 1.
 const MEMORY_KIB: u32 = 19 * 1024;
@@ -28,15 +32,69 @@ type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
 pub struct PasswordHasher {
     jobs: SyncSender<Job>,
+    /// One permit per job allowed in at once, hashing or waiting
+    /// (`workers + queue`); the channel has room for all of them.
+    places: Arc<Semaphore>,
     /// Hash of a random password: unknown users are verified against it so
     /// they cost the same as known ones.
     dummy: String,
 }
 
+/// A place held in the hash queue: the job it is spent on cannot be
+/// refused. Dropped unspent, the place is given back.
+pub struct HashSlot<'a> {
+    hasher: &'a PasswordHasher,
+    permit: OwnedSemaphorePermit,
+}
+
+impl HashSlot<'_> {
+    /// Verifies against `phc`, or against the dummy hash when the user does
+    /// not exist (the answer is then always `false`, after the same work).
+    pub async fn verify(self, password: String, phc: Option<String>) -> Result<bool, HashError> {
+        let known = phc.is_some();
+        let phc = phc.unwrap_or_else(|| self.hasher.dummy.clone());
+        let matched = self
+            .submit(move |worker| worker.verify(&password, &phc))
+            .await?;
+        Ok(known && matched)
+    }
+
+    pub async fn hash(self, password: String) -> Result<String, HashError> {
+        self.submit(move |worker| worker.hash(&password)).await?
+    }
+
+    async fn submit<T: Send + 'static>(
+        self,
+        work: impl FnOnce(&mut Worker) -> T + Send + 'static,
+    ) -> Result<T, HashError> {
+        let (reply, answer) = oneshot::channel();
+        let permit = self.permit;
+        let job: Job = Box::new(move |worker| {
+            let answer = work(worker);
+            // The place is free once the hash is done, not when it starts,
+            // and before the answer is seen.
+            drop(permit);
+            let _ = reply.send(answer);
+        });
+        match self.hasher.jobs.try_send(job) {
+            Ok(()) => {}
+            // Cannot happen while the channel has a place per permit.
+            Err(TrySendError::Full(_)) => return Err(HashError::Overloaded),
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(HashError::Failed("hash workers stopped".into()));
+            }
+        }
+        answer
+            .await
+            .map_err(|_| HashError::Failed("hash worker dropped the job".into()))
+    }
+}
+
 impl PasswordHasher {
     /// Starts `workers` threads; at most `queue` jobs wait for one.
     pub fn start(workers: usize, queue: usize) -> Result<Arc<Self>, HashError> {
-        let (jobs, rx) = sync_channel::<Job>(queue);
+        let places = workers + queue;
+        let (jobs, rx) = sync_channel::<Job>(places);
         let rx = Arc::new(Mutex::new(rx));
         // The dummy hash is made in the first worker's memory, which then
         // goes to its thread: no third 19 MiB block at start.
@@ -53,42 +111,31 @@ impl PasswordHasher {
                 .spawn(move || worker(&rx, memory))
                 .map_err(|e| HashError::Failed(e.to_string()))?;
         }
-        Ok(Arc::new(Self { jobs, dummy }))
+        Ok(Arc::new(Self {
+            jobs,
+            places: Arc::new(Semaphore::new(places)),
+            dummy,
+        }))
+    }
+
+    /// A place in the queue, or `Overloaded` at once when there is none.
+    pub fn reserve(&self) -> Result<HashSlot<'_>, HashError> {
+        let permit = Arc::clone(&self.places)
+            .try_acquire_owned()
+            .map_err(|_| HashError::Overloaded)?;
+        Ok(HashSlot {
+            hasher: self,
+            permit,
+        })
     }
 
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
-        self.submit(move |worker| worker.hash(&password)).await?
+        self.reserve()?.hash(password).await
     }
 
-    /// Verifies against `phc`, or against the dummy hash when the user does
-    /// not exist (the answer is then always `false`, after the same work).
+    /// `HashSlot::verify` with a place taken now.
     pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, HashError> {
-        let known = phc.is_some();
-        let phc = phc.unwrap_or_else(|| self.dummy.clone());
-        let matched = self
-            .submit(move |worker| worker.verify(&password, &phc))
-            .await?;
-        Ok(known && matched)
-    }
-
-    async fn submit<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut Worker) -> T + Send + 'static,
-    ) -> Result<T, HashError> {
-        let (reply, answer) = oneshot::channel();
-        let job: Job = Box::new(move |worker| {
-            let _ = reply.send(work(worker));
-        });
-        match self.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => return Err(HashError::Overloaded),
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(HashError::Failed("hash workers stopped".into()));
-            }
-        }
-        answer
-            .await
-            .map_err(|_| HashError::Failed("hash worker dropped the job".into()))
+        self.reserve()?.verify(password, phc).await
     }
 }
 
@@ -324,6 +371,21 @@ mod tests {
         assert!(worker.verify("old-parameters-here", &other));
         assert!(!worker.verify("old-parameters-here", "$argon2id$garbage"));
         assert!(!worker.verify("x", ""));
+    }
+
+    /// Places are held from `reserve` until the hash is done, and given
+    /// back when a slot is dropped unspent.
+    #[tokio::test]
+    async fn a_reserved_place_counts_until_spent_or_dropped() {
+        let hasher = PasswordHasher::start(1, 1).expect("start");
+        let first = hasher.reserve().expect("a place");
+        let second = hasher.reserve().expect("a place");
+        assert_eq!(hasher.reserve().err(), Some(HashError::Overloaded));
+        drop(second);
+        let third = hasher.reserve().expect("the dropped place is free again");
+        assert!(!first.verify("some password".into(), None).await.expect("v"));
+        assert!(hasher.reserve().is_ok(), "a spent place is free again");
+        drop(third);
     }
 
     #[tokio::test]

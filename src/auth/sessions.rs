@@ -6,7 +6,7 @@
 //! secret; Argon2 is for passwords).
 
 use crate::auth::audit::Audit;
-use crate::auth::passwords::PasswordHasher;
+use crate::auth::passwords::{HashSlot, PasswordHasher};
 use crate::auth::rate_limit::RateLimits;
 use crate::auth::tokens::TokenService;
 use crate::cache::bus::{Bus, Invalidation};
@@ -71,11 +71,18 @@ impl Sessions {
         }
     }
 
+    /// A place in the password-hash queue, taken before a login touches
+    /// anything: when there is none the login is refused (503) at once.
+    pub fn hash_slot(&self) -> Result<HashSlot<'_>, ApiError> {
+        Ok(self.hasher.reserve()?)
+    }
+
     /// Same answer, and the same Argon2 work, for an unknown login and a
     /// wrong password. A disabled account is named only after the right
     /// password, so the status leaks to nobody else.
     pub async fn login(
         &self,
+        slot: HashSlot<'_>,
         login: &str,
         password: String,
         client: Client,
@@ -89,10 +96,10 @@ impl Sessions {
             .map_or_else(|| login.trim().to_lowercase(), |u| u.id.to_string());
         let attempt = self.limits.reserve_account(&account).await?;
         let phc = user.as_ref().map(|u| u.password_hash.clone());
-        let matched = match self.hasher.verify(password, phc).await {
+        let matched = match slot.verify(password, phc).await {
             Ok(matched) => matched,
             Err(e) => {
-                // Shed before any verdict: the attempt does not count.
+                // No verdict (the hashing failed): the attempt does not count.
                 self.limits.account_succeeded(attempt).await;
                 return Err(e.into());
             }

@@ -107,13 +107,16 @@ pub async fn login(
     ClientInfo(client): ClientInfo,
     Json(body): Json<LoginBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // Shed at the door: no limiter or store call for a login with no
+    // place to be hashed.
+    let slot = state.sessions.hash_slot()?;
     let limit = state
         .limits
         .check(Limit::LoginPerIp, ip_of(&client))
         .await?;
     let pair = state
         .sessions
-        .login(&body.login, body.password, client, now())
+        .login(slot, &body.login, body.password, client, now())
         .await?;
     Ok((rate_headers(&limit), axum::Json(TokenResponse::from(pair))))
 }
