@@ -453,3 +453,61 @@ async fn login_lockout_and_ip_limits() {
     }
     last.expect("reply").expect_error(429, "RATE001");
 }
+
+/// A login abandoned before its verdict — the client gave up while the
+/// hash waited in the queue — gives its account attempt back: it is no
+/// failure, and a few of them must not lock the owner out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_logins_do_not_count_against_the_account() {
+    let config = r#"
+[passwords]
+hash_workers = 1
+queue = 64
+[rate_limit]
+login_per_ip = "1000/min"
+login_failures_per_account = "2/15min"
+"#;
+    let stack = Stack::start_with(Backend::PostgresRedis, config).await;
+    let app = &stack.app;
+    app.user("owner").await;
+    // Twenty unknown logins (one attempt each under its own name) keep the
+    // one hash worker busy for a good half second or more.
+    let busy: Vec<_> = (0..20)
+        .map(|i| {
+            let client = app.client.clone();
+            let url = app.url("/api/v1/auth/login");
+            tokio::spawn(async move {
+                client
+                    .post(url)
+                    .json(&json!({"login": format!("ghost{i}"), "password": PASSWORD}))
+                    .send()
+                    .await
+                    .map(|r| r.status())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Three logins of the owner, each abandoned while queued behind them.
+    for _ in 0..3 {
+        let abandoned = app
+            .client
+            .post(app.url("/api/v1/auth/login"))
+            .timeout(Duration::from_millis(150))
+            .json(&json!({"login": "owner", "password": PASSWORD}))
+            .send()
+            .await;
+        assert!(
+            abandoned.as_ref().is_err_and(reqwest::Error::is_timeout),
+            "the login was meant to be abandoned in the queue: {abandoned:?}"
+        );
+    }
+    for task in busy {
+        assert_eq!(
+            task.await.expect("join").expect("send"),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The refunds run in the background; give them a moment.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    app.login_ok("owner").await;
+}

@@ -27,17 +27,45 @@ pub enum Limit {
     RefreshPerIp,
 }
 
-/// A reserved login attempt on an account, settled after the password check.
+/// A reserved login attempt on an account, settled after the password
+/// check. One dropped unsettled — the login was abandoned before a verdict,
+/// as when the client goes away while its hash waits in the queue — is
+/// refunded in the background: left standing it would count as a failure
+/// for the whole window, and enough abandoned logins (a slow queue, clients
+/// that time out) would lock the account's owner out.
 pub struct AccountAttempt {
     key: String,
     member: String,
-    /// Reserved on the per-node fallback instead of the shared store.
+    /// Where it was reserved: the shared store, or the per-node fallback.
+    store: Arc<dyn LimiterStore>,
     local: bool,
+    settled: bool,
+}
+
+impl Drop for AccountAttempt {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let (store, key, member) = (
+            Arc::clone(&self.store),
+            std::mem::take(&mut self.key),
+            std::mem::take(&mut self.member),
+        );
+        runtime.spawn(async move {
+            if let Err(e) = store.refund(&key, &member).await {
+                tracing::warn!(error = %e, "could not refund an abandoned login attempt");
+            }
+        });
+    }
 }
 
 pub struct RateLimits {
     shared: Arc<dyn LimiterStore>,
-    local: MemoryLimiter,
+    local: Arc<MemoryLimiter>,
     config: RateLimitConfig,
 }
 
@@ -56,7 +84,7 @@ impl RateLimits {
     pub fn new(shared: Arc<dyn LimiterStore>, config: RateLimitConfig) -> Self {
         Self {
             shared,
-            local: MemoryLimiter::new(),
+            local: Arc::new(MemoryLimiter::new()),
             config,
         }
     }
@@ -95,36 +123,45 @@ impl RateLimits {
             tracing::warn!(account, "login refused: account locked or out of attempts");
             return Err(limited(decision));
         }
+        let (member, local) = member;
+        let store: Arc<dyn LimiterStore> = if local {
+            Arc::clone(&self.local) as Arc<dyn LimiterStore>
+        } else {
+            Arc::clone(&self.shared)
+        };
         Ok(AccountAttempt {
-            local: member.1,
             key,
-            member: member.0,
+            member,
+            store,
+            local,
+            settled: false,
         })
     }
 
-    /// The password was right: the attempt does not count.
-    pub async fn account_succeeded(&self, attempt: AccountAttempt) {
-        let store: &dyn LimiterStore = if attempt.local {
-            &self.local
-        } else {
-            self.shared.as_ref()
-        };
-        if let Err(e) = store.refund(&attempt.key, &attempt.member).await {
+    /// The password was right, or no verdict was reached: the attempt does
+    /// not count.
+    pub async fn account_succeeded(&self, mut attempt: AccountAttempt) {
+        if let Err(e) = attempt.store.refund(&attempt.key, &attempt.member).await {
             tracing::warn!(error = %e, "could not refund a login attempt");
         }
+        // Only now: abandoned during the refund, it is refunded again.
+        attempt.settled = true;
     }
 
     /// The password was wrong: counts, and may lock the account.
     /// Records a failed attempt; returns the lock when it locked the account.
-    pub async fn account_failed(&self, attempt: AccountAttempt) -> Option<std::time::Duration> {
+    pub async fn account_failed(&self, mut attempt: AccountAttempt) -> Option<std::time::Duration> {
+        // At once: a failure abandoned while being recorded still counts.
+        attempt.settled = true;
         let mut window = self.config.login_failures_per_account;
-        let store: &dyn LimiterStore = if attempt.local {
+        if attempt.local {
             window = half(window);
-            &self.local
-        } else {
-            self.shared.as_ref()
-        };
-        match store.fail(&attempt.key, window, MAX_LOCK, now_ms()).await {
+        }
+        match attempt
+            .store
+            .fail(&attempt.key, window, MAX_LOCK, now_ms())
+            .await
+        {
             Ok(Some(lock)) => {
                 tracing::warn!(account = %attempt.key, lock_secs = lock.as_secs(), "account locked after repeated login failures");
                 Some(lock)
