@@ -40,6 +40,55 @@ pub struct PasswordHasher {
     dummy: String,
 }
 
+impl PasswordHasher {
+    /// Starts `workers` threads; at most `queue` jobs wait for one.
+    pub fn start(workers: usize, queue: usize) -> Result<Arc<Self>, HashError> {
+        let places = workers + queue;
+        let (jobs, rx) = sync_channel::<Job>(places);
+        let rx = Arc::new(Mutex::new(rx));
+        // The dummy hash is made in the first worker's memory, which then
+        // goes to its thread: no third 19 MiB block at start.
+        let mut first = Worker::new()?;
+        let mut random = [0u8; 32];
+        aws_lc_rs::rand::fill(&mut random).map_err(|_| HashError::Failed("rng".into()))?;
+        let dummy = first.hash(&hex::encode(random))?;
+        let mut first = Some(first);
+        for n in 0..workers {
+            let rx = Arc::clone(&rx);
+            let memory = first.take();
+            std::thread::Builder::new()
+                .name(format!("argon2-{n}"))
+                .spawn(move || worker(&rx, memory))
+                .map_err(|e| HashError::Failed(e.to_string()))?;
+        }
+        Ok(Arc::new(Self {
+            jobs,
+            places: Arc::new(Semaphore::new(places)),
+            dummy,
+        }))
+    }
+
+    /// A place in the queue, or `Overloaded` at once when there is none.
+    pub fn reserve(&self) -> Result<HashSlot<'_>, HashError> {
+        let permit = Arc::clone(&self.places)
+            .try_acquire_owned()
+            .map_err(|_| HashError::Overloaded)?;
+        Ok(HashSlot {
+            hasher: self,
+            permit,
+        })
+    }
+
+    pub async fn hash(&self, password: String) -> Result<String, HashError> {
+        self.reserve()?.hash(password).await
+    }
+
+    /// `HashSlot::verify` with a place taken now.
+    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, HashError> {
+        self.reserve()?.verify(password, phc).await
+    }
+}
+
 /// A place held in the hash queue: the job it is spent on cannot be
 /// refused. Dropped unspent, the place is given back.
 pub struct HashSlot<'a> {
@@ -87,55 +136,6 @@ impl HashSlot<'_> {
         answer
             .await
             .map_err(|_| HashError::Failed("hash worker dropped the job".into()))
-    }
-}
-
-impl PasswordHasher {
-    /// Starts `workers` threads; at most `queue` jobs wait for one.
-    pub fn start(workers: usize, queue: usize) -> Result<Arc<Self>, HashError> {
-        let places = workers + queue;
-        let (jobs, rx) = sync_channel::<Job>(places);
-        let rx = Arc::new(Mutex::new(rx));
-        // The dummy hash is made in the first worker's memory, which then
-        // goes to its thread: no third 19 MiB block at start.
-        let mut first = Worker::new()?;
-        let mut random = [0u8; 32];
-        aws_lc_rs::rand::fill(&mut random).map_err(|_| HashError::Failed("rng".into()))?;
-        let dummy = first.hash(&hex::encode(random))?;
-        let mut first = Some(first);
-        for n in 0..workers {
-            let rx = Arc::clone(&rx);
-            let memory = first.take();
-            std::thread::Builder::new()
-                .name(format!("argon2-{n}"))
-                .spawn(move || worker(&rx, memory))
-                .map_err(|e| HashError::Failed(e.to_string()))?;
-        }
-        Ok(Arc::new(Self {
-            jobs,
-            places: Arc::new(Semaphore::new(places)),
-            dummy,
-        }))
-    }
-
-    /// A place in the queue, or `Overloaded` at once when there is none.
-    pub fn reserve(&self) -> Result<HashSlot<'_>, HashError> {
-        let permit = Arc::clone(&self.places)
-            .try_acquire_owned()
-            .map_err(|_| HashError::Overloaded)?;
-        Ok(HashSlot {
-            hasher: self,
-            permit,
-        })
-    }
-
-    pub async fn hash(&self, password: String) -> Result<String, HashError> {
-        self.reserve()?.hash(password).await
-    }
-
-    /// `HashSlot::verify` with a place taken now.
-    pub async fn verify(&self, password: String, phc: Option<String>) -> Result<bool, HashError> {
-        self.reserve()?.verify(password, phc).await
     }
 }
 
