@@ -5,8 +5,9 @@
 # drives them with wrk and prints one table. Everything it starts is
 # stopped by PID at the end; the machine's own services are never touched.
 #
-#   benches/load.sh                       # 10 s per run, 64 connections
-#   ROUNDS=12 ROUND=5s CONNECTIONS=128 benches/load.sh
+#   benches/load.sh                       # the table, 64 connections, 4-6 minutes
+#   ROUNDS=12 ROUND=5s CONNECTIONS=128 LOGIN_ROUNDS=20 benches/load.sh
+#   RUNS="ceiling verify bare" benches/load.sh   # also against the header-less ceiling
 #   RUNS="ceiling verify" PROFILE=/tmp/verify.perf benches/load.sh   # perf profiles
 #   RUNS=switches BENCH_BIN=/tmp/holdfast-old benches/load.sh      # CPU, instructions, switches per request
 set -euo pipefail
