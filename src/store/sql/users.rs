@@ -62,7 +62,7 @@ fn like_escape(text: &str) -> String {
 }
 
 macro_rules! sql_user_store {
-    ($store:ty, $pool:ty, $agg:literal) => {
+    ($store:ty, $agg:literal) => {
         impl $store {
             async fn user_where(&self, clause: &'static str, arg: String) -> Result<Option<User>, StoreError> {
                 self.read(|pool| {
@@ -257,5 +257,5 @@ macro_rules! sql_user_store {
     };
 }
 
-sql_user_store!(PgStore, sqlx::PgPool, "string_agg");
-sql_user_store!(SqliteStore, sqlx::SqlitePool, "group_concat");
+sql_user_store!(PgStore, "string_agg");
+sql_user_store!(SqliteStore, "group_concat");
