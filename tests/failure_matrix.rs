@@ -417,23 +417,11 @@ async fn login_lockout_and_ip_limits() {
     assert_eq!(ok.header("ratelimit-remaining"), Some("7"));
     // Concurrent wrong passwords never exceed the limit of 3.
     let attempts: Vec<_> = (0..5)
-        .map(|_| {
-            let client = app.client.clone();
-            let url = app.url("/api/v1/auth/login");
-            tokio::spawn(async move {
-                client
-                    .post(url)
-                    .json(&json!({"login": "ida", "password": "wrong-password-here"}))
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-                    .unwrap_or(0)
-            })
-        })
+        .map(|_| app.spawn_login("ida", "wrong-password-here"))
         .collect();
     let mut statuses = Vec::new();
     for a in attempts {
-        statuses.push(a.await.expect("join"));
+        statuses.push(a.await.expect("join").map_or(0, |s| s.as_u16()));
     }
     let checked = statuses.iter().filter(|s| **s == 401).count();
     assert!(checked <= 3, "at most 3 password checks: {statuses:?}");
@@ -473,18 +461,7 @@ login_failures_per_account = "2/15min"
     // Twenty unknown logins (one attempt each under its own name) keep the
     // one hash worker busy for a good half second or more.
     let busy: Vec<_> = (0..20)
-        .map(|i| {
-            let client = app.client.clone();
-            let url = app.url("/api/v1/auth/login");
-            tokio::spawn(async move {
-                client
-                    .post(url)
-                    .json(&json!({"login": format!("ghost{i}"), "password": PASSWORD}))
-                    .send()
-                    .await
-                    .map(|r| r.status())
-            })
-        })
+        .map(|i| app.spawn_login(&format!("ghost{i}"), PASSWORD))
         .collect();
     tokio::time::sleep(Duration::from_millis(50)).await;
     // Three logins of the owner, each abandoned while queued behind them.

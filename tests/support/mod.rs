@@ -20,6 +20,16 @@ use tokio::task::JoinHandle;
 
 pub const PASSWORD: &str = "tangerine-orbit-lamp";
 
+/// A database timeout and breaker that open fast and stay open: for tests
+/// that watch a breaker open (`TestApp::fail_database_until_open`).
+pub const SHORT_BREAKERS: &str = r#"
+[database]
+timeout = "500ms"
+[breaker]
+minimum_calls = 3
+open_wait = "30s"
+"#;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Embedded,
@@ -226,6 +236,35 @@ impl TestApp {
             json!({"login": login, "password": password}),
         )
         .await
+    }
+
+    /// Logins against a dead database until its breaker opens. The window
+    /// also holds the setup's successful calls, so the count needed varies.
+    pub async fn fail_database_until_open(&self) {
+        for _ in 0..40 {
+            let health = self.get("/api/v1/health", None).await;
+            if health.body["components"]["database"]["circuit_state"] == "open" {
+                return;
+            }
+            self.login("nobody", PASSWORD)
+                .await
+                .expect_error(503, "SVC001");
+        }
+        panic!("database breaker never opened");
+    }
+
+    /// A login sent from a task of its own, for attempts that must be in
+    /// flight together; the task answers the status.
+    pub fn spawn_login(
+        &self,
+        login: &str,
+        password: &str,
+    ) -> tokio::task::JoinHandle<reqwest::Result<StatusCode>> {
+        let request = self
+            .client
+            .post(self.url("/api/v1/auth/login"))
+            .json(&json!({"login": login, "password": password}));
+        tokio::spawn(async move { request.send().await.map(|r| r.status()) })
     }
 
     /// Registers `name` and logs in; returns the login body.
