@@ -1,5 +1,6 @@
-//! What an operator relies on: the circuit-breaker view and reset, the
-//! Prometheus metrics, and load shedding when the password hasher is full.
+//! What an operator relies on: the circuit-breaker view and reset, and load
+//! shedding when the password hasher is full. (The metrics have a file of
+//! their own: `tests/metrics.rs`.)
 
 mod support;
 
@@ -8,32 +9,9 @@ use serde_json::json;
 use std::time::{Duration, Instant};
 use support::{Backend, PASSWORD, Stack, TestApp};
 
-const SHORT_BREAKERS: &str = r#"
-[database]
-timeout = "500ms"
-[breaker]
-minimum_calls = 3
-open_wait = "30s"
-"#;
-
-/// Logins against a dead database until its breaker opens. The window also
-/// holds the setup's successful calls, so the count needed varies.
-async fn fail_until_open(app: &TestApp) {
-    for _ in 0..40 {
-        let health = app.get("/api/v1/health", None).await;
-        if health.body["components"]["database"]["circuit_state"] == "open" {
-            return;
-        }
-        app.login("nobody", PASSWORD)
-            .await
-            .expect_error(503, "SVC001");
-    }
-    panic!("database breaker never opened");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admins_see_and_reset_circuit_breakers() {
-    let mut stack = Stack::start_with(Backend::PostgresRedis, SHORT_BREAKERS).await;
+    let mut stack = Stack::start_with(Backend::PostgresRedis, support::SHORT_BREAKERS).await;
     let admin = stack.app.admin_token().await;
     let user = stack.app.user("plain").await;
     let app = &stack.app;
@@ -63,7 +41,7 @@ async fn admins_see_and_reset_circuit_breakers() {
 
     stack.pg.as_mut().expect("pg").kill();
     let app = &stack.app;
-    fail_until_open(app).await;
+    app.fail_database_until_open().await;
     let view = app
         .get("/api/v1/admin/circuit-breakers", Some(&admin))
         .await;
@@ -99,36 +77,6 @@ async fn admins_see_and_reset_circuit_breakers() {
     )
     .await
     .expect_error(403, "AUTH005");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn metrics_cover_breakers_dependencies_and_http() {
-    let mut stack = Stack::start_with(Backend::PostgresRedis, SHORT_BREAKERS).await;
-    stack.app.user("metric").await;
-    stack.pg.as_mut().expect("pg").kill();
-    fail_until_open(&stack.app).await;
-    stack
-        .app
-        .login("metric", PASSWORD)
-        .await
-        .expect_error(503, "SVC001");
-    let reply = stack.app.get("/metrics", None).await;
-    assert_eq!(reply.status, StatusCode::OK);
-    let text = reply.body.as_str().expect("text body").to_string();
-    for needle in [
-        "holdfast_http_requests_total{route=\"/api/v1/auth/login\",method=\"POST\",status=\"503\"}",
-        "holdfast_http_request_duration_seconds_bucket{route=\"/api/v1/auth/login\"",
-        "holdfast_dependency_call_duration_seconds_bucket{dependency=\"database\",outcome=\"failure\"",
-        "holdfast_breaker_state{dependency=\"database\"} 1",
-        "holdfast_breaker_transitions_total{dependency=\"database\",from=\"closed\",to=\"open\"}",
-        "holdfast_breaker_rejected_total{dependency=\"database\"}",
-    ] {
-        assert!(text.contains(needle), "missing {needle} in:\n{text}");
-    }
-    assert!(
-        !text.contains("holdfast@"),
-        "no connection strings in metrics"
-    );
 }
 
 /// Shed logins are refused at the door: they spend no rate-limit budget
