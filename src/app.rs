@@ -259,7 +259,10 @@ impl AppState {
         };
         let keys = KeyRing::load(Arc::clone(&durable.keys), master, schedule, now).await?;
         keys.spawn_refresher(key_refresh_interval(&config));
-        let revocations = Arc::new(RevocationSet::new(access_ttl + leeway));
+        let revocations = Arc::new(RevocationSet::with_roles_horizon(
+            access_ttl + leeway,
+            config.tokens.refresh_ttl.as_secs() as i64,
+        ));
         warm_revocations(&revocations, &durable, now).await?;
         let validation = Arc::new(ValidationCache::new(config.cache.validation_ttl));
 
@@ -418,6 +421,10 @@ async fn warm_revocations(
     }
     for (user, not_before) in durable.users.not_before_since(since).await? {
         revocations.set_user_not_before(user, not_before);
+    }
+    let roles_since_ms = (now - revocations.roles_horizon()).saturating_mul(1000);
+    for (user, roles, at_ms) in durable.users.roles_changed_since(roles_since_ms).await? {
+        revocations.set_user_roles(user, &roles, at_ms);
     }
     Ok(())
 }

@@ -177,6 +177,7 @@ impl From<StoreError> for ApiError {
             },
             StoreError::ReadOnly => ApiError::ReadOnly,
             StoreError::Conflict(field) => ApiError::Conflict(field.to_string()),
+            StoreError::Superseded => ApiError::Revoked,
             StoreError::Corrupt(detail) => ApiError::Internal(detail),
         }
     }

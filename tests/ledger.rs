@@ -4,7 +4,7 @@
 use holdfast::resilience::DependencyGuard;
 use holdfast::resilience::breaker::BreakerSettings;
 use holdfast::store::sql::SqliteStore;
-use holdfast::store::{Rotation, Session, SessionLedger, SessionStore};
+use holdfast::store::{Rotation, Session, SessionLedger, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -42,7 +42,7 @@ async fn replayed_rotations_only_move_forward() {
         revoked_at: None,
         roles: vec![],
     };
-    ledger.create(&session).await.expect("create");
+    ledger.create(&session, Some(0)).await.expect("create");
     // Node B's later rotation (h1 -> h2) is replayed before node A's (h0 -> h1).
     ledger.record_rotation(id, "h1", "h2", 3).await.expect("b");
     ledger.record_rotation(id, "h0", "h1", 2).await.expect("a");
@@ -62,6 +62,62 @@ async fn replayed_rotations_only_move_forward() {
         ledger.rotate(id, "h1", "h9", 5).await.expect("rotate"),
         Rotation::Reused
     ));
+}
+
+/// A login that read the user before a password change, deactivation or
+/// logout-all (each bumps the security version) cannot create its session.
+#[tokio::test]
+async fn sessions_are_created_only_at_the_version_their_login_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = ledger(&dir).await;
+    let user = Uuid::new_v4();
+    sqlx_user(&dir, user).await;
+    let session = |version_note: &str| Session {
+        id: Uuid::new_v4(),
+        user_id: user,
+        refresh_hash: format!("h-{version_note}"),
+        created_at: 1,
+        last_used_at: 1,
+        expires_at: i64::MAX / 2,
+        user_agent: None,
+        ip: None,
+        revoked_at: None,
+        roles: vec![],
+    };
+    assert!(matches!(
+        ledger.create(&session("stale"), Some(1)).await,
+        Err(StoreError::Superseded)
+    ));
+    ledger
+        .create(&session("current"), Some(0))
+        .await
+        .expect("current version");
+    // A restore (no version) still needs an active user.
+    ledger
+        .create(&session("restore"), None)
+        .await
+        .expect("restore");
+    sql(&dir, "UPDATE users SET status = 'disabled'").await;
+    assert!(matches!(
+        ledger.create(&session("disabled"), Some(0)).await,
+        Err(StoreError::Superseded)
+    ));
+    assert!(matches!(
+        ledger.create(&session("disabled-restore"), None).await,
+        Err(StoreError::Superseded)
+    ));
+}
+
+async fn sql(dir: &tempfile::TempDir, statement: &'static str) {
+    use sqlx::Connection;
+    let url = format!("sqlite://{}", dir.path().join("ledger.db").display());
+    let mut conn = sqlx::SqliteConnection::connect(&url)
+        .await
+        .expect("connect");
+    sqlx::query(statement)
+        .execute(&mut conn)
+        .await
+        .expect("statement");
 }
 
 /// The ledger's sessions reference users; insert one directly.

@@ -69,6 +69,7 @@ impl Accounts {
             status: UserStatus::Active,
             roles: r.roles,
             not_before: None,
+            security_version: 0,
             created_at: now,
             updated_at: now,
         };

@@ -259,7 +259,8 @@ impl Subscriber for ApiKeys {
     fn apply(&self, event: &Invalidation, _: UnixTime) {
         match *event {
             Invalidation::ApiKeyRevoked { id } => self.cache.invalidate_if(move |_, p| p.id == id),
-            Invalidation::UserDisabled { user, .. } | Invalidation::UserRolesChanged { user } => {
+            Invalidation::UserDisabled { user, .. }
+            | Invalidation::UserRolesChanged { user, .. } => {
                 self.cache.invalidate_if(move |_, p| p.user_id == user)
             }
             Invalidation::RolesChanged => self.cache.invalidate_all(),

@@ -55,3 +55,11 @@ pub fn now() -> crate::store::UnixTime {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| since.as_secs() as crate::store::UnixTime)
 }
+
+/// Milliseconds since the Unix epoch: for ordering changes that can happen
+/// within one second (role changes).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as i64)
+}

@@ -235,10 +235,18 @@ impl Rbac {
                 "the built-in admin role cannot be deleted",
             )]));
         }
-        if !self.roles.delete_role(name).await? {
+        let at_ms = crate::auth::now_ms();
+        if !self.roles.delete_role(name, at_ms).await? {
             return Err(ApiError::NotFound);
         }
         self.bus.publish(Invalidation::RolesChanged, now);
+        self.bus.publish(
+            Invalidation::RoleDeleted {
+                name: name.to_string(),
+                at_ms,
+            },
+            now,
+        );
         self.audit.record(
             "role_changed",
             None,
@@ -266,11 +274,22 @@ impl Rbac {
         let mut roles = roles;
         roles.sort();
         roles.dedup();
-        if !self.roles.set_user_roles(user_id, &roles, now).await? {
+        let at_ms = crate::auth::now_ms();
+        if !self
+            .roles
+            .set_user_roles(user_id, &roles, now, at_ms)
+            .await?
+        {
             return Err(ApiError::NotFound);
         }
-        self.bus
-            .publish(Invalidation::UserRolesChanged { user: user_id }, now);
+        self.bus.publish(
+            Invalidation::UserRolesChanged {
+                user: user_id,
+                roles: Some(roles.clone()),
+                at_ms,
+            },
+            now,
+        );
         self.audit.record(
             "role_changed",
             Some(user_id),
@@ -283,7 +302,8 @@ impl Rbac {
 impl Subscriber for Rbac {
     fn apply(&self, event: &Invalidation, _: UnixTime) {
         match *event {
-            Invalidation::UserRolesChanged { user } | Invalidation::UserDisabled { user, .. } => {
+            Invalidation::UserRolesChanged { user, .. }
+            | Invalidation::UserDisabled { user, .. } => {
                 self.decisions.invalidate_if(move |(u, _), _| *u == user)
             }
             Invalidation::RolesChanged => self.decisions.invalidate_all(),

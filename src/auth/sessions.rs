@@ -11,7 +11,9 @@ use crate::auth::rate_limit::RateLimits;
 use crate::auth::tokens::TokenService;
 use crate::cache::bus::{Bus, Invalidation};
 use crate::error::ApiError;
-use crate::store::{Rotation, Session, SessionStore, UnixTime, User, UserStatus, UserStore};
+use crate::store::{
+    Rotation, Session, SessionStore, StoreError, UnixTime, User, UserStatus, UserStore,
+};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use std::sync::Arc;
@@ -148,7 +150,21 @@ impl Sessions {
             revoked_at: None,
             roles: user.roles.clone(),
         };
-        self.sessions.create(&session).await?;
+        // Only if no password change, deactivation or logout-all was
+        // answered since `user` was read: a login racing one of them yields
+        // nothing (DESIGN.md §3).
+        match self.sessions.create(&session, user.security_version).await {
+            Ok(()) => {}
+            Err(StoreError::Superseded) => {
+                self.audit.record(
+                    "login_failed",
+                    Some(user.id),
+                    serde_json::json!({"reason": "superseded", "ip": session.ip}),
+                );
+                return Err(ApiError::InvalidCredentials);
+            }
+            Err(e) => return Err(e.into()),
+        }
         self.audit.record(
             "login_succeeded",
             Some(user.id),
@@ -177,16 +193,26 @@ impl Sessions {
                 // account would have had it revoked. Issue with the roles
                 // the session recorded at login (explicit degradation).
                 Err(e) if e.is_unavailable() => {
-                    tracing::warn!(session_id = %sid, "refresh served without the database: roles from the session");
-                    self.pair_for(session.user_id, &session.roles, &session, &next_secret, now)
+                    tracing::warn!(session_id = %sid, "refresh served without the database: roles from the session, less any known lost");
+                    let roles = self.tokens.snapshot_roles(session.user_id, &session.roles);
+                    self.pair_for(session.user_id, &roles, &session, &next_secret, now)
                 }
                 Err(e) => Err(e.into()),
             },
             Rotation::Reused => {
                 self.bus.publish(Invalidation::SessionRevoked { sid }, now);
+                // Whose session was stolen, for the audit log (best effort:
+                // the revocation above does not depend on it).
+                let user_id = match self.sessions.get(sid).await {
+                    Ok(session) => session.map(|s| s.user_id),
+                    Err(e) => {
+                        tracing::warn!(error = %e, session_id = %sid, "refresh reuse audited without its user");
+                        None
+                    }
+                };
                 self.audit.record(
                     "refresh_reuse",
-                    None,
+                    user_id,
                     serde_json::json!({"session_id": sid}),
                 );
                 Err(ApiError::RefreshReuse)

@@ -116,7 +116,44 @@ impl TokenService {
         if !self.keys.verifies(&hit.kid) {
             return Some(Err(ApiError::TokenInvalid));
         }
-        Some(self.check_live(&hit.claims, now).map(|()| hit.claims))
+        Some(
+            self.check_live(&hit.claims, now)
+                .map(|()| self.with_current_roles(hit.claims)),
+        )
+    }
+
+    /// `claims` with any role its user has lost since the token was issued
+    /// taken out (DESIGN.md §2: a token never carries more authority than
+    /// its user holds now). Allocates only when a role was lost.
+    fn with_current_roles(&self, claims: Arc<AccessClaims>) -> Arc<AccessClaims> {
+        match self
+            .revocations
+            .strip_lost_roles(claims.sub, &claims.roles, claims.iat)
+        {
+            None => claims,
+            Some(roles) => Arc::new(AccessClaims {
+                roles,
+                ..(*claims).clone()
+            }),
+        }
+    }
+
+    /// The roles a refresh may issue from a session's snapshot when the
+    /// user's row cannot be read: the snapshot less every role the node
+    /// knows the user has lost since (changes are remembered for the
+    /// refresh-token lifetime, so none since the snapshot is missed).
+    pub fn snapshot_roles(&self, user: Uuid, snapshot: &[String]) -> Vec<String> {
+        let known = match self.revocations.current_roles(user) {
+            Some(current) => snapshot
+                .iter()
+                .filter(|r| current.contains(r))
+                .cloned()
+                .collect(),
+            None => snapshot.to_vec(),
+        };
+        self.revocations
+            .strip_lost_roles(user, &known, UnixTime::MIN)
+            .unwrap_or(known)
     }
 
     /// `verify` for a caller that already decoded the header (to route the
@@ -145,6 +182,11 @@ impl TokenService {
             .claims;
         let claims = Arc::new(claims);
         self.check_live(&claims, now)?;
+        // Issued in the future: not a token this service signed with a sane
+        // clock. Checked once; a cached token only gets older.
+        if claims.iat > now + self.leeway {
+            return Err(ApiError::TokenInvalid);
+        }
         self.cache.insert(
             sha256(token),
             Verified {
@@ -153,7 +195,7 @@ impl TokenService {
             },
             now,
         );
-        Ok(claims)
+        Ok(self.with_current_roles(claims))
     }
 
     /// Time and revocation: what can turn a verified token invalid later.
@@ -237,6 +279,7 @@ mod tests {
             status: UserStatus::Active,
             roles: vec!["admin".into()],
             not_before: None,
+            security_version: 0,
             created_at: NOW,
             updated_at: NOW,
         }

@@ -56,12 +56,23 @@ pub enum Invalidation {
     ApiKeyRevoked {
         id: Uuid,
     },
-    /// The user's role list changed.
+    /// The user's role list changed: their roles now, and when (ms).
+    /// `roles` is `None` in events from nodes older than the role set.
     UserRolesChanged {
         user: Uuid,
+        #[serde(default)]
+        roles: Option<Vec<String>>,
+        #[serde(default)]
+        at_ms: i64,
     },
     /// A role was created, changed or deleted.
     RolesChanged,
+    /// A role was deleted at `at_ms`, and so taken from every holder:
+    /// tokens issued before then lose it.
+    RoleDeleted {
+        name: String,
+        at_ms: i64,
+    },
     /// A rotation or a revoke-all: reload the signing keys now.
     KeysChanged {
         revoked_all: bool,

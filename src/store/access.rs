@@ -56,13 +56,16 @@ pub trait RoleStore: Send + Sync {
     async fn put_role(&self, role: &Role) -> Result<(), StoreError>;
     /// Deletes the role and takes it from every user, in one transaction;
     /// false when there was no such role.
-    async fn delete_role(&self, name: &str) -> Result<bool, StoreError>;
+    /// `at_ms` is recorded as its holders' `roles_changed_at`.
+    async fn delete_role(&self, name: &str, at_ms: i64) -> Result<bool, StoreError>;
     /// Replaces the user's roles; false when there is no such user.
+    /// `at_ms` is recorded as the user's `roles_changed_at`.
     async fn set_user_roles(
         &self,
         user_id: Uuid,
         roles: &[String],
         now: UnixTime,
+        at_ms: i64,
     ) -> Result<bool, StoreError>;
     /// The user's status and the union of their roles' permissions; `None`
     /// when there is no such user.

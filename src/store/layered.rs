@@ -42,8 +42,9 @@ enum Deferred {
         at: UnixTime,
     },
     /// A session started while the primary was read-only or down; the
-    /// cache holds it meanwhile.
-    Create(Box<Session>),
+    /// cache holds it meanwhile. With the user's security version its
+    /// login read, so a change answered since still refuses it.
+    Create(Box<Session>, i64),
 }
 
 pub struct LayeredSessionStore {
@@ -95,11 +96,20 @@ impl LayeredSessionStore {
                     self.ledger_rotation(*id, used, next, *at).await.map(|_| ())
                 }
                 Deferred::Revoke { id, at } => self.ledger.revoke(*id, *at).await,
-                Deferred::Create(session) => match self.ledger.create(session).await {
-                    // Already there: an earlier replay got through.
-                    Err(StoreError::Conflict(_)) => Ok(()),
-                    other => other,
-                },
+                Deferred::Create(session, version) => {
+                    match self.ledger.create(session, Some(*version)).await {
+                        // Already there: an earlier replay got through.
+                        Err(StoreError::Conflict(_)) => Ok(()),
+                        // The user changed password, was disabled or logged
+                        // out everywhere first: the session must not live on
+                        // in the cache either.
+                        Err(StoreError::Superseded) => {
+                            self.cache.revoke(session.id, session.created_at).await.ok();
+                            Err(StoreError::Superseded)
+                        }
+                        other => other,
+                    }
+                }
             };
             match result {
                 Err(e) if e.is_unavailable() => return applied,
@@ -141,7 +151,7 @@ impl LayeredSessionStore {
                     return Ok(Rotation::Gone);
                 };
                 tracing::warn!(session_id = %id, "session missing from the database; restored from the cache");
-                self.ledger.create(&session).await?;
+                self.ledger.create(&session, None).await?;
                 self.ledger.record_rotation(id, used, next, at).await?;
                 Ok(Rotation::Mismatch)
             }
@@ -187,8 +197,8 @@ fn spawn_replay(store: Weak<LayeredSessionStore>) {
 
 #[async_trait]
 impl SessionStore for LayeredSessionStore {
-    async fn create(&self, session: &Session) -> Result<(), StoreError> {
-        match self.ledger.create(session).await {
+    async fn create(&self, session: &Session, user_version: i64) -> Result<(), StoreError> {
+        match self.ledger.create(session, Some(user_version)).await {
             Ok(()) => {
                 // The ledger has it: a cache that cannot take it refills later.
                 if let Err(e) = self.cache.put(session).await {
@@ -201,7 +211,7 @@ impl SessionStore for LayeredSessionStore {
             // the cache cannot take it either, the login fails.
             Err(e) if e.is_unavailable() => {
                 self.cache.put(session).await?;
-                self.defer(Deferred::Create(Box::new(session.clone())))
+                self.defer(Deferred::Create(Box::new(session.clone()), user_version))
             }
             Err(e) => Err(e),
         }

@@ -47,6 +47,11 @@ pub enum StoreError {
     /// A uniqueness rule refused the write; names the field.
     #[error("{0} already taken")]
     Conflict(&'static str),
+    /// A conditional write refused because the user's security version
+    /// changed since it was read (a password change, deactivation or
+    /// logout-all won the race).
+    #[error("superseded by a security change of the user")]
+    Superseded,
     /// The store answered something we cannot interpret (a bug or bad data).
     #[error("unexpected store answer: {0}")]
     Corrupt(String),
@@ -97,6 +102,9 @@ pub struct User {
     pub roles: Vec<String>,
     /// Tokens of this user issued before this instant are refused.
     pub not_before: Option<UnixTime>,
+    /// Bumped by each password change, deactivation and logout-all: a
+    /// session is created only while the version its login read is current.
+    pub security_version: i64,
     pub created_at: UnixTime,
     pub updated_at: UnixTime,
 }
@@ -189,11 +197,18 @@ pub trait UserStore: Send + Sync {
         now: UnixTime,
     ) -> Result<(), StoreError>;
     async fn set_password(&self, id: Uuid, hash: &str, now: UnixTime) -> Result<(), StoreError>;
-    /// Soft delete: status `disabled` and `not_before = now`.
+    /// Soft delete: status `disabled` and `not_before = now`. This, a new
+    /// password and a new not-before time each bump `security_version`.
     async fn disable(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError>;
     async fn set_not_before(&self, id: Uuid, at: UnixTime) -> Result<(), StoreError>;
     /// Users whose `not_before` is later than `since` (revocation warm-up).
     async fn not_before_since(&self, since: UnixTime) -> Result<Vec<(Uuid, UnixTime)>, StoreError>;
+    /// Users whose roles changed after `since_ms`, with their roles now and
+    /// when they changed (ms): the warm-up of the lost-role set.
+    async fn roles_changed_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<Vec<(Uuid, Vec<String>, i64)>, StoreError>;
     async fn count(&self) -> Result<i64, StoreError>;
     /// Users whose email or username contains `query` (case-insensitive),
     /// at most `limit`, by username.
@@ -202,7 +217,9 @@ pub trait UserStore: Send + Sync {
 
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    async fn create(&self, session: &Session) -> Result<(), StoreError>;
+    /// Creates the session only while its user is active with security
+    /// version `user_version`; otherwise `StoreError::Superseded`.
+    async fn create(&self, session: &Session, user_version: i64) -> Result<(), StoreError>;
     async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
     /// Compare-and-swap of the refresh hash, atomic per session.
     async fn rotate(
@@ -247,7 +264,31 @@ pub trait SessionCache: Send + Sync {
 
 /// What only the durable (SQL) session store can answer.
 #[async_trait]
-pub trait SessionLedger: SessionStore {
+pub trait SessionLedger: Send + Sync {
+    /// Creates the session while its user is active and, when given, still
+    /// at security version `user_version` (else `Superseded`). `None`
+    /// restores a session a faster store already holds.
+    async fn create(&self, session: &Session, user_version: Option<i64>) -> Result<(), StoreError>;
+    async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
+    /// Compare-and-swap of the refresh hash, atomic per session.
+    async fn rotate(
+        &self,
+        id: Uuid,
+        presented: &str,
+        next: &str,
+        now: UnixTime,
+    ) -> Result<Rotation, StoreError>;
+    async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError>;
+    /// Revokes every live session of the user except `keep`; returns the ids.
+    async fn revoke_user(
+        &self,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        now: UnixTime,
+    ) -> Result<Vec<Uuid>, StoreError>;
+    /// Live sessions of the user, newest first.
+    async fn list_for_user(&self, user_id: Uuid, now: UnixTime)
+    -> Result<Vec<Session>, StoreError>;
     /// Records a rotation already decided by a faster store (write-through).
     /// Forward only: a rotation older than one already recorded only adds
     /// its used hash.

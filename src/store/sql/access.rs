@@ -185,9 +185,19 @@ macro_rules! sql_access_store {
                 .await
             }
 
-            async fn delete_role(&self, name: &str) -> Result<bool, StoreError> {
+            async fn delete_role(&self, name: &str, at_ms: i64) -> Result<bool, StoreError> {
                 self.write(async {
                     let mut tx = self.pool.begin().await.map_err(classify)?;
+                    // Its holders' roles change: a node starting later loads them.
+                    sqlx::query(
+                        "UPDATE users SET roles_changed_at = $2 \
+                         WHERE id IN (SELECT user_id FROM user_roles WHERE role = $1)",
+                    )
+                    .bind(name)
+                    .bind(at_ms)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(classify)?;
                     sqlx::query("DELETE FROM user_roles WHERE role = $1")
                         .bind(name)
                         .execute(&mut *tx)
@@ -205,12 +215,13 @@ macro_rules! sql_access_store {
                 .await
             }
 
-            async fn set_user_roles(&self, user_id: Uuid, roles: &[String], now: UnixTime) -> Result<bool, StoreError> {
+            async fn set_user_roles(&self, user_id: Uuid, roles: &[String], now: UnixTime, at_ms: i64) -> Result<bool, StoreError> {
                 self.write(async {
                     let mut tx = self.pool.begin().await.map_err(classify)?;
-                    let found = sqlx::query("UPDATE users SET updated_at = $2 WHERE id = $1")
+                    let found = sqlx::query("UPDATE users SET updated_at = $2, roles_changed_at = $3 WHERE id = $1")
                         .bind(user_id)
                         .bind(now)
+                        .bind(at_ms)
                         .execute(&mut *tx)
                         .await
                         .map_err(classify)?

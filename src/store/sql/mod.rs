@@ -240,6 +240,11 @@ fn postgres_migrator() -> Migrator {
             "access",
             include_str!("../../../migrations/postgres/0004_access.sql"),
         ),
+        migration(
+            5,
+            "security version",
+            include_str!("../../../migrations/postgres/0005_security_version.sql"),
+        ),
     ])
 }
 
@@ -264,6 +269,11 @@ fn sqlite_migrator() -> Migrator {
             4,
             "access",
             include_str!("../../../migrations/sqlite/0004_access.sql"),
+        ),
+        migration(
+            5,
+            "security version",
+            include_str!("../../../migrations/sqlite/0005_security_version.sql"),
         ),
     ])
 }

@@ -2,7 +2,7 @@
 //! session is written through to, whatever sits in front of it.
 
 use super::{PgStore, SqliteStore, classify};
-use crate::store::{Rotation, Session, SessionLedger, SessionStore, StoreError, UnixTime};
+use crate::store::{Rotation, Session, SessionLedger, StoreError, UnixTime};
 use async_trait::async_trait;
 use sqlx::Row;
 use uuid::Uuid;
@@ -41,16 +41,26 @@ where
 }
 
 macro_rules! sql_session_store {
-    ($store:ty) => {
+    ($store:ty, $lock:literal) => {
         #[async_trait]
-        impl SessionStore for $store {
-            async fn create(&self, s: &Session) -> Result<(), StoreError> {
+        impl SessionLedger for $store {
+            async fn create(&self, s: &Session, user_version: Option<i64>) -> Result<(), StoreError> {
                 self.write(async {
-                        sqlx::query(
+                        // `$lock` (PostgreSQL: FOR SHARE) holds the user's row
+                        // until this insert commits, so a password change,
+                        // deactivation or logout-all either waits for it (and
+                        // then its sweep revokes this session) or committed
+                        // first (and then no row matches). SQLite runs one
+                        // writer at a time, which gives the same order.
+                        let sql = sqlx::AssertSqlSafe(concat!(
                             "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, \
                              expires_at, user_agent, ip, revoked_at, roles) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                        )
+                             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM users \
+                             WHERE id = $2 AND status = 'active' \
+                             AND ($11 IS NULL OR security_version = $11) ",
+                            $lock
+                        ));
+                        let inserted = sqlx::query(sql)
                         .bind(s.id)
                         .bind(s.user_id)
                         .bind(&s.refresh_hash)
@@ -61,9 +71,14 @@ macro_rules! sql_session_store {
                         .bind(&s.ip)
                         .bind(s.revoked_at)
                         .bind(s.roles.join(","))
+                        .bind(user_version)
                         .execute(&self.pool)
                         .await
-                        .map_err(classify)?;
+                        .map_err(classify)?
+                        .rows_affected();
+                        if inserted == 0 {
+                            return Err(StoreError::Superseded);
+                        }
                         Ok(())
                     })
                     .await
@@ -210,10 +225,7 @@ macro_rules! sql_session_store {
                     })
                     .await
             }
-        }
 
-        #[async_trait]
-        impl SessionLedger for $store {
             async fn record_rotation(
                 &self,
                 id: Uuid,
@@ -284,5 +296,5 @@ macro_rules! sql_session_store {
     };
 }
 
-sql_session_store!(PgStore);
-sql_session_store!(SqliteStore);
+sql_session_store!(PgStore, "FOR SHARE");
+sql_session_store!(SqliteStore, "");

@@ -12,7 +12,8 @@ use uuid::Uuid;
 /// the database's own aggregate, `$agg`.
 fn user_select(agg: &str, clause: &str) -> String {
     format!(
-        "SELECT id, email, username, password_hash, status, not_before, created_at, updated_at, \
+        "SELECT id, email, username, password_hash, status, not_before, security_version, \
+         created_at, updated_at, \
          (SELECT {agg}(role, ',') FROM user_roles WHERE user_roles.user_id = users.id) AS roles \
          FROM users WHERE {clause}"
     )
@@ -44,6 +45,7 @@ where
         status: UserStatus::parse(&status)?,
         roles,
         not_before: row.try_get("not_before").map_err(classify)?,
+        security_version: row.try_get("security_version").map_err(classify)?,
         created_at: row.try_get("created_at").map_err(classify)?,
         updated_at: row.try_get("updated_at").map_err(classify)?,
     })
@@ -161,7 +163,8 @@ macro_rules! sql_user_store {
 
             async fn set_password(&self, id: Uuid, hash: &str, now: UnixTime) -> Result<(), StoreError> {
                 self.write(async {
-                        sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3 WHERE id = $1")
+                        sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3, \
+                             security_version = security_version + 1 WHERE id = $1")
                             .bind(id)
                             .bind(hash)
                             .bind(now)
@@ -176,7 +179,8 @@ macro_rules! sql_user_store {
             async fn disable(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
                 self.write(async {
                         sqlx::query(
-                            "UPDATE users SET status = 'disabled', not_before = $2, updated_at = $2 WHERE id = $1",
+                            "UPDATE users SET status = 'disabled', not_before = $2, updated_at = $2, \
+                             security_version = security_version + 1 WHERE id = $1",
                         )
                         .bind(id)
                         .bind(now)
@@ -190,7 +194,8 @@ macro_rules! sql_user_store {
 
             async fn set_not_before(&self, id: Uuid, at: UnixTime) -> Result<(), StoreError> {
                 self.write(async {
-                        sqlx::query("UPDATE users SET not_before = $2, updated_at = $2 WHERE id = $1")
+                        sqlx::query("UPDATE users SET not_before = $2, updated_at = $2, \
+                             security_version = security_version + 1 WHERE id = $1")
                             .bind(id)
                             .bind(at)
                             .execute(&self.pool)
@@ -214,6 +219,28 @@ macro_rules! sql_user_store {
                                     r.try_get::<Uuid, _>("id").map_err(classify)?,
                                     r.try_get::<i64, _>("not_before").map_err(classify)?,
                                 ))
+                            })
+                            .collect()
+                    })
+                    .await
+            }
+
+            async fn roles_changed_since(&self, since_ms: i64) -> Result<Vec<(Uuid, Vec<String>, i64)>, StoreError> {
+                self.read(|pool| async move {
+                        let sql = sqlx::AssertSqlSafe(user_select(
+                            $agg,
+                            "roles_changed_at > $1",
+                        ).replace("SELECT id,", "SELECT roles_changed_at, id,"));
+                        let rows = sqlx::query(sql)
+                            .bind(since_ms)
+                            .fetch_all(&pool)
+                            .await
+                            .map_err(classify)?;
+                        rows.iter()
+                            .map(|r| {
+                                let user = user_from_row(r)?;
+                                let at: i64 = r.try_get("roles_changed_at").map_err(classify)?;
+                                Ok((user.id, user.roles, at))
                             })
                             .collect()
                     })
