@@ -6,13 +6,12 @@
 use crate::app::AppState;
 use crate::auth::sessions::Client;
 use crate::error::ApiError;
-use crate::http::BODY_LIMIT;
+use crate::http::{BODY_LIMIT, client_address};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header, request::Parts};
-use ipnet::IpNet;
 use serde::de::DeserializeOwned;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 /// The request with its body capped at `BODY_LIMIT`: reading past it
 /// fails, and axum's body extractors answer that as 413 (REQ002 here).
@@ -61,36 +60,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
     }
 }
 
-/// The client's address and user agent: for per-IP limits and the session
-/// list. The address is the TCP peer, unless the peer is a trusted proxy:
-/// then the right-most `X-Forwarded-For` entry that is not itself a trusted
-/// proxy (entries further left are the client's own claims).
-pub struct ClientInfo(pub Client);
-
-fn client_ip(
-    peer: Option<IpAddr>,
-    headers: &axum::http::HeaderMap,
-    trusted: &[IpNet],
-) -> Option<IpAddr> {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let peer = peer?;
-    if !is_trusted(&peer) {
-        return Some(peer);
-    }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    Some(
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .unwrap_or(peer),
-    )
+/// The client as this request shows it: its address (kept on sessions and
+/// in the audit log, in full) and the key its per-IP limits count under
+/// (`client_address::rate_key`: an IPv6 client's /64). Every per-IP limit
+/// takes `rate_key`, so a client cannot leave its bucket by rotating the
+/// low bits of an IPv6 address.
+pub struct ClientInfo {
+    pub client: Client,
+    pub rate_key: String,
 }
 
 impl FromRequestParts<AppState> for ClientInfo {
@@ -101,54 +78,26 @@ impl FromRequestParts<AppState> for ClientInfo {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        let ip =
-            client_ip(peer, &parts.headers, &state.config.trusted_proxies).map(|ip| ip.to_string());
+        let ip = peer.map(|peer| {
+            let forwarded: Vec<&[u8]> = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            client_address::client_ip(peer, &forwarded, &state.config.trusted_proxies)
+        });
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        Ok(ClientInfo(Client { ip, user_agent }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::{HeaderMap, HeaderValue};
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("ip")
-    }
-
-    #[test]
-    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.0.0.2"),
-        );
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
-        // From the balancer: the right-most untrusted hop, not the spoofable left.
-        assert_eq!(
-            client_ip(Some(ip("10.0.0.1")), &headers, &trusted),
-            Some(ip("203.0.113.9"))
-        );
-        // From anyone else: the peer; the header is ignored.
-        assert_eq!(
-            client_ip(Some(ip("198.51.100.1")), &headers, &trusted),
-            Some(ip("198.51.100.1"))
-        );
-        assert_eq!(
-            client_ip(Some(ip("10.0.0.1")), &headers, &[]),
-            Some(ip("10.0.0.1"))
-        );
-        // Only proxies in the header: the peer.
-        let mut only = HeaderMap::new();
-        only.insert("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
-        assert_eq!(
-            client_ip(Some(ip("10.0.0.1")), &only, &trusted),
-            Some(ip("10.0.0.1"))
-        );
+        Ok(ClientInfo {
+            rate_key: ip.map_or_else(|| "unknown".to_string(), client_address::rate_key),
+            client: Client {
+                ip: ip.map(|ip| ip.to_string()),
+                user_agent,
+            },
+        })
     }
 }
