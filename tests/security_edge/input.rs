@@ -295,20 +295,20 @@ async fn queries_and_paths_never_fail(app: &TestApp, caller: &Caller) {
     let too_long = "a".repeat(9_000);
     let far_too_long = "a".repeat(60_000);
     let queries = [
-        format!("/api/v1/admin/users?query=a%00b"),
-        format!("/api/v1/admin/users?query=%FF"),
-        format!("/api/v1/admin/users?query=%"),
-        format!("/api/v1/admin/users?limit=abc"),
-        format!("/api/v1/admin/users?limit=99999999999999999999"),
-        format!("/api/v1/admin/users?limit=1e400"),
-        format!("/api/v1/admin/users?limit=-1"),
-        format!("/api/v1/admin/users?query=a&query=b"),
+        "/api/v1/admin/users?query=a%00b".to_string(),
+        "/api/v1/admin/users?query=%FF".to_string(),
+        "/api/v1/admin/users?query=%".to_string(),
+        "/api/v1/admin/users?limit=abc".to_string(),
+        "/api/v1/admin/users?limit=99999999999999999999".to_string(),
+        "/api/v1/admin/users?limit=1e400".to_string(),
+        "/api/v1/admin/users?limit=-1".to_string(),
+        "/api/v1/admin/users?query=a&query=b".to_string(),
         format!("/api/v1/admin/users?query={long}"),
         format!("/api/v1/admin/users?query={too_long}"),
         format!("/api/v1/admin/users?query={far_too_long}"),
-        format!("/api/v1/admin/audit?since=abc"),
-        format!("/api/v1/admin/audit?since=99999999999999999999"),
-        format!("/api/v1/admin/audit?since=%00"),
+        "/api/v1/admin/audit?since=abc".to_string(),
+        "/api/v1/admin/audit?since=99999999999999999999".to_string(),
+        "/api/v1/admin/audit?since=%00".to_string(),
     ];
     for path in &queries {
         let headers = caller.headers(app, Auth::Admin).await;
