@@ -148,13 +148,8 @@ async fn open_durable(config: &Config, guard: Arc<DependencyGuard>) -> Result<Du
             Ok(durable)
         }
         DatabaseBackend::Sqlite(path) => {
-            if let Some(dir) = std::path::Path::new(&path).parent()
-                && !dir.as_os_str().is_empty()
-            {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StartError::Other(format!("cannot create {}: {e}", dir.display()))
-                })?;
-            }
+            crate::store::private_files::prepare_sqlite_file(&path)
+                .map_err(|e| StartError::Other(format!("cannot prepare {path}: {e}")))?;
             let store = SqliteStore::open(&path, guard).await?;
             store.migrate().await?;
             Ok(wrap(Arc::new(store)))

@@ -176,7 +176,14 @@ impl Accounts {
         Ok(())
     }
 
+    /// Users whose email or username contains `query`. A query longer than
+    /// any email can match nobody, and is answered without asking the
+    /// store (SQLite refuses LIKE patterns past 50,000 bytes as an error).
     pub async fn search(&self, query: &str, limit: i64) -> Result<Vec<User>, ApiError> {
-        Ok(self.users.search(query.trim(), limit).await?)
+        let query = query.trim();
+        if query.len() > crate::auth::policy::MAX_EMAIL_BYTES {
+            return Ok(Vec::new());
+        }
+        Ok(self.users.search(query, limit).await?)
     }
 }

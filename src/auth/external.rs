@@ -12,6 +12,7 @@
 use crate::config::IdpConfig;
 use crate::error::ApiError;
 use crate::resilience::breaker::State;
+use crate::resilience::failure::FailureKind;
 use crate::resilience::{Call, DependencyGuard};
 use crate::store::{Probe, StoreError};
 use base64::Engine;
@@ -77,6 +78,34 @@ fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
     }
 }
 
+/// What kind of failure a JWKS request had. A TLS failure is known only
+/// by its text (reqwest does not type it); the text is read here to pick a
+/// word from a fixed set, never shown.
+fn http_failure(e: &reqwest::Error) -> FailureKind {
+    if e.is_timeout() {
+        return FailureKind::Timeout;
+    }
+    let kind = FailureKind::of_error(e);
+    if kind != FailureKind::Other {
+        return kind;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        let text = s.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
+            return FailureKind::Tls;
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        FailureKind::Unreachable
+    } else if e.is_body() || e.is_decode() {
+        FailureKind::InvalidResponse
+    } else {
+        FailureKind::Other
+    }
+}
+
 fn parse_jwks(body: &[u8]) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
     let set: JwkSet = serde_json::from_slice(body).map_err(|e| format!("not a JWKS: {e}"))?;
     let mut keys = HashMap::new();
@@ -133,27 +162,24 @@ impl Idp {
             return Ok(());
         }
         let url = self.config.jwks_url.clone();
-        let unavailable = |reason: String| StoreError::Unavailable {
+        let unavailable = |kind: FailureKind, reason: String| StoreError::Unavailable {
             dependency: self.name,
+            kind,
             reason,
         };
+        let failed = |e: reqwest::Error| unavailable(http_failure(&e), e.to_string());
         let result = self
             .guard
             .run(Call::Read, async {
-                let response = self
-                    .client
-                    .get(&url)
-                    .send()
-                    .await
-                    .map_err(|e| unavailable(e.to_string()))?;
+                let response = self.client.get(&url).send().await.map_err(failed)?;
                 if !response.status().is_success() {
-                    return Err(unavailable(format!("JWKS answered {}", response.status())));
+                    return Err(unavailable(
+                        FailureKind::of_status(response.status().as_u16()),
+                        format!("JWKS answered {}", response.status()),
+                    ));
                 }
-                let body = response
-                    .bytes()
-                    .await
-                    .map_err(|e| unavailable(e.to_string()))?;
-                parse_jwks(&body).map_err(unavailable)
+                let body = response.bytes().await.map_err(failed)?;
+                parse_jwks(&body).map_err(|e| unavailable(FailureKind::InvalidResponse, e))
             })
             .await;
         match result {

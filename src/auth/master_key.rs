@@ -97,20 +97,9 @@ impl MasterKey {
     }
 }
 
-/// Writes a file readable by its owner only.
+/// Writes a file readable by its owner only, in a folder created 0700.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    crate::store::private_files::write_private_file(path, bytes)
 }
 
 #[cfg(test)]

@@ -68,10 +68,13 @@ impl PasswordPolicy {
     }
 }
 
+/// The longest email accepted (RFC 5321's path limit less the brackets).
+pub const MAX_EMAIL_BYTES: usize = 254;
+
 /// A pragmatic email check: one `@`, a non-empty local part, a dotted domain,
 /// no whitespace, at most 254 characters. Deliverability is not our concern.
 pub fn check_email(email: &str) -> Option<FieldError> {
-    let valid = email.len() <= 254
+    let valid = email.len() <= MAX_EMAIL_BYTES
         && !email.chars().any(char::is_whitespace)
         && match email.split_once('@') {
             Some((local, domain)) => {

@@ -7,9 +7,10 @@ use crate::cache::CacheView;
 use crate::cache::bus::Invalidation;
 use crate::error::ApiError;
 use crate::http::caller::Admin;
+use crate::http::extract::{Path, Query};
 use crate::http::users::{Items, rfc3339};
-use crate::resilience::breaker::Snapshot;
-use axum::extract::{Path, Query, State};
+use crate::resilience::DependencyGuard;
+use axum::extract::State;
 use axum::response::IntoResponse;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -20,7 +21,17 @@ fn wall(t: Option<std::time::SystemTime>) -> Value {
         .map_or(Value::Null, Value::String)
 }
 
-fn view(s: &Snapshot) -> Value {
+/// The breaker and, for operators only, the last failure in full (public
+/// health shows its kind alone).
+fn view(guard: &DependencyGuard) -> Value {
+    let s = guard.breaker().snapshot();
+    let last_failure = guard.stats().last_failure.map_or(Value::Null, |f| {
+        json!({
+            "at": f.at.format(&Rfc3339).ok(),
+            "kind": f.kind.as_str(),
+            "reason": f.reason,
+        })
+    });
     json!({
         "state": s.state.as_str(),
         "failure_rate": (s.failure_rate * 10.0).round() / 10.0,
@@ -29,6 +40,7 @@ fn view(s: &Snapshot) -> Value {
         "failures": s.failures,
         "opened_at": wall(s.opened_at),
         "next_attempt_at": wall(s.next_attempt_at),
+        "last_failure": last_failure,
     })
 }
 
@@ -36,7 +48,7 @@ pub async fn circuit_breakers(_: Admin, State(state): State<AppState>) -> impl I
     let breakers: serde_json::Map<String, Value> = state
         .guards
         .iter()
-        .map(|g| (g.name().to_string(), view(&g.breaker().snapshot())))
+        .map(|g| (g.name().to_string(), view(g)))
         .collect();
     axum::Json(json!({ "circuit_breakers": breakers }))
 }
@@ -53,7 +65,7 @@ pub async fn reset_circuit_breaker(
         .ok_or(ApiError::NotFound)?;
     guard.breaker().reset();
     tracing::warn!(dependency = %name, "circuit breaker reset by an admin");
-    Ok(axum::Json(view(&guard.breaker().snapshot())))
+    Ok(axum::Json(view(guard)))
 }
 
 /// Starts a rotation: the new key is a standby for `jwks_max_age`, then signs.

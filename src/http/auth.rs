@@ -4,7 +4,7 @@ use crate::app::AppState;
 use crate::auth::accounts::Registration;
 use crate::auth::now;
 use crate::auth::rate_limit::Limit;
-use crate::auth::sessions::{Client, TokenPair};
+use crate::auth::sessions::TokenPair;
 use crate::error::ApiError;
 use crate::http::caller::{Authenticated, Credential};
 use crate::http::extract::{ClientInfo, Json, OptionalJson};
@@ -75,19 +75,12 @@ fn rate_headers(d: &Decision) -> [(&'static str, String); 3] {
     ]
 }
 
-fn ip_of(client: &Client) -> &str {
-    client.ip.as_deref().unwrap_or("unknown")
-}
-
 pub async fn register(
     State(state): State<AppState>,
-    ClientInfo(client): ClientInfo,
+    ClientInfo { rate_key, .. }: ClientInfo,
     Json(body): Json<RegisterBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let limit = state
-        .limits
-        .check(Limit::RegisterPerIp, ip_of(&client))
-        .await?;
+    let limit = state.limits.check(Limit::RegisterPerIp, &rate_key).await?;
     let registration = Registration {
         email: body.email,
         username: body.username,
@@ -104,16 +97,13 @@ pub async fn register(
 
 pub async fn login(
     State(state): State<AppState>,
-    ClientInfo(client): ClientInfo,
+    ClientInfo { client, rate_key }: ClientInfo,
     Json(body): Json<LoginBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     // Shed at the door: no limiter or store call for a login with no
     // place to be hashed.
     let slot = state.sessions.hash_slot()?;
-    let limit = state
-        .limits
-        .check(Limit::LoginPerIp, ip_of(&client))
-        .await?;
+    let limit = state.limits.check(Limit::LoginPerIp, &rate_key).await?;
     let pair = state
         .sessions
         .login(slot, &body.login, body.password, client, now())
@@ -123,13 +113,10 @@ pub async fn login(
 
 pub async fn refresh(
     State(state): State<AppState>,
-    ClientInfo(client): ClientInfo,
+    ClientInfo { rate_key, .. }: ClientInfo,
     Json(body): Json<RefreshBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let limit = state
-        .limits
-        .check(Limit::RefreshPerIp, ip_of(&client))
-        .await?;
+    let limit = state.limits.check(Limit::RefreshPerIp, &rate_key).await?;
     let pair = state.sessions.refresh(&body.refresh_token, now()).await?;
     Ok((rate_headers(&limit), axum::Json(TokenResponse::from(pair))))
 }

@@ -1,18 +1,19 @@
-//! Extractors that fail in the contract's format: a JSON body whose
-//! rejections become REQ001/REQ002 (never axum's plain-text defaults), and
+//! Extractors that fail in the contract's format: a JSON body, a query
+//! string and path parameters whose rejections become REQ001/REQ002 (never
+//! axum's plain-text defaults), and
 //! the client's address and user agent. Who the caller is lives in
 //! `caller.rs`.
 
 use crate::app::AppState;
 use crate::auth::sessions::Client;
 use crate::error::ApiError;
-use crate::http::BODY_LIMIT;
+use crate::http::{BODY_LIMIT, client_address};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::{StatusCode, header, request::Parts};
-use ipnet::IpNet;
 use serde::de::DeserializeOwned;
-use std::net::{IpAddr, SocketAddr};
+use serde_json::Value;
+use std::net::SocketAddr;
 
 /// The request with its body capped at `BODY_LIMIT`: reading past it
 /// fails, and axum's body extractors answer that as 413 (REQ002 here).
@@ -23,20 +24,107 @@ pub fn limited(req: Request) -> Request {
     req.map(|body| Body::new(http_body_util::Limited::new(body, BODY_LIMIT)))
 }
 
-/// A JSON body; any rejection is an `ApiError`.
+/// A JSON body; any rejection is an `ApiError`. A string holding NUL
+/// (`\u0000`) anywhere in the document is refused here, once, as 400
+/// REQ001: no field of this API can hold one, PostgreSQL `text` cannot
+/// store one (it would fail as a 500 deep in a store), and C-string
+/// consumers downstream would truncate at it. It is malformed input rather
+/// than a validation failure of one field, so it needs no field list.
 pub struct Json<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(limited(req), state).await {
-            Ok(axum::Json(value)) => Ok(Json(value)),
+        // Through a `Value` so that every string, however deeply nested or
+        // ignored by `T`, is seen by the NUL check.
+        let value = match axum::Json::<Value>::from_request(limited(req), state).await {
+            Ok(axum::Json(value)) => value,
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::PayloadTooLarge)
+                return Err(ApiError::PayloadTooLarge);
             }
-            Err(rejection) => Err(ApiError::Malformed(rejection.body_text())),
+            Err(rejection) => return Err(ApiError::Malformed(rejection.body_text())),
+        };
+        if holds_nul(&value) {
+            return Err(nul());
         }
+        serde_json::from_value(value)
+            .map(Json)
+            .map_err(|e| ApiError::Malformed(format!("invalid JSON body: {e}")))
+    }
+}
+
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
+    }
+}
+
+fn nul() -> ApiError {
+    ApiError::Malformed("NUL characters are not accepted".into())
+}
+
+/// Refuses a form or path value holding NUL, like `Json` does.
+pub fn refuse_nul(text: &str) -> Result<(), ApiError> {
+    if text.contains('\0') {
+        Err(nul())
+    } else {
+        Ok(())
+    }
+}
+
+/// A percent-encoded NUL in a raw path or query. In valid percent-encoding
+/// every `%` starts an escape, so `%00` can only be one.
+fn encodes_nul(raw: &str) -> bool {
+    raw.contains("%00")
+}
+
+/// Query strings past this are refused with 413 REQ002 (the contract's
+/// "too large"): no query parameter of this API needs more, and a URI as
+/// long as a body would pass it to the stores whole.
+pub const QUERY_LIMIT: usize = 8 * 1024;
+
+/// A query string; malformed ones are 400 REQ001 in the contract's format
+/// (axum's own rejection is plain text), NUL is refused like in `Json`,
+/// and one longer than `QUERY_LIMIT` is 413 REQ002.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let raw = parts.uri.query().unwrap_or("");
+        if raw.len() > QUERY_LIMIT {
+            return Err(ApiError::PayloadTooLarge);
+        }
+        if encodes_nul(raw) {
+            return Err(nul());
+        }
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| Query(q))
+            .map_err(|e| ApiError::Malformed(e.body_text()))
+    }
+}
+
+/// Path parameters; a segment that is not valid percent-encoded UTF-8 or
+/// does not fit the type is 400 REQ001 in the contract's format.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        if encodes_nul(parts.uri.path()) {
+            return Err(nul());
+        }
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(p)| Path(p))
+            .map_err(|e| ApiError::Malformed(e.body_text()))
     }
 }
 
@@ -61,36 +149,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
     }
 }
 
-/// The client's address and user agent: for per-IP limits and the session
-/// list. The address is the TCP peer, unless the peer is a trusted proxy:
-/// then the right-most `X-Forwarded-For` entry that is not itself a trusted
-/// proxy (entries further left are the client's own claims).
-pub struct ClientInfo(pub Client);
-
-fn client_ip(
-    peer: Option<IpAddr>,
-    headers: &axum::http::HeaderMap,
-    trusted: &[IpNet],
-) -> Option<IpAddr> {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
-    let peer = peer?;
-    if !is_trusted(&peer) {
-        return Some(peer);
-    }
-    let forwarded: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    Some(
-        forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !is_trusted(ip))
-            .unwrap_or(peer),
-    )
+/// The client as this request shows it: its address (kept on sessions and
+/// in the audit log, in full) and the key its per-IP limits count under
+/// (`client_address::rate_key`: an IPv6 client's /64). Every per-IP limit
+/// takes `rate_key`, so a client cannot leave its bucket by rotating the
+/// low bits of an IPv6 address.
+pub struct ClientInfo {
+    pub client: Client,
+    pub rate_key: String,
 }
 
 impl FromRequestParts<AppState> for ClientInfo {
@@ -101,54 +167,26 @@ impl FromRequestParts<AppState> for ClientInfo {
             .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|ConnectInfo(addr)| addr.ip());
-        let ip =
-            client_ip(peer, &parts.headers, &state.config.trusted_proxies).map(|ip| ip.to_string());
+        let ip = peer.map(|peer| {
+            let forwarded: Vec<&[u8]> = parts
+                .headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .map(|v| v.as_bytes())
+                .collect();
+            client_address::client_ip(peer, &forwarded, &state.config.trusted_proxies)
+        });
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        Ok(ClientInfo(Client { ip, user_agent }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::http::{HeaderMap, HeaderValue};
-
-    fn ip(s: &str) -> IpAddr {
-        s.parse().expect("ip")
-    }
-
-    #[test]
-    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
-        let mut headers = HeaderMap::new();
-        headers.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.0.0.2"),
-        );
-        let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
-        // From the balancer: the right-most untrusted hop, not the spoofable left.
-        assert_eq!(
-            client_ip(Some(ip("10.0.0.1")), &headers, &trusted),
-            Some(ip("203.0.113.9"))
-        );
-        // From anyone else: the peer; the header is ignored.
-        assert_eq!(
-            client_ip(Some(ip("198.51.100.1")), &headers, &trusted),
-            Some(ip("198.51.100.1"))
-        );
-        assert_eq!(
-            client_ip(Some(ip("10.0.0.1")), &headers, &[]),
-            Some(ip("10.0.0.1"))
-        );
-        // Only proxies in the header: the peer.
-        let mut only = HeaderMap::new();
-        only.insert("x-forwarded-for", HeaderValue::from_static("10.1.1.1"));
-        assert_eq!(
-            client_ip(Some(ip("10.0.0.1")), &only, &trusted),
-            Some(ip("10.0.0.1"))
-        );
+        Ok(ClientInfo {
+            rate_key: ip.map_or_else(|| "unknown".to_string(), client_address::rate_key),
+            client: Client {
+                ip: ip.map(|ip| ip.to_string()),
+                user_agent,
+            },
+        })
     }
 }

@@ -33,10 +33,13 @@ impl<S: Send + Sync> FromRequest<S> for FormOrJson {
         if form {
             axum::Form::<IntrospectBody>::from_request(limited(req), state)
                 .await
-                .map(|axum::Form(b)| FormOrJson(b))
                 .map_err(|e| match e.status() {
                     StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
                     _ => ApiError::Malformed(e.body_text()),
+                })
+                .and_then(|axum::Form(b)| {
+                    crate::http::extract::refuse_nul(&b.token)?;
+                    Ok(FormOrJson(b))
                 })
         } else {
             crate::http::extract::Json::<IntrospectBody>::from_request(req, state)

@@ -8,6 +8,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod authz;
 pub mod caller;
+pub mod client_address;
 pub mod extract;
 pub mod health;
 pub mod introspect;

@@ -8,6 +8,7 @@
 //! dependency cost microseconds instead of a timeout.
 
 use crate::resilience::breaker::{BreakerSettings, CircuitBreaker, Outcome, Permit, State};
+use crate::resilience::failure::FailureKind;
 use crate::store::StoreError;
 use parking_lot::Mutex;
 use std::future::Future;
@@ -33,7 +34,15 @@ pub struct GuardStats {
     pub failure_count: u64,
     pub rejected: u64,
     pub last_latency: Option<Duration>,
-    pub last_failure: Option<(OffsetDateTime, String)>,
+    /// When, what kind (public), and the full text (logs and admins only).
+    pub last_failure: Option<LastFailure>,
+}
+
+#[derive(Debug, Clone)]
+pub struct LastFailure {
+    pub at: OffsetDateTime,
+    pub kind: FailureKind,
+    pub reason: String,
 }
 
 pub struct DependencyGuard {
@@ -112,7 +121,7 @@ impl DependencyGuard {
         let mut retries = 0;
         loop {
             let result = self.attempt(make()).await;
-            let fast_failure = matches!(&result, Err(StoreError::Unavailable { reason, .. }) if !reason.starts_with(TIMED_OUT));
+            let fast_failure = matches!(&result, Err(StoreError::Unavailable { kind, .. }) if *kind != FailureKind::Timeout);
             let retry = fast_failure
                 && retries < MAX_RETRIES
                 && self.breaker.state() == State::Closed
@@ -150,7 +159,8 @@ impl DependencyGuard {
             Ok(result) => result,
             Err(_) => Err(StoreError::Unavailable {
                 dependency: self.name,
-                reason: format!("{TIMED_OUT} {:?}", self.timeout),
+                kind: FailureKind::Timeout,
+                reason: format!("timed out after {:?}", self.timeout),
             }),
         };
         let took = started.elapsed();
@@ -174,14 +184,16 @@ impl DependencyGuard {
         let mut stats = self.stats.lock();
         stats.calls += 1;
         stats.last_latency = Some(latency);
-        if let Err(StoreError::Unavailable { reason, .. }) = result {
+        if let Err(StoreError::Unavailable { kind, reason, .. }) = result {
             stats.failure_count += 1;
-            stats.last_failure = Some((OffsetDateTime::now_utc(), reason.clone()));
+            stats.last_failure = Some(LastFailure {
+                at: OffsetDateTime::now_utc(),
+                kind: *kind,
+                reason: reason.clone(),
+            });
         }
     }
 }
-
-const TIMED_OUT: &str = "timed out after";
 
 fn backoff(attempt: u32) -> Duration {
     let ceiling = BACKOFF_BASE.as_micros() as u64 * (1u64 << attempt.min(6));
@@ -205,6 +217,7 @@ mod tests {
     fn refused() -> StoreError {
         StoreError::Unavailable {
             dependency: "database",
+            kind: FailureKind::Refused,
             reason: "connection refused".into(),
         }
     }

@@ -89,8 +89,12 @@ impl HealthMonitor {
                     latency_ms: (latency_ms * 100.0).round() / 100.0,
                     circuit_state: c.guard.breaker().state().as_str(),
                     failure_count: stats.failure_count,
-                    last_failure: stats.last_failure.and_then(|(at, why)| {
-                        at.format(&Rfc3339).ok().map(|at| format!("{at}: {why}"))
+                    // The kind only: the driver's text names hosts and
+                    // addresses, and this view is public.
+                    last_failure: stats.last_failure.and_then(|f| {
+                        f.at.format(&Rfc3339)
+                            .ok()
+                            .map(|at| format!("{at}: {}", f.kind))
                     }),
                     backend: c.probe.backend(),
                 },

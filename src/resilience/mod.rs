@@ -3,6 +3,7 @@
 //! built from what the guards saw.
 
 pub mod breaker;
+pub mod failure;
 pub mod guard;
 pub mod health;
 pub mod outbox;

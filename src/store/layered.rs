@@ -13,6 +13,7 @@
 //! presenting a hash the ledger knows as used is reuse, a session the ledger
 //! revoked is gone, and a ledger that merely missed rotations catches up.
 
+use crate::resilience::failure::FailureKind;
 use crate::store::{
     Rotation, Session, SessionCache, SessionLedger, SessionStore, StoreError, UnixTime,
 };
@@ -75,6 +76,7 @@ impl LayeredSessionStore {
         if queue.len() >= MAX_DEFERRED {
             return Err(StoreError::Unavailable {
                 dependency: "database",
+                kind: FailureKind::QueueFull,
                 reason: "deferred write queue full".into(),
             });
         }

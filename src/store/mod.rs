@@ -7,10 +7,12 @@ pub mod access;
 pub mod layered;
 pub mod memory;
 pub mod memory_limiter;
+pub mod private_files;
 pub mod redis;
 pub mod redis_limiter;
 pub mod sql;
 
+use crate::resilience::failure::FailureKind;
 use async_trait::async_trait;
 use uuid::Uuid;
 
@@ -29,9 +31,12 @@ pub type UnixTime = i64;
 pub enum StoreError {
     /// Infrastructure failure: refused or reset connection, timeout, pool
     /// exhausted, server shutting down.
+    /// `kind` is what public health may show; `reason` (the driver's
+    /// text, which can name hosts and addresses) is for logs and admins.
     #[error("{dependency} unavailable: {reason}")]
     Unavailable {
         dependency: &'static str,
+        kind: FailureKind,
         reason: String,
     },
     /// The dependency's circuit breaker is open: refused without trying.

@@ -6,6 +6,7 @@
 //! keys of a session land on one slot, so the rotation script (compare,
 //! swap, remember the used hash, atomically) also works on a cluster.
 
+use crate::resilience::failure::FailureKind;
 use crate::resilience::{Call, DependencyGuard};
 use crate::store::{Probe, Rotation, Session, SessionCache, StoreError, UnixTime};
 use async_trait::async_trait;
@@ -233,18 +234,22 @@ pub(crate) fn classify(e: redis::RedisError) -> StoreError {
     ]
     .iter()
     .any(|code| text.contains(code));
-    if e.is_io_error()
-        || e.is_connection_refusal()
-        || e.is_connection_dropped()
-        || e.is_timeout()
-        || e.is_cluster_error()
-        || server_unready
-    {
-        StoreError::Unavailable {
-            dependency: DEPENDENCY,
-            reason: text,
-        }
+    let kind = if e.is_timeout() {
+        FailureKind::Timeout
+    } else if e.is_connection_refusal() {
+        FailureKind::Refused
+    } else if e.is_connection_dropped() {
+        FailureKind::Reset
+    } else if server_unready || e.is_cluster_error() {
+        FailureKind::ServerUnavailable
+    } else if e.is_io_error() {
+        FailureKind::of_error(&e)
     } else {
-        StoreError::Corrupt(text)
+        return StoreError::Corrupt(text);
+    };
+    StoreError::Unavailable {
+        dependency: DEPENDENCY,
+        kind,
+        reason: text,
     }
 }

@@ -3,6 +3,7 @@
 //! processes, plus small HTTP helpers. Each test gets its own everything.
 #![allow(dead_code)]
 
+pub mod edge;
 pub mod jwks;
 pub mod procs;
 pub mod proxy;

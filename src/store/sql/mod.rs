@@ -12,6 +12,7 @@ mod keys;
 mod sessions;
 mod users;
 
+use crate::resilience::failure::FailureKind;
 use crate::resilience::{Call, DependencyGuard};
 use crate::store::{Probe, StoreError};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -137,6 +138,7 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::Unavailable {
                 dependency: DEPENDENCY,
+                kind: FailureKind::of_error(&e),
                 reason: format!("migration failed: {e}"),
             })
     }
@@ -290,17 +292,19 @@ fn migration(version: i64, description: &'static str, sql: &'static str) -> Migr
 
 /// Sorts a sqlx error into an answer (conflict) or an infrastructure failure.
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {
-    let unavailable = |reason: String| StoreError::Unavailable {
+    let unavailable = |kind: FailureKind, reason: String| StoreError::Unavailable {
         dependency: DEPENDENCY,
+        kind,
         reason,
     };
     match e {
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::Protocol(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => unavailable(e.to_string()),
+        sqlx::Error::Io(ref io) => unavailable(FailureKind::of_io(io.kind()), e.to_string()),
+        sqlx::Error::Tls(_) => unavailable(FailureKind::Tls, e.to_string()),
+        sqlx::Error::Protocol(_) => unavailable(FailureKind::InvalidResponse, e.to_string()),
+        sqlx::Error::PoolTimedOut => unavailable(FailureKind::PoolExhausted, e.to_string()),
+        sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            unavailable(FailureKind::Other, e.to_string())
+        }
         sqlx::Error::Database(db) => {
             if db.is_unique_violation() {
                 let text = format!("{} {}", db.constraint().unwrap_or(""), db.message());
@@ -324,7 +328,7 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
                 || code == "5"
                 || code == "6";
             if infrastructure {
-                unavailable(db.to_string())
+                unavailable(FailureKind::ServerUnavailable, db.to_string())
             } else {
                 StoreError::Corrupt(db.to_string())
             }
