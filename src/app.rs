@@ -272,8 +272,12 @@ impl AppState {
             access_ttl,
             leeway,
         ));
-        let hasher = PasswordHasher::start(config.passwords.hash_workers, config.passwords.queue)
-            .map_err(|e| StartError::Other(e.to_string()))?;
+        let hasher = PasswordHasher::start_upgrading(
+            config.passwords.hash_workers,
+            config.passwords.queue,
+            Some(Arc::clone(&durable.users)),
+        )
+        .map_err(|e| StartError::Other(e.to_string()))?;
         let policy = Arc::new(PasswordPolicy::load());
         let accounts = Arc::new(Accounts::new(
             Arc::clone(&durable.users),

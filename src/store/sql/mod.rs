@@ -240,6 +240,11 @@ fn postgres_migrator() -> Migrator {
             "access",
             include_str!("../../../migrations/postgres/0004_access.sql"),
         ),
+        migration(
+            6,
+            "password normalization",
+            include_str!("../../../migrations/postgres/0006_password_normalization.sql"),
+        ),
     ])
 }
 
@@ -264,6 +269,11 @@ fn sqlite_migrator() -> Migrator {
             4,
             "access",
             include_str!("../../../migrations/sqlite/0004_access.sql"),
+        ),
+        migration(
+            6,
+            "password normalization",
+            include_str!("../../../migrations/sqlite/0006_password_normalization.sql"),
         ),
     ])
 }
