@@ -210,7 +210,8 @@ impl EmergencyVerifier {
                 Ok(claims)
             }
             Err((jti, refusal)) => {
-                tracing::warn!(jti = ?jti, why = %refusal, "emergency token refused: {refusal}");
+                let jti = jti.map_or_else(|| "unreadable".to_string(), |j| j.to_string());
+                tracing::warn!(jti = %jti, "emergency token refused: {refusal}");
                 Err(refusal.error())
             }
         }

@@ -125,7 +125,9 @@ const KEYBOARD: &[&str] = &[
 /// (its own length when it is none).
 fn smallest_period(chars: &[char]) -> usize {
     (1..=chars.len())
-        .find(|&p| chars.len() % p == 0 && chars.iter().skip(p).zip(chars).all(|(a, b)| a == b))
+        .find(|&p| {
+            chars.len().is_multiple_of(p) && chars.iter().skip(p).zip(chars).all(|(a, b)| a == b)
+        })
         .unwrap_or(chars.len())
 }
 
