@@ -17,7 +17,7 @@ use crate::auth::sessions::{SessionDeps, Sessions};
 use crate::auth::tokens::TokenService;
 use crate::cache::bus::Bus;
 use crate::cache::validation::ValidationCache;
-use crate::config::{Config, DatabaseBackend, Environment};
+use crate::config::{Config, ConfigError, DatabaseBackend, Environment};
 use crate::http;
 use crate::http::middleware::security_headers;
 use crate::resilience::DependencyGuard;
@@ -270,8 +270,12 @@ impl AppState {
             access_ttl,
             leeway,
         ));
-        let hasher = PasswordHasher::start(config.passwords.hash_workers, config.passwords.queue)
-            .map_err(|e| StartError::Other(e.to_string()))?;
+        let hasher = PasswordHasher::start_upgrading(
+            config.passwords.hash_workers,
+            config.passwords.queue,
+            Some(Arc::clone(&durable.users)),
+        )
+        .map_err(|e| StartError::Other(e.to_string()))?;
         let policy = Arc::new(PasswordPolicy::load());
         let accounts = Arc::new(Accounts::new(
             Arc::clone(&durable.users),
@@ -360,6 +364,7 @@ impl AppState {
                     config.issuer.clone(),
                     config.audience.clone(),
                     leeway,
+                    &config.emergency.deny_jti,
                 )
                 .map_err(StartError::Other)?,
             )),
@@ -388,6 +393,20 @@ impl AppState {
             validation,
             external,
         })))
+    }
+
+    /// What an operator may change without a restart (SIGHUP): the
+    /// configuration is read again and the emergency deny list swapped in;
+    /// everything else keeps its start-up value. On an error nothing
+    /// changes. No store is involved, so it works during an outage.
+    pub fn reload(&self, file: Option<&std::path::Path>) -> Result<(), ConfigError> {
+        let config = Config::load(file)?;
+        if let Some(emergency) = &self.emergency {
+            emergency.set_denied(&config.emergency.deny_jti);
+        } else if !config.emergency.deny_jti.is_empty() {
+            tracing::warn!("[emergency] deny_jti set, but emergency tokens are off on this node");
+        }
+        Ok(())
     }
 
     pub fn router(&self) -> Router {

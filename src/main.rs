@@ -75,6 +75,12 @@ enum EmergencyCommand {
         ttl: String,
         #[arg(long, default_value = "admin")]
         scope: Vec<String>,
+        /// The `iss` to sign for; defaults to `issuer` of --config.
+        #[arg(long)]
+        issuer: Option<String>,
+        /// The `aud` to sign for; defaults to `audience` of --config.
+        #[arg(long)]
+        audience: Option<String>,
     },
 }
 
@@ -102,6 +108,7 @@ enum UserCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let config_file = cli.config.clone();
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(e) => {
@@ -119,7 +126,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve => serve(config).await,
+            Command::Serve => serve(config, config_file).await,
             Command::Migrate => app::migrate(&config)
                 .await
                 .map(|()| println!("migrations applied"))
@@ -146,7 +153,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: Config) -> Result<(), String> {
+async fn serve(config: Config, config_file: Option<PathBuf>) -> Result<(), String> {
     let listen = config.listen;
     let describe = format!(
         "{} mode, database: {}, sessions: {}",
@@ -176,6 +183,7 @@ async fn serve(config: Config) -> Result<(), String> {
              holdfast user create --email admin@example.com --username admin --role admin"
         );
     }
+    spawn_reload_on_hangup(state.clone(), config_file);
     axum::serve(
         listener,
         state
@@ -185,6 +193,27 @@ async fn serve(config: Config) -> Result<(), String> {
     .with_graceful_shutdown(shutdown_signal())
     .await
     .map_err(|e| e.to_string())
+}
+
+/// SIGHUP re-reads the configuration (`AppState::reload`: the emergency
+/// deny list). Without a handler SIGHUP would end the process.
+fn spawn_reload_on_hangup(state: AppState, config_file: Option<PathBuf>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGHUP; configuration reload is off");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match state.reload(config_file.as_deref()) {
+                Ok(()) => tracing::info!("configuration reloaded on SIGHUP"),
+                Err(e) => tracing::error!("configuration not reloaded, the old one stays: {e}"),
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {
@@ -268,23 +297,31 @@ fn emergency(config: &Config, command: EmergencyCommand) -> Result<(), String> {
             reason,
             ttl,
             scope,
+            issuer,
+            audience,
         } => {
             let ttl = humantime::parse_duration(&ttl)
                 .map_err(|e| format!("--ttl {ttl}: {e}"))?
                 .as_secs() as i64;
+            let issuer = issuer.unwrap_or_else(|| config.issuer.clone());
+            let audience = audience.unwrap_or_else(|| config.audience.clone());
             let pem =
                 std::fs::read(&key).map_err(|e| format!("cannot read {}: {e}", key.display()))?;
             let token = emergency::issue(
                 &pem,
                 emergency::Issue {
-                    issuer: &config.issuer,
-                    audience: &config.audience,
+                    issuer: &issuer,
+                    audience: &audience,
                     reason: &reason,
                     ttl_secs: ttl,
                     scope,
                     now: holdfast::auth::now(),
                 },
             )?;
+            // A token for the wrong node is refused there; say what this
+            // one is for, where the operator sees it but the token pipe
+            // does not.
+            eprintln!("signed for iss={issuer:?} aud={audience:?}");
             println!("{token}");
             Ok(())
         }

@@ -2,15 +2,25 @@
 //! Ed25519 key whose private half never reaches the service; the service
 //! holds only the public half (`[emergency] public_key_file`). Verified in
 //! memory, so they work with PostgreSQL and Redis both down. Every use is
-//! logged at WARN with its reason and jti and counted in metrics.
+//! logged at WARN with its reason and jti and counted in metrics; so is
+//! every refusal, with why: whoever sends one is in an emergency and must
+//! be able to tell a wrong audience from a denied token.
+//!
+//! A leaked token is refused by its `jti` (`[emergency] deny_jti`). The
+//! list is swapped whole on reload (SIGHUP), with no store involved: it
+//! must work while PostgreSQL and Redis are down, which is when these
+//! tokens are used.
 
 use crate::error::ApiError;
 use crate::store::UnixTime;
+use arc_swap::ArcSwap;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// The `kid` of every emergency token: it routes verification here.
@@ -30,7 +40,9 @@ pub struct EmergencyClaims {
     pub aud: String,
     pub sub: String,
     pub iat: UnixTime,
-    pub nbf: UnixTime,
+    /// Optional (DESIGN.md §2); never before `iat` when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<UnixTime>,
     pub exp: UnixTime,
     pub jti: Uuid,
     pub emergency: bool,
@@ -39,12 +51,52 @@ pub struct EmergencyClaims {
     pub scope: Vec<String>,
 }
 
-/// The service side: the public key and the expected issuer and audience.
+/// Why an emergency token was refused: logged at WARN, never sent to the
+/// caller (the answer is the contract's code only).
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("not signed by the configured emergency key, or malformed: {0}")]
+    Undecodable(String),
+    #[error("issuer {claimed:?}, this node is {expected:?}")]
+    Issuer { claimed: String, expected: String },
+    #[error("audience {claimed:?}, this node is {expected:?}")]
+    Audience { claimed: String, expected: String },
+    #[error("claim `emergency` is not true")]
+    NotEmergency,
+    #[error("no reason given")]
+    NoReason,
+    #[error("iat {iat} in the future (now {now}, leeway {leeway}s)")]
+    IssuedInFuture { iat: i64, now: i64, leeway: i64 },
+    #[error("lifetime exp - iat = {0}s, allowed 1s to 1h")]
+    Lifetime(i64),
+    #[error("nbf {nbf} before iat {iat}")]
+    NotBeforeIssued { nbf: i64, iat: i64 },
+    #[error("not valid before {nbf} (now {now}, leeway {leeway}s)")]
+    NotYetValid { nbf: i64, now: i64, leeway: i64 },
+    #[error("expired at {exp} (now {now}, leeway {leeway}s)")]
+    Expired { exp: i64, now: i64, leeway: i64 },
+    #[error("jti denied by [emergency] deny_jti")]
+    Denied,
+}
+
+impl Refusal {
+    fn error(&self) -> ApiError {
+        match self {
+            Refusal::Expired { .. } => ApiError::TokenExpired,
+            Refusal::Denied => ApiError::Revoked,
+            _ => ApiError::TokenInvalid,
+        }
+    }
+}
+
+/// The service side: the public key, the expected issuer and audience, and
+/// the jtis refused by configuration.
 pub struct EmergencyVerifier {
     decoding: DecodingKey,
     issuer: String,
     audience: String,
     leeway: i64,
+    denied: ArcSwap<HashSet<Uuid>>,
 }
 
 fn pem(label: &str, der: &[u8]) -> String {
@@ -98,7 +150,7 @@ pub fn issue(private_pem: &[u8], request: Issue<'_>) -> Result<String, String> {
         aud: request.audience.to_string(),
         sub: KID.to_string(),
         iat: request.now,
-        nbf: request.now,
+        nbf: Some(request.now),
         exp: request.now + request.ttl_secs,
         jti: Uuid::new_v4(),
         emergency: true,
@@ -116,6 +168,7 @@ impl EmergencyVerifier {
         issuer: String,
         audience: String,
         leeway: i64,
+        denied: &[Uuid],
     ) -> Result<Self, String> {
         let pem = std::fs::read(public_key_file)
             .map_err(|e| format!("cannot read {}: {e}", public_key_file.display()))?;
@@ -130,36 +183,107 @@ impl EmergencyVerifier {
             issuer,
             audience,
             leeway,
+            denied: ArcSwap::from_pointee(denied.iter().copied().collect()),
         })
     }
 
-    /// Verifies an emergency token, then logs and counts its use.
+    /// Replaces the denied jtis at once: a verification sees the old list
+    /// or the new one, never a mix.
+    pub fn set_denied(&self, denied: &[Uuid]) {
+        self.denied
+            .store(Arc::new(denied.iter().copied().collect()));
+        tracing::info!(denied = denied.len(), "emergency deny list loaded");
+    }
+
+    /// Verifies an emergency token, then logs and counts its use; a refusal
+    /// is logged with its cause.
     pub fn verify(&self, token: &str, now: UnixTime) -> Result<EmergencyClaims, ApiError> {
+        match self.examine(token, now) {
+            Ok(claims) => {
+                tracing::warn!(
+                    jti = %claims.jti,
+                    reason = %claims.reason,
+                    scope = ?claims.scope,
+                    "emergency token used"
+                );
+                metrics::counter!("holdfast_emergency_token_uses_total").increment(1);
+                Ok(claims)
+            }
+            Err((jti, refusal)) => {
+                let jti = jti.map_or_else(|| "unreadable".to_string(), |j| j.to_string());
+                tracing::warn!(jti = %jti, "emergency token refused: {refusal}");
+                Err(refusal.error())
+            }
+        }
+    }
+
+    /// The signature first: only a token our offline key signed has claims
+    /// worth naming in the log.
+    fn examine(
+        &self,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<EmergencyClaims, (Option<Uuid>, Refusal)> {
         let mut validation = Validation::new(Algorithm::EdDSA);
-        validation.set_issuer(&[&self.issuer]);
-        validation.set_audience(&[&self.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud"]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        validation.validate_aud = false;
         validation.validate_exp = false;
         validation.validate_nbf = false;
         let claims = jsonwebtoken::decode::<EmergencyClaims>(token, &self.decoding, &validation)
-            .map_err(|_| ApiError::TokenInvalid)?
+            .map_err(|e| (None, Refusal::Undecodable(e.to_string())))?
             .claims;
-        if !claims.emergency || claims.exp - claims.iat > MAX_TTL {
-            return Err(ApiError::TokenInvalid);
+        let refuse = |refusal| Err((Some(claims.jti), refusal));
+        let leeway = self.leeway;
+        if claims.iss != self.issuer {
+            return refuse(Refusal::Issuer {
+                claimed: claims.iss.clone(),
+                expected: self.issuer.clone(),
+            });
         }
-        if now > claims.exp + self.leeway {
-            return Err(ApiError::TokenExpired);
+        if claims.aud != self.audience {
+            return refuse(Refusal::Audience {
+                claimed: claims.aud.clone(),
+                expected: self.audience.clone(),
+            });
         }
-        if now + self.leeway < claims.nbf {
-            return Err(ApiError::TokenInvalid);
+        if !claims.emergency {
+            return refuse(Refusal::NotEmergency);
         }
-        tracing::warn!(
-            jti = %claims.jti,
-            reason = %claims.reason,
-            scope = ?claims.scope,
-            "emergency token used"
-        );
-        metrics::counter!("holdfast_emergency_token_uses_total").increment(1);
+        if claims.reason.trim().is_empty() {
+            return refuse(Refusal::NoReason);
+        }
+        if claims.iat > now + leeway {
+            return refuse(Refusal::IssuedInFuture {
+                iat: claims.iat,
+                now,
+                leeway,
+            });
+        }
+        let lifetime = claims.exp - claims.iat;
+        if lifetime <= 0 || lifetime > MAX_TTL {
+            return refuse(Refusal::Lifetime(lifetime));
+        }
+        if let Some(nbf) = claims.nbf {
+            if nbf < claims.iat {
+                return refuse(Refusal::NotBeforeIssued {
+                    nbf,
+                    iat: claims.iat,
+                });
+            }
+            if nbf > now + leeway {
+                return refuse(Refusal::NotYetValid { nbf, now, leeway });
+            }
+        }
+        if now > claims.exp + leeway {
+            return refuse(Refusal::Expired {
+                exp: claims.exp,
+                now,
+                leeway,
+            });
+        }
+        if self.denied.load().contains(&claims.jti) {
+            return refuse(Refusal::Denied);
+        }
         Ok(claims)
     }
 }
@@ -172,7 +296,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("emergency.pub");
         std::fs::write(&path, public).expect("write");
-        EmergencyVerifier::load(&path, "https://a.test".into(), "aud".into(), 30).expect("load")
+        EmergencyVerifier::load(&path, "https://a.test".into(), "aud".into(), 30, &[])
+            .expect("load")
     }
 
     fn request(ttl_secs: i64) -> Issue<'static> {
@@ -219,5 +344,73 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    /// Signs `claims` with `private` as an emergency token, whatever they say.
+    fn sign(private: &str, claims: serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(KID.to_string());
+        let key = EncodingKey::from_ed_pem(private.as_bytes()).expect("key");
+        jsonwebtoken::encode(&header, &claims, &key).expect("sign")
+    }
+
+    #[test]
+    fn each_broken_claim_is_refused_for_its_own_reason() {
+        let (private, public) = keygen().expect("keygen");
+        let v = verifier(&public);
+        let now = 10_000;
+        let good = serde_json::json!({"iss": "https://a.test", "aud": "aud", "sub": KID,
+            "iat": now, "exp": now + 600, "jti": Uuid::new_v4(), "emergency": true,
+            "reason": "INC-1", "scope": ["admin"]});
+        let with = |key: &str, value: serde_json::Value| {
+            let mut claims = good.clone();
+            claims[key] = value;
+            sign(&private, claims)
+        };
+        assert!(v.examine(&sign(&private, good.clone()), now).is_ok());
+        let refusal = |token: String| v.examine(&token, now).err().map(|(_, r)| r);
+        assert!(matches!(
+            refusal(with("iat", (now + 5 * 3600).into())),
+            Some(Refusal::IssuedInFuture { .. })
+        ));
+        // iat 5 h ahead with exp 6 h ahead: once refused only for its life.
+        let mut ahead = good.clone();
+        ahead["iat"] = (now + 5 * 3600).into();
+        ahead["exp"] = (now + 6 * 3600).into();
+        assert!(matches!(
+            refusal(sign(&private, ahead)),
+            Some(Refusal::IssuedInFuture { .. })
+        ));
+        assert!(matches!(
+            refusal(with("exp", (now + 3601).into())),
+            Some(Refusal::Lifetime(3601))
+        ));
+        assert!(matches!(
+            refusal(with("nbf", (now - 1).into())),
+            Some(Refusal::NotBeforeIssued { .. })
+        ));
+        assert!(matches!(
+            refusal(with("nbf", (now + 120).into())),
+            Some(Refusal::NotYetValid { .. })
+        ));
+        assert!(matches!(
+            refusal(with("reason", " ".into())),
+            Some(Refusal::NoReason)
+        ));
+        assert!(matches!(
+            refusal(with("aud", "other".into())),
+            Some(Refusal::Audience { .. })
+        ));
+        assert!(matches!(
+            refusal(with("emergency", false.into())),
+            Some(Refusal::NotEmergency)
+        ));
+        let jti = Uuid::new_v4();
+        let denied = with("jti", jti.to_string().into());
+        assert!(v.examine(&denied, now).is_ok());
+        v.set_denied(&[jti]);
+        assert!(matches!(v.verify(&denied, now), Err(ApiError::Revoked)));
+        v.set_denied(&[]);
+        assert!(v.verify(&denied, now).is_ok());
     }
 }

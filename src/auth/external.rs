@@ -106,6 +106,45 @@ fn http_failure(e: &reqwest::Error) -> FailureKind {
     }
 }
 
+/// The largest JWKS accepted (DESIGN.md §2). A real one is a few KiB; a
+/// larger answer is the issuer misbehaving (or someone between us and it)
+/// and must not make every node buffer it. It is treated like any invalid
+/// answer: the fetch fails and counts against the issuer's breaker, and
+/// the cached keys keep serving within `max_stale`.
+pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
+
+/// The body, read chunk by chunk and abandoned as soon as it passes `cap`
+/// bytes (a declared length over the cap is refused before reading).
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<Vec<u8>, (FailureKind, String)> {
+    let too_large = || {
+        (
+            FailureKind::InvalidResponse,
+            format!("JWKS larger than {cap} bytes refused"),
+        )
+    };
+    if response
+        .content_length()
+        .is_some_and(|declared| declared > cap as u64)
+    {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| (http_failure(&e), e.to_string()))?
+    {
+        if body.len() + chunk.len() > cap {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 fn parse_jwks(body: &[u8]) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
     let set: JwkSet = serde_json::from_slice(body).map_err(|e| format!("not a JWKS: {e}"))?;
     let mut keys = HashMap::new();
@@ -178,7 +217,9 @@ impl Idp {
                         format!("JWKS answered {}", response.status()),
                     ));
                 }
-                let body = response.bytes().await.map_err(failed)?;
+                let body = read_capped(response, MAX_JWKS_BYTES)
+                    .await
+                    .map_err(|(kind, text)| unavailable(kind, text))?;
                 parse_jwks(&body).map_err(|e| unavailable(FailureKind::InvalidResponse, e))
             })
             .await;
@@ -249,6 +290,8 @@ impl Idp {
         validation.set_audience(&[&self.config.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.leeway = self.leeway;
+        // Checked when present, with the same leeway as `exp`.
+        validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<serde_json::Value>(token, &decoding, &validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::TokenExpired,

@@ -9,6 +9,7 @@ pub mod emergency;
 pub mod external;
 pub mod keys;
 pub mod master_key;
+pub mod nfkc;
 pub mod passwords;
 pub mod policy;
 pub mod rate_limit;

@@ -7,7 +7,16 @@
 //! A login takes its place in the queue (`HashSlot`) before anything else,
 //! so a login that would be shed is shed at the door: under a flood the
 //! refused attempts cost no rate-limiter, database or Redis call.
+//!
+//! Passwords are hashed and verified in their Unicode NFKC form (DESIGN.md
+//! §2), here, so no caller can forget it: the same password typed on two
+//! keyboards (composed or decomposed accents, full-width letters) is one
+//! password. Hashes made before that (marked `PRE_NFKC_PREFIX`) were made
+//! from the raw input; for them alone, and only when NFKC changes the input,
+//! the raw form is tried too, and a match replaces the hash.
 
+use crate::auth::nfkc::{Argon2Work, normalize, verify_job};
+use crate::store::{PRE_NFKC_PREFIX, UserStore};
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use parking_lot::Mutex;
@@ -38,11 +47,24 @@ pub struct PasswordHasher {
     /// Hash of a random password: unknown users are verified against it so
     /// they cost the same as known ones.
     dummy: String,
+    /// Where a pre-normalisation hash is replaced after a matching login;
+    /// `None`: never replaced (benchmarks, unit tests).
+    upgrades: Option<Arc<dyn UserStore>>,
 }
 
 impl PasswordHasher {
     /// Starts `workers` threads; at most `queue` jobs wait for one.
     pub fn start(workers: usize, queue: usize) -> Result<Arc<Self>, HashError> {
+        Self::start_upgrading(workers, queue, None)
+    }
+
+    /// `start`, replacing pre-normalisation hashes in `users` as their
+    /// owners log in.
+    pub fn start_upgrading(
+        workers: usize,
+        queue: usize,
+        upgrades: Option<Arc<dyn UserStore>>,
+    ) -> Result<Arc<Self>, HashError> {
         let places = workers + queue;
         let (jobs, rx) = sync_channel::<Job>(places);
         let rx = Arc::new(Mutex::new(rx));
@@ -65,6 +87,7 @@ impl PasswordHasher {
             jobs,
             places: Arc::new(Semaphore::new(places)),
             dummy,
+            upgrades,
         }))
     }
 
@@ -97,19 +120,47 @@ pub struct HashSlot<'a> {
 }
 
 impl HashSlot<'_> {
-    /// Verifies against `phc`, or against the dummy hash when the user does
-    /// not exist (the answer is then always `false`, after the same work).
-    pub async fn verify(self, password: String, phc: Option<String>) -> Result<bool, HashError> {
-        let known = phc.is_some();
-        let phc = phc.unwrap_or_else(|| self.hasher.dummy.clone());
-        let matched = self
-            .submit(move |worker| worker.verify(&password, &phc))
+    /// Verifies against `stored` (a `User::password_hash`), or against the
+    /// dummy hash when the user does not exist (the answer is then always
+    /// `false`, after the same work).
+    ///
+    /// The work depends on the input only, never on the user: one Argon2
+    /// verification of the NFKC form, and when NFKC changes the input a
+    /// second one of the raw form — against a pre-normalisation hash, else
+    /// against the dummy, its answer ignored. A normalised hash never
+    /// accepts the raw form.
+    pub async fn verify(self, password: String, stored: Option<String>) -> Result<bool, HashError> {
+        let known = stored.is_some();
+        let stored = stored.unwrap_or_else(|| self.hasher.dummy.clone());
+        let pre_nfkc = known && stored.starts_with(PRE_NFKC_PREFIX);
+        let phc = stored
+            .strip_prefix(PRE_NFKC_PREFIX)
+            .unwrap_or(&stored)
+            .to_string();
+        let dummy = self.hasher.dummy.clone();
+        let upgrades = self.hasher.upgrades.clone();
+        let (matched, upgrade) = self
+            .submit(move |worker| verify_job(worker, &password, phc, pre_nfkc, &dummy))
             .await?;
+        if let (Some(store), Some(Ok(new))) = (upgrades, upgrade) {
+            // Best effort, off the login's path: the old hash keeps working.
+            tokio::spawn(async move {
+                match store.upgrade_password_hash(&stored, &new).await {
+                    Ok(true) => tracing::info!("pre-normalisation password hash replaced"),
+                    Ok(false) => {} // replaced meanwhile (another login, a new password)
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pre-normalisation password hash not replaced")
+                    }
+                }
+            });
+        }
         Ok(known && matched)
     }
 
+    /// Hashes the NFKC form of `password`.
     pub async fn hash(self, password: String) -> Result<String, HashError> {
-        self.submit(move |worker| worker.hash(&password)).await?
+        self.submit(move |worker| worker.hash(&normalize(&password)))
+            .await?
     }
 
     async fn submit<T: Send + 'static>(
@@ -136,6 +187,16 @@ impl HashSlot<'_> {
         answer
             .await
             .map_err(|_| HashError::Failed("hash worker dropped the job".into()))
+    }
+}
+
+impl Argon2Work for Worker {
+    fn verify(&mut self, password: &str, phc: &str) -> bool {
+        Worker::verify(self, password, phc)
+    }
+
+    fn hash(&mut self, password: &str) -> Result<String, HashError> {
+        Worker::hash(self, password)
     }
 }
 
@@ -176,7 +237,7 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn new() -> Result<Self, HashError> {
+    pub(crate) fn new() -> Result<Self, HashError> {
         let params = params()?;
         Ok(Self {
             argon: Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone()),
@@ -194,7 +255,7 @@ impl Worker {
         &mut self.memory[..blocks]
     }
 
-    fn hash(&mut self, password: &str) -> Result<String, HashError> {
+    pub(crate) fn hash(&mut self, password: &str) -> Result<String, HashError> {
         let mut salt = [0u8; 16];
         aws_lc_rs::rand::fill(&mut salt).map_err(|_| failed("rng failed"))?;
         let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
@@ -220,7 +281,7 @@ impl Worker {
 
     /// Does `password` match the PHC string? Any malformed or unsupported
     /// hash is a mismatch.
-    fn verify(&mut self, password: &str, phc: &str) -> bool {
+    pub(crate) fn verify(&mut self, password: &str, phc: &str) -> bool {
         let Ok(hash) = PasswordHash::new(phc) else {
             return false;
         };

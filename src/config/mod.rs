@@ -66,6 +66,8 @@ pub struct Config {
 pub struct EmergencyConfig {
     pub public_key_file: Option<PathBuf>,
     pub enabled: bool,
+    /// Leaked break-glass tokens, refused by `jti`; re-read on SIGHUP.
+    pub deny_jti: Vec<uuid::Uuid>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -238,7 +240,7 @@ fn defaults() -> serde_json::Value {
             "leeway": "30s"
         },
         "passwords": { "hash_workers": 2, "queue": 64 },
-        "emergency": { "enabled": true },
+        "emergency": { "enabled": true, "deny_jti": [] },
         "cache": {
             "validation_ttl": "5m",
             "authz_ttl": "60s",

@@ -113,7 +113,11 @@ pub async fn resolve_token(
     let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::TokenInvalid)?;
     let kid = header.kid.as_deref().unwrap_or_default();
     if kid == emergency::KID {
-        let verifier = state.emergency.as_ref().ok_or(ApiError::TokenInvalid)?;
+        let Some(verifier) = state.emergency.as_ref() else {
+            // Never silent: whoever sends one is in an emergency.
+            tracing::warn!("emergency token refused: emergency tokens are off on this node");
+            return Err(ApiError::TokenInvalid);
+        };
         let claims = verifier.verify(token, now)?;
         state.audit.record(
             "emergency_token_used",

@@ -96,12 +96,28 @@ impl UserStatus {
     }
 }
 
+/// Marks `User::password_hash` as made from the raw password, before
+/// NFKC normalisation. No PHC string starts with it, so code unaware of it
+/// fails closed (a mismatch).
+pub const PRE_NFKC_PREFIX: &str = "pre-nfkc:";
+
+/// A stored password hash as (PHC string, made from the NFKC form?).
+pub fn split_password_hash(stored: &str) -> (&str, bool) {
+    match stored.strip_prefix(PRE_NFKC_PREFIX) {
+        Some(phc) => (phc, false),
+        None => (stored, true),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
     pub username: String,
-    /// PHC string (Argon2id); never leaves the domain.
+    /// PHC string (Argon2id) of the NFKC form of the password; never leaves
+    /// the domain. A hash made before passwords were normalised (from the
+    /// raw input) carries `PRE_NFKC_PREFIX` in front (stored as the column
+    /// `password_normalized = false`).
     pub password_hash: String,
     pub status: UserStatus,
     pub roles: Vec<String>,
@@ -202,6 +218,10 @@ pub trait UserStore: Send + Sync {
         now: UnixTime,
     ) -> Result<(), StoreError>;
     async fn set_password(&self, id: Uuid, hash: &str, now: UnixTime) -> Result<(), StoreError>;
+    /// Replaces a pre-normalisation hash (`old`, as in `User::password_hash`)
+    /// with `new`, only if it is still the stored one: a password changed
+    /// meanwhile is never overwritten. True when a row was replaced.
+    async fn upgrade_password_hash(&self, old: &str, new: &str) -> Result<bool, StoreError>;
     /// Soft delete: status `disabled` and `not_before = now`. This, a new
     /// password and a new not-before time each bump `security_version`.
     async fn disable(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError>;

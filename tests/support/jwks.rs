@@ -1,5 +1,7 @@
 //! A small upstream identity provider: Ed25519 keys, tokens signed with
-//! them, and a JWKS endpoint the test can rotate, break and stop.
+//! them, and a JWKS endpoint the test can rotate, break and stop. The same
+//! document is served at `/jwks` (with a Content-Length) and at
+//! `/jwks-chunked` (streamed, no length declared).
 
 use axum::Router;
 use axum::extract::State;
@@ -74,7 +76,35 @@ async fn serve_jwks(State(up): State<Upstream>) -> impl IntoResponse {
     }
 }
 
+/// The JWKS in 64 KiB chunks, with no Content-Length: the client learns
+/// the size only by reading.
+async fn serve_jwks_chunked(State(up): State<Upstream>) -> impl IntoResponse {
+    *up.fetches.lock() += 1;
+    match up.jwks.lock().clone() {
+        Some(jwks) => {
+            let bytes = jwks.to_string().into_bytes();
+            let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+                bytes.chunks(64 * 1024).map(|c| Ok(c.to_vec())).collect();
+            let body = axum::body::Body::from_stream(futures::stream::iter(chunks));
+            (
+                AxumStatus::OK,
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
+        }
+        None => AxumStatus::INTERNAL_SERVER_ERROR.into_response(),
+    }
+}
+
 impl Upstream {
+    /// `keys`, plus an unknown member `padding` of `bytes` characters: a
+    /// valid JWKS of any size.
+    pub fn publish_padded(&self, keys: &[&UpstreamKey], bytes: usize) {
+        let keys: Vec<Value> = keys.iter().map(|k| k.jwk()).collect();
+        *self.jwks.lock() = Some(json!({ "keys": keys, "padding": "x".repeat(bytes) }));
+    }
+
     pub fn publish(&self, keys: &[&UpstreamKey]) {
         let keys: Vec<Value> = keys.iter().map(|k| k.jwk()).collect();
         *self.jwks.lock() = Some(json!({ "keys": keys }));
@@ -98,6 +128,7 @@ pub async fn start_upstream(
     };
     let app = Router::new()
         .route("/jwks", get(serve_jwks))
+        .route("/jwks-chunked", get(serve_jwks_chunked))
         .with_state(up.clone());
     let server = tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;

@@ -247,6 +247,11 @@ fn postgres_migrator() -> Migrator {
             "security version",
             include_str!("../../../migrations/postgres/0005_security_version.sql"),
         ),
+        migration(
+            6,
+            "password normalization",
+            include_str!("../../../migrations/postgres/0006_password_normalization.sql"),
+        ),
     ])
 }
 
@@ -276,6 +281,11 @@ fn sqlite_migrator() -> Migrator {
             5,
             "security version",
             include_str!("../../../migrations/sqlite/0005_security_version.sql"),
+        ),
+        migration(
+            6,
+            "password normalization",
+            include_str!("../../../migrations/sqlite/0006_password_normalization.sql"),
         ),
     ])
 }

@@ -2,7 +2,9 @@
 //! rewriting the users table.
 
 use super::{PgStore, SqliteStore, classify};
-use crate::store::{StoreError, UnixTime, User, UserStatus, UserStore};
+use crate::store::{
+    PRE_NFKC_PREFIX, StoreError, UnixTime, User, UserStatus, UserStore, split_password_hash,
+};
 use async_trait::async_trait;
 use sqlx::Row;
 use uuid::Uuid;
@@ -12,7 +14,8 @@ use uuid::Uuid;
 /// the database's own aggregate, `$agg`.
 fn user_select(agg: &str, clause: &str) -> String {
     format!(
-        "SELECT id, email, username, password_hash, status, not_before, security_version, \
+        "SELECT id, email, username, password_hash, password_normalized, status, not_before, \
+         security_version, \
          created_at, updated_at, \
          (SELECT {agg}(role, ',') FROM user_roles WHERE user_roles.user_id = users.id) AS roles \
          FROM users WHERE {clause}"
@@ -27,6 +30,7 @@ where
     i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    bool: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
 {
     let status: String = row.try_get("status").map_err(classify)?;
     let joined: Option<String> = row.try_get("roles").map_err(classify)?;
@@ -37,11 +41,17 @@ where
         .map(str::to_string)
         .collect();
     roles.sort_unstable();
+    let phc: String = row.try_get("password_hash").map_err(classify)?;
+    let normalized: bool = row.try_get("password_normalized").map_err(classify)?;
     Ok(User {
         id: row.try_get("id").map_err(classify)?,
         email: row.try_get("email").map_err(classify)?,
         username: row.try_get("username").map_err(classify)?,
-        password_hash: row.try_get("password_hash").map_err(classify)?,
+        password_hash: if normalized {
+            phc
+        } else {
+            format!("{PRE_NFKC_PREFIX}{phc}")
+        },
         status: UserStatus::parse(&status)?,
         roles,
         not_before: row.try_get("not_before").map_err(classify)?,
@@ -86,20 +96,22 @@ macro_rules! sql_user_store {
         #[async_trait]
         impl UserStore for $store {
             async fn create(&self, user: &User) -> Result<(), StoreError> {
+                let (phc, normalized) = split_password_hash(&user.password_hash);
                 self.write(async {
                         let mut tx = self.pool.begin().await.map_err(classify)?;
                         sqlx::query(
-                            "INSERT INTO users (id, email, username, password_hash, status, not_before, created_at, updated_at) \
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                            "INSERT INTO users (id, email, username, password_hash, password_normalized, status, \
+                             not_before, created_at, updated_at) VALUES ($1, $2, $3, $4, $9, $5, $6, $7, $8)",
                         )
                         .bind(user.id)
                         .bind(&user.email)
                         .bind(&user.username)
-                        .bind(&user.password_hash)
+                        .bind(phc)
                         .bind(user.status.as_str())
                         .bind(user.not_before)
                         .bind(user.created_at)
                         .bind(user.updated_at)
+                        .bind(normalized)
                         .execute(&mut *tx)
                         .await
                         .map_err(classify)?;
@@ -162,16 +174,42 @@ macro_rules! sql_user_store {
             }
 
             async fn set_password(&self, id: Uuid, hash: &str, now: UnixTime) -> Result<(), StoreError> {
+                let (phc, normalized) = split_password_hash(hash);
                 self.write(async {
-                        sqlx::query("UPDATE users SET password_hash = $2, updated_at = $3, \
-                             security_version = security_version + 1 WHERE id = $1")
-                            .bind(id)
-                            .bind(hash)
-                            .bind(now)
-                            .execute(&self.pool)
-                            .await
-                            .map_err(classify)?;
+                        sqlx::query(
+                            "UPDATE users SET password_hash = $2, password_normalized = $4, updated_at = $3, \
+                             security_version = security_version + 1 WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(phc)
+                        .bind(now)
+                        .bind(normalized)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(classify)?;
                         Ok(())
+                    })
+                    .await
+            }
+
+            async fn upgrade_password_hash(&self, old: &str, new: &str) -> Result<bool, StoreError> {
+                let (old, old_normalized) = split_password_hash(old);
+                let (new, normalized) = split_password_hash(new);
+                if old_normalized {
+                    return Ok(false);
+                }
+                self.write(async {
+                        let done = sqlx::query(
+                            "UPDATE users SET password_hash = $2, password_normalized = $3 \
+                             WHERE password_hash = $1 AND NOT password_normalized",
+                        )
+                        .bind(old)
+                        .bind(new)
+                        .bind(normalized)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(classify)?;
+                        Ok(done.rows_affected() == 1)
                     })
                     .await
             }
