@@ -93,16 +93,21 @@ fn client_ip(
     )
 }
 
+/// The client's address as the limits see it (`None` without a peer, as
+/// in a router test).
+pub fn client_address(parts: &Parts, state: &AppState) -> Option<String> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
+    client_ip(peer, &parts.headers, &state.config.trusted_proxies).map(|ip| ip.to_string())
+}
+
 impl FromRequestParts<AppState> for ClientInfo {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        let ip =
-            client_ip(peer, &parts.headers, &state.config.trusted_proxies).map(|ip| ip.to_string());
+        let ip = client_address(parts, state);
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
