@@ -67,7 +67,7 @@ fn world() -> &'static World {
                 .expect("api key");
             state
                 .api_keys
-                .authenticate(&key.key, now)
+                .authenticate(&key.key, "127.0.0.1", now)
                 .await
                 .expect("warm");
             state.rbac.check(user.id, "docs:read").await.expect("warm");
@@ -137,11 +137,11 @@ fn api_key_cache_hit(bencher: Bencher) {
     let w = world();
     bencher.bench(|| {
         w.runtime
-            .block_on(
-                w.state
-                    .api_keys
-                    .authenticate(black_box(&w.api_key), holdfast::auth::now()),
-            )
+            .block_on(w.state.api_keys.authenticate(
+                black_box(&w.api_key),
+                "127.0.0.1",
+                holdfast::auth::now(),
+            ))
             .expect("key")
     });
 }

@@ -284,6 +284,7 @@ impl AppState {
             policy,
             Arc::clone(&bus),
             Arc::clone(&audit),
+            Arc::clone(&limits),
         ));
         let session_service = Arc::new(Sessions::new(SessionDeps {
             users: Arc::clone(&durable.users),
@@ -308,6 +309,7 @@ impl AppState {
             config.cache.api_key_ttl,
             Arc::clone(&bus),
             Arc::clone(&audit),
+            Arc::clone(&limits),
         );
         bus.subscribe(revocations.clone());
         bus.subscribe(validation.clone());

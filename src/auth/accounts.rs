@@ -6,6 +6,7 @@
 use crate::auth::audit::Audit;
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::policy::{PasswordPolicy, check_email, check_username};
+use crate::auth::rate_limit::RateLimits;
 use crate::cache::bus::{Bus, Invalidation};
 use crate::error::{ApiError, FieldError};
 use crate::store::{SessionStore, UnixTime, User, UserStatus, UserStore};
@@ -26,6 +27,7 @@ pub struct Accounts {
     policy: Arc<PasswordPolicy>,
     bus: Arc<Bus>,
     audit: Arc<Audit>,
+    limits: Arc<RateLimits>,
 }
 
 impl Accounts {
@@ -36,6 +38,7 @@ impl Accounts {
         policy: Arc<PasswordPolicy>,
         bus: Arc<Bus>,
         audit: Arc<Audit>,
+        limits: Arc<RateLimits>,
     ) -> Self {
         Self {
             users,
@@ -44,6 +47,7 @@ impl Accounts {
             policy,
             bus,
             audit,
+            limits,
         }
     }
 
@@ -114,25 +118,56 @@ impl Accounts {
     }
 
     /// Checks the current password, stores the new one and revokes every
-    /// other session of the user; `keep` is the caller's own session (none
-    /// for an API key: then every session ends).
+    /// other session of the user; `keep` is the caller's own session.
+    ///
+    /// The check is a password guess like a login's, so it is limited like
+    /// one (DESIGN.md §3): reserved on the same (account, address) pair
+    /// and account ceiling before it runs, counted and audited when wrong,
+    /// refused with 429 while the pair is locked — the right password too.
     pub async fn change_password(
         &self,
         id: Uuid,
-        keep: Option<Uuid>,
+        keep: Uuid,
+        address: &str,
         current_password: String,
         new_password: String,
         now: UnixTime,
     ) -> Result<(), ApiError> {
         let user = self.current(id).await?;
-        if !self
-            .hasher
+        // Shed at the door, like a login: no limiter call without a place
+        // in the hash queue.
+        let slot = self.hasher.reserve()?;
+        let attempt = self
+            .limits
+            .reserve_account(&id.to_string(), address)
+            .await?;
+        let matched = match slot
             .verify(current_password, Some(user.password_hash.clone()))
-            .await?
+            .await
         {
+            Ok(matched) => matched,
+            Err(e) => {
+                self.limits.account_undecided(attempt).await;
+                return Err(e.into());
+            }
+        };
+        if !matched {
             tracing::warn!(user_id = %id, "password change refused: wrong current password");
+            if let Some(lock) = self.limits.account_failed(attempt).await {
+                self.audit.record(
+                    "account_locked",
+                    Some(id),
+                    serde_json::json!({"ip": address, "lock_secs": lock.as_secs()}),
+                );
+            }
+            self.audit.record(
+                "password_change_failed",
+                Some(id),
+                serde_json::json!({"ip": address}),
+            );
             return Err(ApiError::InvalidCredentials);
         }
+        self.limits.account_succeeded(attempt).await;
         if let Some(error) = self.policy.check(
             "new_password",
             &new_password,
@@ -142,7 +177,7 @@ impl Accounts {
         }
         let hash = self.hasher.hash(new_password).await?;
         self.users.set_password(id, &hash, now).await?;
-        let revoked = self.sessions.revoke_user(id, keep, now).await?;
+        let revoked = self.sessions.revoke_user(id, Some(keep), now).await?;
         for &sid in &revoked {
             self.bus.publish(Invalidation::SessionRevoked { sid }, now);
         }

@@ -4,11 +4,15 @@
 //! right for a high-entropy secret, and it keeps lookups cheap.
 //!
 //! A successful lookup is cached for `[cache] api_key_ttl`, so keys in use
-//! keep working through a database outage; failures are never cached. A
+//! keep working through a database outage; failures are never cached, but
+//! they are limited per client address on each node (a random well-formed
+//! key costs a database query): past `rate_limit.api_key_failures_per_ip`
+//! an address's lookups are refused (429) without one. A
 //! key's scopes are re-checked against its owner's current permissions on
 //! every lookup, so a key never outlives the privileges it was minted with.
 
 use crate::auth::audit::Audit;
+use crate::auth::rate_limit::RateLimits;
 use crate::auth::rbac::{Rbac, permits};
 use crate::cache::bus::{Bus, Invalidation, Subscriber};
 use crate::cache::{CacheView, CountedCache};
@@ -60,6 +64,7 @@ pub struct ApiKeys {
     ttl: Duration,
     bus: Arc<Bus>,
     audit: Arc<Audit>,
+    limits: Arc<RateLimits>,
 }
 
 fn random_hex(bytes: usize) -> Result<String, ApiError> {
@@ -83,6 +88,7 @@ impl ApiKeys {
         ttl: Duration,
         bus: Arc<Bus>,
         audit: Arc<Audit>,
+        limits: Arc<RateLimits>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -91,6 +97,7 @@ impl ApiKeys {
             ttl,
             bus,
             audit,
+            limits,
         })
     }
 
@@ -188,10 +195,14 @@ impl ApiKeys {
     }
 
     /// The principal behind `key`: from the cache, or the database (503
-    /// SVC001 when it cannot answer and the key is not cached).
+    /// SVC001 when it cannot answer and the key is not cached). `address`
+    /// is the client's: its failed lookups are limited on this node, and
+    /// past the limit its keys are refused (429) before the database is
+    /// asked. A cached key proves itself without a lookup and is answered.
     pub async fn authenticate(
         &self,
         key: &str,
+        address: &str,
         now: UnixTime,
     ) -> Result<Arc<ApiKeyPrincipal>, ApiError> {
         let key = key.trim();
@@ -203,11 +214,13 @@ impl ApiKeys {
             }
             return Ok(hit);
         }
-        let (stored, status) = self
-            .store
-            .api_key_by_prefix(prefix)
-            .await?
-            .ok_or(ApiError::TokenInvalid)?;
+        // Reserved before the lookup, so concurrent guesses cannot pass
+        // the limit; given back (on drop) unless no key matched.
+        let attempt = self.limits.api_key_attempt(address)?;
+        let Some((stored, status)) = self.store.api_key_by_prefix(prefix).await? else {
+            attempt.failed();
+            return Err(ApiError::TokenInvalid);
+        };
         let presented = hex::encode(digest);
         if aws_lc_rs::constant_time::verify_slices_are_equal(
             presented.as_bytes(),
@@ -215,8 +228,10 @@ impl ApiKeys {
         )
         .is_err()
         {
+            attempt.failed();
             return Err(ApiError::TokenInvalid);
         }
+        drop(attempt);
         if stored.revoked_at.is_some() {
             return Err(ApiError::Revoked);
         }

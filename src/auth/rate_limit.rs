@@ -1,24 +1,49 @@
 //! The rate-limit policy of DESIGN.md §5: per IP on login, register and
-//! refresh; per account on login, where failures lock the account for a
-//! growing interval. Attempts are reserved before the password is checked,
-//! so concurrent wrong passwords can never exceed the lockout limit.
+//! refresh; per account on login and password change. Failed passwords
+//! lock the pair (account, client address), so nobody can lock anyone
+//! else out from their own address; an account-wide ceiling throttles an
+//! account guessed at from many addresses, for at most `lockout_max`,
+//! except from addresses that logged into it in the last 30 days. Password
+//! checks are reserved before they run, so concurrent wrong passwords can
+//! never exceed a limit.
 //!
-//! When the shared limiter (Redis) is unavailable, login and register fail
-//! closed (503, `rate_limiter`) unless `on_backend_failure = "local"`, which
-//! enforces per-node limits at half the rate. Refresh always falls back to
-//! the per-node limiter: its tokens carry 256 bits and cannot be guessed.
-//! Never a bypass.
+//! When the shared limiter (Redis) is unavailable, login, register and
+//! password change fail closed (503, `rate_limiter`) unless
+//! `on_backend_failure = "local"`, which enforces per-node limits at half
+//! the rate. Refresh always falls back to the per-node limiter: its tokens
+//! carry 256 bits and cannot be guessed. Never a bypass.
+//!
+//! Failed API-key lookups are limited per client address on each node
+//! only (in process): API keys must keep working with Redis down.
 
 use crate::config::{OnBackendFailure, RateLimitConfig};
-use crate::error::ApiError;
+use crate::error::{ApiError, FieldError};
 use crate::store::memory_limiter::MemoryLimiter;
-use crate::store::{Decision, LimiterStore, Window};
+use crate::store::{AccountWindows, Decision, LimiterStore, LoginSubject, Window};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Longest an account lock grows to.
-const MAX_LOCK: Duration = Duration::from_secs(24 * 3600);
+/// How long a successful login exempts its address from the ceiling.
+const KNOWN_FOR: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The longest `login` accepted: an email address is at most 254
+/// characters (RFC 5321), and usernames are shorter.
+pub const MAX_LOGIN_CHARS: usize = 254;
+
+/// Refuses a `login` no account can have before it costs a limiter key, a
+/// store lookup or a hash: 422, as for any malformed field. It says nothing
+/// about any account (the rule is the same for all), and unlike 401 it
+/// does not pretend a password was checked.
+pub fn check_login(login: &str) -> Result<(), ApiError> {
+    if login.trim().chars().nth(MAX_LOGIN_CHARS).is_some() {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "login",
+            format!("must be at most {MAX_LOGIN_CHARS} characters"),
+        )]));
+    }
+    Ok(())
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
@@ -27,19 +52,48 @@ pub enum Limit {
     RefreshPerIp,
 }
 
-/// A reserved login attempt on an account, settled after the password
-/// check. One dropped unsettled — the login was abandoned before a verdict,
-/// as when the client goes away while its hash waits in the queue — is
+/// A reserved password check on an account from one address, settled
+/// after the check. One dropped unsettled — abandoned before a verdict, as
+/// when the client goes away while its hash waits in the queue — is
 /// refunded in the background: left standing it would count as a failure
-/// for the whole window, and enough abandoned logins (a slow queue, clients
-/// that time out) would lock the account's owner out.
+/// for the whole window, and enough abandoned checks (a slow queue,
+/// clients that time out) would lock the owner out.
 pub struct AccountAttempt {
-    key: String,
+    account: String,
+    address: String,
     member: String,
+    /// The windows it was reserved under (halved on the per-node fallback).
+    windows: AccountWindows,
     /// Where it was reserved: the shared store, or the per-node fallback.
     store: Arc<dyn LimiterStore>,
-    local: bool,
     settled: bool,
+}
+
+impl AccountAttempt {
+    fn subject(&self) -> LoginSubject<'_> {
+        LoginSubject {
+            account: &self.account,
+            address: &self.address,
+        }
+    }
+
+    async fn refund(mut self, succeeded: bool) {
+        if let Err(e) = self
+            .store
+            .refund_login(
+                self.subject(),
+                self.windows,
+                &self.member,
+                succeeded,
+                now_ms(),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "could not refund a password check");
+        }
+        // Only now: abandoned during the refund, it is refunded again.
+        self.settled = true;
+    }
 }
 
 impl Drop for AccountAttempt {
@@ -50,22 +104,58 @@ impl Drop for AccountAttempt {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let (store, key, member) = (
-            Arc::clone(&self.store),
-            std::mem::take(&mut self.key),
+        let (store, windows) = (Arc::clone(&self.store), self.windows);
+        let (account, address, member) = (
+            std::mem::take(&mut self.account),
+            std::mem::take(&mut self.address),
             std::mem::take(&mut self.member),
         );
         runtime.spawn(async move {
-            if let Err(e) = store.refund(&key, &member).await {
-                tracing::warn!(error = %e, "could not refund an abandoned login attempt");
+            let subject = LoginSubject {
+                account: &account,
+                address: &address,
+            };
+            if let Err(e) = store
+                .refund_login(subject, windows, &member, false, now_ms())
+                .await
+            {
+                tracing::warn!(error = %e, "could not refund an abandoned password check");
             }
         });
     }
 }
 
+/// A reserved API-key lookup from one address. Dropped without `failed`,
+/// its slot is given back: only lookups that found no key count.
+pub struct ApiKeyAttempt {
+    limiter: Arc<MemoryLimiter>,
+    key: String,
+    member: String,
+    failed: bool,
+}
+
+impl ApiKeyAttempt {
+    /// The key was unknown or its secret wrong: the slot stays taken.
+    pub fn failed(mut self) {
+        self.failed = true;
+    }
+}
+
+impl Drop for ApiKeyAttempt {
+    fn drop(&mut self) {
+        if !self.failed {
+            self.limiter.refund_now(&self.key, &self.member);
+        }
+    }
+}
+
 pub struct RateLimits {
     shared: Arc<dyn LimiterStore>,
+    /// The per-node limiter: the fallback, and failed API-key lookups.
     local: Arc<MemoryLimiter>,
+    /// The shared limiter is itself in process (embedded): a refusal of
+    /// it (at its memory bound) has nowhere better to go.
+    shared_in_process: bool,
     config: RateLimitConfig,
 }
 
@@ -83,6 +173,7 @@ fn half(window: Window) -> Window {
 impl RateLimits {
     pub fn new(shared: Arc<dyn LimiterStore>, config: RateLimitConfig) -> Self {
         Self {
+            shared_in_process: shared.backend() == "memory",
             shared,
             local: Arc::new(MemoryLimiter::new()),
             config,
@@ -97,16 +188,37 @@ impl RateLimits {
         }
     }
 
+    fn account_windows(&self) -> AccountWindows {
+        AccountWindows {
+            pair: self.config.login_failures_per_account,
+            ceiling: self.config.login_failures_account_ceiling,
+            lockout_max: self.config.lockout_max,
+            known_for: KNOWN_FOR,
+        }
+    }
+
+    /// May `limit` (`None`: a password check) use the per-node limiter
+    /// when the shared one cannot answer?
     fn may_fall_back(&self, limit: Option<Limit>) -> bool {
-        limit == Some(Limit::RefreshPerIp)
-            || self.config.on_backend_failure == OnBackendFailure::Local
+        !self.shared_in_process
+            && (limit == Some(Limit::RefreshPerIp)
+                || self.config.on_backend_failure == OnBackendFailure::Local)
     }
 
     /// Takes one slot of `limit` for `subject` (an IP address).
     pub async fn check(&self, limit: Limit, subject: &str) -> Result<Decision, ApiError> {
         let window = self.window(limit);
         let key = format!("{limit:?}:{subject}");
-        let (decision, _) = self.reserve(&key, window, Some(limit)).await?;
+        let member = Uuid::new_v4().to_string();
+        let now = now_ms();
+        let decision = match self.shared.reserve(&key, window, &member, now).await {
+            Ok(decision) => decision,
+            Err(e) if e.is_unavailable() && self.may_fall_back(Some(limit)) => {
+                tracing::warn!(error = %e, "shared rate limiter unavailable: per-node limits at half rate");
+                self.local.reserve_now(&key, half(window), &member, now)?
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
         if decision.allowed {
             Ok(decision)
         } else {
@@ -114,92 +226,119 @@ impl RateLimits {
         }
     }
 
-    /// Reserves a login attempt on an account before its password is checked.
-    pub async fn reserve_account(&self, account: &str) -> Result<AccountAttempt, ApiError> {
-        let window = self.config.login_failures_per_account;
-        let key = format!("account:{account}");
-        let (decision, member) = self.reserve(&key, window, None).await?;
+    /// Reserves a password check on `account` (a user id, or the lowercased
+    /// login tried when no such user exists) from `address`, before it runs.
+    pub async fn reserve_account(
+        &self,
+        account: &str,
+        address: &str,
+    ) -> Result<AccountAttempt, ApiError> {
+        let subject = LoginSubject { account, address };
+        let member = Uuid::new_v4().to_string();
+        let now = now_ms();
+        let mut windows = self.account_windows();
+        let (decision, store): (Decision, Arc<dyn LimiterStore>) = match self
+            .shared
+            .reserve_login(subject, windows, &member, now)
+            .await
+        {
+            Ok(decision) => (decision, Arc::clone(&self.shared)),
+            Err(e) if e.is_unavailable() && self.may_fall_back(None) => {
+                tracing::warn!(error = %e, "shared rate limiter unavailable: per-node limits at half rate");
+                windows.pair = half(windows.pair);
+                windows.ceiling = half(windows.ceiling);
+                let decision = self
+                    .local
+                    .reserve_login(subject, windows, &member, now)
+                    .await?;
+                (decision, Arc::clone(&self.local) as Arc<dyn LimiterStore>)
+            }
+            Err(e) => return Err(unavailable(e)),
+        };
         if !decision.allowed {
-            tracing::warn!(account, "login refused: account locked or out of attempts");
+            tracing::warn!(
+                account,
+                address,
+                "password check refused: locked, or out of attempts"
+            );
             return Err(limited(decision));
         }
-        let (member, local) = member;
-        let store: Arc<dyn LimiterStore> = if local {
-            Arc::clone(&self.local) as Arc<dyn LimiterStore>
-        } else {
-            Arc::clone(&self.shared)
-        };
         Ok(AccountAttempt {
-            key,
+            account: account.to_string(),
+            address: address.to_string(),
             member,
+            windows,
             store,
-            local,
             settled: false,
         })
     }
 
-    /// The password was right, or no verdict was reached: the attempt does
-    /// not count.
-    pub async fn account_succeeded(&self, mut attempt: AccountAttempt) {
-        if let Err(e) = attempt.store.refund(&attempt.key, &attempt.member).await {
-            tracing::warn!(error = %e, "could not refund a login attempt");
-        }
-        // Only now: abandoned during the refund, it is refunded again.
-        attempt.settled = true;
+    /// The password was right: the check does not count, and the address
+    /// is remembered as one that logs into the account.
+    pub async fn account_succeeded(&self, attempt: AccountAttempt) {
+        attempt.refund(true).await;
     }
 
-    /// The password was wrong: counts, and may lock the account.
-    /// Records a failed attempt; returns the lock when it locked the account.
-    pub async fn account_failed(&self, mut attempt: AccountAttempt) -> Option<std::time::Duration> {
+    /// No verdict was reached (the hashing failed): the check does not
+    /// count.
+    pub async fn account_undecided(&self, attempt: AccountAttempt) {
+        attempt.refund(false).await;
+    }
+
+    /// The password was wrong: it counts, and may lock the pair. Returns
+    /// the lock when it locked it.
+    pub async fn account_failed(&self, mut attempt: AccountAttempt) -> Option<Duration> {
         // At once: a failure abandoned while being recorded still counts.
         attempt.settled = true;
-        let mut window = self.config.login_failures_per_account;
-        if attempt.local {
-            window = half(window);
-        }
         match attempt
             .store
-            .fail(&attempt.key, window, MAX_LOCK, now_ms())
+            .fail_login(attempt.subject(), attempt.windows, now_ms())
             .await
         {
             Ok(Some(lock)) => {
-                tracing::warn!(account = %attempt.key, lock_secs = lock.as_secs(), "account locked after repeated login failures");
+                tracing::warn!(account = %attempt.account, address = %attempt.address, lock_secs = lock.as_secs(), "locked for this address after repeated password failures");
                 Some(lock)
             }
             Ok(None) => None,
             Err(e) => {
-                tracing::warn!(error = %e, "could not record a login failure");
+                tracing::warn!(error = %e, "could not record a password failure");
                 None
             }
         }
     }
 
-    /// Reserves on the shared store, or per node when allowed. Returns the
-    /// decision and (member, reserved locally).
-    async fn reserve(
-        &self,
-        key: &str,
-        window: Window,
-        limit: Option<Limit>,
-    ) -> Result<(Decision, (String, bool)), ApiError> {
+    /// Reserves an API-key lookup from `address` on this node: 429 once the
+    /// address has had `api_key_failures_per_ip` failed lookups, before
+    /// any store is asked.
+    pub fn api_key_attempt(&self, address: &str) -> Result<ApiKeyAttempt, ApiError> {
+        let key = format!("ApiKeyFailuresPerIp:{address}");
         let member = Uuid::new_v4().to_string();
-        let now = now_ms();
-        match self.shared.reserve(key, window, &member, now).await {
-            Ok(decision) => Ok((decision, (member, false))),
-            Err(e) if e.is_unavailable() && self.may_fall_back(limit) => {
-                tracing::warn!(error = %e, "shared rate limiter unavailable: per-node limits at half rate");
-                let decision = self.local.reserve(key, half(window), &member, now).await?;
-                Ok((decision, (member, true)))
-            }
-            Err(e) if e.is_unavailable() => {
-                tracing::warn!(error = %e, "shared rate limiter unavailable: failing closed");
-                Err(ApiError::Unavailable {
-                    dependency: "rate_limiter".into(),
-                    retry_after_secs: 5,
-                })
-            }
-            Err(e) => Err(e.into()),
+        let decision =
+            self.local
+                .reserve_now(&key, self.config.api_key_failures_per_ip, &member, now_ms())?;
+        if !decision.allowed {
+            tracing::warn!(address, "API key refused: too many failed lookups");
+            return Err(limited(decision));
         }
+        Ok(ApiKeyAttempt {
+            limiter: Arc::clone(&self.local),
+            key,
+            member,
+            failed: false,
+        })
+    }
+}
+
+/// The shared limiter could not answer and no fallback is allowed.
+fn unavailable(e: crate::store::StoreError) -> ApiError {
+    if e.is_unavailable() {
+        tracing::warn!(error = %e, "rate limiter unavailable: failing closed");
+        ApiError::Unavailable {
+            dependency: "rate_limiter".into(),
+            retry_after_secs: 5,
+        }
+    } else {
+        e.into()
     }
 }
 
@@ -207,5 +346,20 @@ fn limited(decision: Decision) -> ApiError {
     ApiError::RateLimited {
         limit: decision.limit,
         retry_after_secs: decision.reset_after.as_secs().max(1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logins_longer_than_an_email_can_be_are_refused() {
+        assert!(check_login(&"a".repeat(254)).is_ok());
+        assert!(check_login(&format!("  {}  ", "é".repeat(254))).is_ok());
+        assert!(matches!(
+            check_login(&"a".repeat(255)),
+            Err(ApiError::Validation(_))
+        ));
     }
 }

@@ -33,6 +33,9 @@ pub struct TokenPair {
 #[derive(Debug, Clone, Default)]
 pub struct Client {
     pub ip: Option<String>,
+    /// The key its per-address limits count under: the address, or an
+    /// IPv6 client's /64, so rotating the low bits changes nothing.
+    pub rate_key: Option<String>,
     pub user_agent: Option<String>,
 }
 
@@ -96,13 +99,14 @@ impl Sessions {
         let account = user
             .as_ref()
             .map_or_else(|| login.trim().to_lowercase(), |u| u.id.to_string());
-        let attempt = self.limits.reserve_account(&account).await?;
+        let address = client.rate_key.as_deref().unwrap_or("unknown");
+        let attempt = self.limits.reserve_account(&account, address).await?;
         let phc = user.as_ref().map(|u| u.password_hash.clone());
         let matched = match slot.verify(password, phc).await {
             Ok(matched) => matched,
             Err(e) => {
                 // No verdict (the hashing failed): the attempt does not count.
-                self.limits.account_succeeded(attempt).await;
+                self.limits.account_undecided(attempt).await;
                 return Err(e.into());
             }
         };

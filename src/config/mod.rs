@@ -179,6 +179,16 @@ pub struct RateLimitConfig {
     #[serde(deserialize_with = "rate")]
     pub refresh_per_ip: Window,
     pub on_backend_failure: OnBackendFailure,
+    /// Failures from all addresses together on one account before it is
+    /// throttled (addresses that logged into it lately excepted).
+    #[serde(deserialize_with = "rate")]
+    pub login_failures_account_ceiling: Window,
+    /// The longest any lock or account-wide throttle lasts.
+    #[serde(deserialize_with = "duration")]
+    pub lockout_max: Duration,
+    /// Failed API-key lookups per client address, on each node.
+    #[serde(deserialize_with = "rate")]
+    pub api_key_failures_per_ip: Window,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -230,7 +240,10 @@ fn defaults() -> serde_json::Value {
             "login_failures_per_account": "5/15min",
             "register_per_ip": "5/min",
             "refresh_per_ip": "60/min",
-            "on_backend_failure": "deny"
+            "on_backend_failure": "deny",
+            "login_failures_account_ceiling": "100/15min",
+            "lockout_max": "15m",
+            "api_key_failures_per_ip": "20/min"
         },
         "tokens": {
             "algorithm": "EdDSA",
@@ -405,6 +418,18 @@ impl Config {
             if !self.issuer.starts_with("https://") {
                 bad("issuer", "must be an https:// URL in production");
             }
+        }
+        if self.rate_limit.lockout_max < Duration::from_secs(1) {
+            bad("rate_limit.lockout_max", "must be at least 1s");
+        } else if self.rate_limit.login_failures_account_ceiling.period
+            > self.rate_limit.lockout_max
+        {
+            // The throttle lasts until the failures age out, and never
+            // longer than lockout_max: the window must fit in it.
+            bad(
+                "rate_limit.login_failures_account_ceiling",
+                "its period must not be longer than rate_limit.lockout_max",
+            );
         }
         if self.cache.invalidation_poll < Duration::from_millis(100) {
             bad("cache.invalidation_poll", "must be at least 100ms");

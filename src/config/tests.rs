@@ -81,3 +81,30 @@ fn production_requires_master_key_postgres_and_redis() {
     assert!(text.contains("database.url"), "{text}");
     assert!(text.contains("redis.url"), "{text}");
 }
+
+#[test]
+fn lockout_limits_default_to_the_contract_and_must_fit() {
+    let config = load_toml("").expect("defaults");
+    let r = &config.rate_limit;
+    assert_eq!(
+        (r.login_failures_account_ceiling.limit, r.lockout_max),
+        (100, Duration::from_secs(900))
+    );
+    assert_eq!(r.login_failures_account_ceiling.period.as_secs(), 900);
+    assert_eq!(
+        (
+            r.api_key_failures_per_ip.limit,
+            r.api_key_failures_per_ip.period.as_secs()
+        ),
+        (20, 60)
+    );
+    let err = load_toml("[rate_limit]\nlogin_failures_account_ceiling = \"100/1h\"\n")
+        .expect_err("longer than lockout_max");
+    assert!(
+        err.to_string()
+            .contains("rate_limit.login_failures_account_ceiling"),
+        "{err}"
+    );
+    let err = load_toml("[rate_limit]\nlockout_max = \"0s\"\n").expect_err("zero");
+    assert!(err.to_string().contains("rate_limit.lockout_max"), "{err}");
+}

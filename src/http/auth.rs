@@ -100,6 +100,9 @@ pub async fn login(
     ClientInfo { client, rate_key }: ClientInfo,
     Json(body): Json<LoginBody>,
 ) -> Result<impl IntoResponse, ApiError> {
+    // A login no account can have reaches no limiter (each name tried
+    // is a limiter key).
+    crate::auth::rate_limit::check_login(&body.login)?;
     // Shed at the door: no limiter or store call for a login with no
     // place to be hashed.
     let slot = state.sessions.hash_slot()?;

@@ -4,6 +4,9 @@
 //! - `Authenticated`: a user's access token (`Authorization: Bearer`);
 //! - `Account`: a user acting on their own account (access token, or an API
 //!   key with scope `users`);
+//! - `OwnSession`: a user acting on their own account through their own
+//!   session (access token only): password change and account deletion,
+//!   which a leaked API key must not be able to do;
 //! - `Admin`: role `admin`, an API key with scope `admin`, or an emergency
 //!   token with scope `admin`;
 //! - `Credential`: anything `/auth/verify` accepts, external tokens too.
@@ -15,6 +18,7 @@ use crate::auth::external::ExternalIdentity;
 use crate::auth::rbac::ADMIN_ROLE;
 use crate::auth::tokens::AccessClaims;
 use crate::error::ApiError;
+use crate::http::extract::client_address;
 use axum::extract::FromRequestParts;
 use axum::http::{HeaderName, header, request::Parts};
 use std::sync::Arc;
@@ -92,7 +96,9 @@ impl FromRequestParts<AppState> for Credential {
         if let Some(key) = api_key(parts)? {
             // Boxed, like the upstream fetch below: a store lookup's
             // future is large and a bearer token never needs it.
-            return Box::pin(state.api_keys.authenticate(key, now))
+            let address = client_address(parts, state);
+            let address = address.as_deref().unwrap_or("unknown");
+            return Box::pin(state.api_keys.authenticate(key, address, now))
                 .await
                 .map(Credential::ApiKey);
         }
@@ -164,6 +170,29 @@ impl FromRequestParts<AppState> for Account {
                 session: None,
             }),
             _ => Err(ApiError::Forbidden),
+        }
+    }
+}
+
+/// A user in their own session: an access token, never an API key (nor an
+/// emergency or upstream token). Anyone else authenticated is AUTH005.
+pub struct OwnSession {
+    pub user_id: Uuid,
+    pub session: Uuid,
+}
+
+impl FromRequestParts<AppState> for OwnSession {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Credential::from_request_parts(parts, state).await? {
+            Credential::User(claims) => Ok(OwnSession {
+                user_id: claims.sub,
+                session: claims.sid,
+            }),
+            _ => Err(ApiError::ForbiddenBecause(
+                "this needs your own session (Bearer), not an API key".into(),
+            )),
         }
     }
 }

@@ -159,23 +159,36 @@ pub struct ClientInfo {
     pub rate_key: String,
 }
 
+/// The client's address (`None` without a peer, as in a router test).
+fn client_ip_of(parts: &Parts, state: &AppState) -> Option<std::net::IpAddr> {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip())?;
+    let forwarded: Vec<&[u8]> = parts
+        .headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect();
+    Some(client_address::client_ip(
+        peer,
+        &forwarded,
+        &state.config.trusted_proxies,
+    ))
+}
+
+/// The key the client's per-address limits count under (an IPv6
+/// client's /64), for extractors that need no `ClientInfo`.
+pub fn client_address(parts: &Parts, state: &AppState) -> Option<String> {
+    client_ip_of(parts, state).map(client_address::rate_key)
+}
+
 impl FromRequestParts<AppState> for ClientInfo {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|ConnectInfo(addr)| addr.ip());
-        let ip = peer.map(|peer| {
-            let forwarded: Vec<&[u8]> = parts
-                .headers
-                .get_all("x-forwarded-for")
-                .iter()
-                .map(|v| v.as_bytes())
-                .collect();
-            client_address::client_ip(peer, &forwarded, &state.config.trusted_proxies)
-        });
+        let ip = client_ip_of(parts, state);
         let user_agent = parts
             .headers
             .get(header::USER_AGENT)
@@ -185,6 +198,7 @@ impl FromRequestParts<AppState> for ClientInfo {
             rate_key: ip.map_or_else(|| "unknown".to_string(), client_address::rate_key),
             client: Client {
                 ip: ip.map(|ip| ip.to_string()),
+                rate_key: ip.map(client_address::rate_key),
                 user_agent,
             },
         })

@@ -7,7 +7,7 @@
 use crate::app::AppState;
 use crate::error::ApiError;
 use crate::http::caller::{Credential, resolve_token};
-use crate::http::extract::limited;
+use crate::http::extract::{ClientInfo, limited};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use serde::Deserialize;
@@ -52,6 +52,7 @@ impl<S: Send + Sync> FromRequest<S> for FormOrJson {
 pub async fn introspect(
     State(state): State<AppState>,
     caller: Credential,
+    ClientInfo { rate_key, .. }: ClientInfo,
     FormOrJson(body): FormOrJson,
 ) -> Result<axum::Json<Value>, ApiError> {
     match caller {
@@ -63,7 +64,7 @@ pub async fn introspect(
     let resolved = if token.starts_with("hf_") {
         state
             .api_keys
-            .authenticate(token, now)
+            .authenticate(token, &rate_key, now)
             .await
             .map(Credential::ApiKey)
     } else {
@@ -105,7 +106,14 @@ pub async fn introspect(
             "sub": e.sub,
             "idp": e.idp,
         }),
-        Err(e @ (ApiError::Unavailable { .. } | ApiError::ReadOnly | ApiError::Internal(_))) => {
+        // Undecided (a store down, or this caller's failed lookups over
+        // their limit): never a false `active: false`.
+        Err(
+            e @ (ApiError::Unavailable { .. }
+            | ApiError::ReadOnly
+            | ApiError::Internal(_)
+            | ApiError::RateLimited { .. }),
+        ) => {
             return Err(e);
         }
         Err(_) => json!({ "active": false }),

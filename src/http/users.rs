@@ -3,8 +3,8 @@
 use crate::app::AppState;
 use crate::auth::now;
 use crate::error::ApiError;
-use crate::http::caller::Account;
-use crate::http::extract::{Json, Path};
+use crate::http::caller::{Account, OwnSession};
+use crate::http::extract::{ClientInfo, Json, Path};
 use crate::store::{Session, User};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -93,7 +93,8 @@ pub async fn update_me(
 
 pub async fn change_password(
     State(state): State<AppState>,
-    caller: Account,
+    caller: OwnSession,
+    ClientInfo { rate_key, .. }: ClientInfo,
     Json(body): Json<PasswordBody>,
 ) -> Result<StatusCode, ApiError> {
     state
@@ -101,6 +102,7 @@ pub async fn change_password(
         .change_password(
             caller.user_id,
             caller.session,
+            &rate_key,
             body.current_password,
             body.new_password,
             now(),
@@ -111,7 +113,7 @@ pub async fn change_password(
 
 pub async fn delete_me(
     State(state): State<AppState>,
-    caller: Account,
+    caller: OwnSession,
 ) -> Result<StatusCode, ApiError> {
     state
         .accounts

@@ -357,8 +357,32 @@ pub struct Decision {
     pub reset_after: std::time::Duration,
 }
 
+/// The windows DESIGN.md §5 puts on failed passwords for one account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountWindows {
+    /// Failures from one address before that (account, address) pair is
+    /// locked: nobody locks anyone else out from their own address.
+    pub pair: Window,
+    /// Failures from all addresses together before the account is
+    /// throttled for addresses that have not logged into it lately.
+    pub ceiling: Window,
+    /// The longest any lock or throttle lasts.
+    pub lockout_max: std::time::Duration,
+    /// How long a successful login exempts its address from the ceiling.
+    pub known_for: std::time::Duration,
+}
+
+/// Who is trying which account: the account (a user id, or the lowercased
+/// login tried when no such user exists) and the client address.
+#[derive(Debug, Clone, Copy)]
+pub struct LoginSubject<'a> {
+    pub account: &'a str,
+    pub address: &'a str,
+}
+
 /// Sliding-window counters with reservations, shared by all nodes (Redis)
-/// or per node (memory). Every operation is atomic per key.
+/// or per node (memory). Every operation is atomic per key, and the login
+/// operations atomic per account.
 #[async_trait]
 pub trait LimiterStore: Send + Sync {
     fn backend(&self) -> &'static str;
@@ -371,16 +395,36 @@ pub trait LimiterStore: Send + Sync {
         member: &str,
         now_ms: i64,
     ) -> Result<Decision, StoreError>;
-    /// Gives a reserved slot back (a login that succeeded).
-    async fn refund(&self, key: &str, member: &str) -> Result<(), StoreError>;
-    /// Confirms a failure; when the window is full, locks `key` for a
-    /// growing interval (window × 2^(strikes-1), at most `max_lock`) and
-    /// returns the lock.
-    async fn fail(
+    /// Reserves a password check for `member` on the pair (account,
+    /// address) and, unless the address logged into the account within
+    /// `known_for`, on the account-wide ceiling. Refused while the pair is
+    /// locked or either window is full.
+    async fn reserve_login(
         &self,
-        key: &str,
-        window: Window,
-        max_lock: std::time::Duration,
+        subject: LoginSubject<'_>,
+        windows: AccountWindows,
+        member: &str,
+        now_ms: i64,
+    ) -> Result<Decision, StoreError>;
+    /// Gives a reserved password check back. `succeeded`: the password was
+    /// right, so the pair's lock history is forgotten and the address is
+    /// remembered as the account's for `known_for`.
+    async fn refund_login(
+        &self,
+        subject: LoginSubject<'_>,
+        windows: AccountWindows,
+        member: &str,
+        succeeded: bool,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Confirms a failed password check (it stays counted in both
+    /// windows); when the pair's window is full, locks the pair for a
+    /// growing interval (window × 2^(strikes-1), at most `lockout_max`) and
+    /// returns the lock.
+    async fn fail_login(
+        &self,
+        subject: LoginSubject<'_>,
+        windows: AccountWindows,
         now_ms: i64,
     ) -> Result<Option<std::time::Duration>, StoreError>;
 }

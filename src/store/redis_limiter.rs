@@ -1,22 +1,21 @@
 //! The shared rate limiter in Redis: a sliding-window log per key (a sorted
 //! set of reservation times), each operation one Lua script so concurrent
-//! attempts on any node can never exceed a limit. Keys carry a Cluster hash
-//! tag so a key's set, lock and strike counter share a slot.
+//! attempts on any node can never exceed a limit. The keys one script
+//! touches share a Cluster hash tag (the key, or for logins the account),
+//! so they sit in one slot.
 
 use crate::resilience::DependencyGuard;
 use crate::store::redis::classify;
-use crate::store::{Decision, LimiterStore, StoreError, Window};
+use crate::store::{AccountWindows, Decision, LimiterStore, LoginSubject, StoreError, Window};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// KEYS: window set, lock. ARGV: now ms, period ms, limit, member.
+/// KEYS: window set. ARGV: now ms, period ms, limit, member.
 /// Returns {allowed, count, reset_after_ms}.
 const RESERVE: &str = r#"
 local now, period, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local lock = redis.call('PTTL', KEYS[2])
-if lock > 0 then return {0, limit, lock} end
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
 local n = redis.call('ZCARD', KEYS[1])
 if n >= limit then
@@ -28,33 +27,81 @@ redis.call('PEXPIRE', KEYS[1], period)
 return {1, n + 1, period}
 "#;
 
-/// KEYS: window set, lock, strikes. ARGV: now ms, period ms, limit, max lock
-/// ms. Returns the lock in ms, or 0 when the window still has room.
-const FAIL: &str = r#"
+/// KEYS: pair set, pair lock, account set, known addresses (one hash tag:
+/// the account). ARGV: now ms, pair period ms, pair limit, ceiling period
+/// ms, ceiling limit, lockout max ms, known-for ms, member, address.
+/// Returns {allowed, count, reset_after_ms, limit}.
+const RESERVE_LOGIN: &str = r#"
+local now = tonumber(ARGV[1])
+local pp, pl = tonumber(ARGV[2]), tonumber(ARGV[3])
+local cp, cl = tonumber(ARGV[4]), tonumber(ARGV[5])
+local max, known_for = tonumber(ARGV[6]), tonumber(ARGV[7])
+local lock = redis.call('PTTL', KEYS[2])
+if lock > 0 then return {0, pl, lock, pl} end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - pp)
+local n = redis.call('ZCARD', KEYS[1])
+if n >= pl then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, n, math.max(0, tonumber(oldest[2]) + pp - now), pl}
+end
+local seen = tonumber(redis.call('ZSCORE', KEYS[4], ARGV[9]) or 0)
+if seen <= now - known_for then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - cp)
+  local all = redis.call('ZCARD', KEYS[3])
+  if all >= cl then
+    local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+    return {0, all, math.min(max, math.max(0, tonumber(oldest[2]) + cp - now)), cl}
+  end
+  redis.call('ZADD', KEYS[3], now, ARGV[8])
+  redis.call('PEXPIRE', KEYS[3], cp)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[8])
+redis.call('PEXPIRE', KEYS[1], pp)
+return {1, n + 1, pp, pl}
+"#;
+
+/// KEYS: pair set, pair lock, pair strikes. ARGV: now ms, pair period ms,
+/// pair limit, lockout max ms. Returns the lock in ms, or 0 when the window
+/// still has room. The failure stays counted in the account set.
+const FAIL_LOGIN: &str = r#"
 local now, period, limit, max = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
 if redis.call('ZCARD', KEYS[1]) < limit then return 0 end
 local strikes = redis.call('INCR', KEYS[3])
-redis.call('PEXPIRE', KEYS[3], max)
-local lock = math.min(period * (2 ^ math.min(strikes - 1, 20)), max)
-redis.call('SET', KEYS[2], 1, 'PX', math.floor(lock))
+local lock = math.floor(math.min(period * (2 ^ math.min(strikes - 1, 20)), max))
+redis.call('PEXPIRE', KEYS[3], lock + max)
+redis.call('SET', KEYS[2], 1, 'PX', lock)
 redis.call('DEL', KEYS[1])
-return math.floor(lock)
+return lock
 "#;
 
-/// KEYS: window set, strikes. ARGV: member.
-const REFUND: &str = r#"
+/// KEYS: pair set, account set, pair strikes, known addresses. ARGV:
+/// member, succeeded (1/0), now ms, known-for ms, address, most known.
+const REFUND_LOGIN: &str = r#"
 redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('DEL', KEYS[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[2] == '1' then
+  local now, known_for = tonumber(ARGV[3]), tonumber(ARGV[4])
+  redis.call('DEL', KEYS[3])
+  redis.call('ZADD', KEYS[4], now, ARGV[5])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - known_for)
+  local extra = redis.call('ZCARD', KEYS[4]) - tonumber(ARGV[6])
+  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[4], 0, extra - 1) end
+  redis.call('PEXPIRE', KEYS[4], known_for)
+end
 return 1
 "#;
+
+/// Addresses remembered per account; the oldest goes first.
+const KNOWN_PER_ACCOUNT: u32 = 256;
 
 pub struct RedisLimiter {
     conn: ConnectionManager,
     guard: Arc<DependencyGuard>,
     reserve: redis::Script,
-    fail: redis::Script,
-    refund: redis::Script,
+    reserve_login: redis::Script,
+    fail_login: redis::Script,
+    refund_login: redis::Script,
 }
 
 impl RedisLimiter {
@@ -63,18 +110,50 @@ impl RedisLimiter {
             conn,
             guard,
             reserve: redis::Script::new(RESERVE),
-            fail: redis::Script::new(FAIL),
-            refund: redis::Script::new(REFUND),
+            reserve_login: redis::Script::new(RESERVE_LOGIN),
+            fail_login: redis::Script::new(FAIL_LOGIN),
+            refund_login: redis::Script::new(REFUND_LOGIN),
         }
+    }
+
+    /// Runs a script that may safely run twice.
+    async fn idempotent<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        self.guard
+            .run_idempotent(|| {
+                let mut conn = self.conn.clone();
+                async move { invocation.invoke_async(&mut conn).await.map_err(classify) }
+            })
+            .await
     }
 }
 
-fn keys(key: &str) -> (String, String, String) {
-    (
-        format!("hf:rl:{{{key}}}"),
-        format!("hf:rl:{{{key}}}:lock"),
-        format!("hf:rl:{{{key}}}:strikes"),
-    )
+/// The keys of one account's login limits. They share the account as
+/// their hash tag, so each script's keys sit in one Cluster slot.
+struct LoginKeys {
+    pair: String,
+    lock: String,
+    strikes: String,
+    all: String,
+    known: String,
+}
+
+fn login_keys(s: LoginSubject<'_>) -> LoginKeys {
+    let account = format!("hf:rl:{{a:{}}}", s.account);
+    let pair = format!("{account}:p:{}", s.address);
+    LoginKeys {
+        lock: format!("{pair}:lock"),
+        strikes: format!("{pair}:strikes"),
+        pair,
+        all: format!("{account}:all"),
+        known: format!("{account}:known"),
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 #[async_trait]
@@ -90,23 +169,14 @@ impl LimiterStore for RedisLimiter {
         member: &str,
         now_ms: i64,
     ) -> Result<Decision, StoreError> {
-        let (set, lock, _) = keys(key);
-        let mut invocation = self.reserve.key(set);
+        let mut invocation = self.reserve.key(format!("hf:rl:{{{key}}}"));
         invocation
-            .key(lock)
             .arg(now_ms)
-            .arg(window.period.as_millis() as u64)
+            .arg(millis(window.period))
             .arg(window.limit)
             .arg(member);
         // ZADD of the same member is idempotent, so a retry is safe.
-        let (allowed, count, reset_ms): (i64, i64, i64) = self
-            .guard
-            .run_idempotent(|| {
-                let mut conn = self.conn.clone();
-                let invocation = &invocation;
-                async move { invocation.invoke_async(&mut conn).await.map_err(classify) }
-            })
-            .await?;
+        let (allowed, count, reset_ms): (i64, i64, i64) = self.idempotent(&invocation).await?;
         Ok(Decision {
             allowed: allowed == 1,
             limit: window.limit,
@@ -115,41 +185,78 @@ impl LimiterStore for RedisLimiter {
         })
     }
 
-    async fn refund(&self, key: &str, member: &str) -> Result<(), StoreError> {
-        let (set, _, strikes) = keys(key);
-        let mut invocation = self.refund.key(set);
-        invocation.key(strikes).arg(member);
-        self.guard
-            .run_idempotent(|| {
-                let mut conn = self.conn.clone();
-                let invocation = &invocation;
-                async move {
-                    invocation
-                        .invoke_async::<i64>(&mut conn)
-                        .await
-                        .map_err(classify)?;
-                    Ok(())
-                }
-            })
-            .await
+    async fn reserve_login(
+        &self,
+        subject: LoginSubject<'_>,
+        w: AccountWindows,
+        member: &str,
+        now_ms: i64,
+    ) -> Result<Decision, StoreError> {
+        let k = login_keys(subject);
+        let mut invocation = self.reserve_login.key(k.pair);
+        invocation
+            .key(k.lock)
+            .key(k.all)
+            .key(k.known)
+            .arg(now_ms)
+            .arg(millis(w.pair.period))
+            .arg(w.pair.limit)
+            .arg(millis(w.ceiling.period))
+            .arg(w.ceiling.limit)
+            .arg(millis(w.lockout_max))
+            .arg(millis(w.known_for))
+            .arg(member)
+            .arg(subject.address);
+        // Both ZADDs are of the same member: a retry is safe.
+        let (allowed, count, reset_ms, limit): (i64, i64, i64, u32) =
+            self.idempotent(&invocation).await?;
+        Ok(Decision {
+            allowed: allowed == 1,
+            limit,
+            remaining: limit.saturating_sub(count.max(0) as u32),
+            reset_after: Duration::from_millis(reset_ms.max(0) as u64),
+        })
     }
 
-    async fn fail(
+    async fn refund_login(
         &self,
-        key: &str,
-        window: Window,
-        max_lock: Duration,
+        subject: LoginSubject<'_>,
+        w: AccountWindows,
+        member: &str,
+        succeeded: bool,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        let k = login_keys(subject);
+        let mut invocation = self.refund_login.key(k.pair);
+        invocation
+            .key(k.all)
+            .key(k.strikes)
+            .key(k.known)
+            .arg(member)
+            .arg(u8::from(succeeded))
+            .arg(now_ms)
+            .arg(millis(w.known_for))
+            .arg(subject.address)
+            .arg(KNOWN_PER_ACCOUNT);
+        self.idempotent::<i64>(&invocation).await?;
+        Ok(())
+    }
+
+    async fn fail_login(
+        &self,
+        subject: LoginSubject<'_>,
+        w: AccountWindows,
         now_ms: i64,
     ) -> Result<Option<Duration>, StoreError> {
-        let (set, lock, strikes) = keys(key);
-        let mut invocation = self.fail.key(set);
+        let k = login_keys(subject);
+        let mut invocation = self.fail_login.key(k.pair);
         invocation
-            .key(lock)
-            .key(strikes)
+            .key(k.lock)
+            .key(k.strikes)
             .arg(now_ms)
-            .arg(window.period.as_millis() as u64)
-            .arg(window.limit)
-            .arg(max_lock.as_millis() as u64);
+            .arg(millis(w.pair.period))
+            .arg(w.pair.limit)
+            .arg(millis(w.lockout_max));
         // Not idempotent (a strike): one attempt.
         let mut conn = self.conn.clone();
         let lock_ms: i64 = self
