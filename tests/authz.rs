@@ -315,6 +315,20 @@ async fn security_events_reach_the_audit_log_even_from_an_outage() {
         )
         .await
     );
+    // Whose session was stolen: the reuse event names the user.
+    let audit = app
+        .get(
+            &format!("/api/v1/admin/audit?since={since}&limit=1000"),
+            Some(&admin),
+        )
+        .await;
+    let reuse = audit.body["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|e| e["kind"] == "refresh_reuse")
+        .expect("refresh_reuse event");
+    assert!(reuse["user_id"].is_string(), "{reuse}");
     let kinds = audit_kinds(app, &admin, since).await;
     for kind in [
         "login_succeeded",

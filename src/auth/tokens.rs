@@ -395,6 +395,56 @@ mod tests {
         ));
     }
 
+    /// Signs `claims` with the ring's active key, as a forger holding the
+    /// key (or a node with a broken clock) would.
+    fn sign(svc: &TokenService, claims: &AccessClaims) -> String {
+        let set = svc.keys.snapshot();
+        let key = set.signing.as_ref().expect("signing key");
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding).expect("sign")
+    }
+
+    #[test]
+    fn a_token_issued_in_the_future_is_refused() {
+        let (svc, _) = service();
+        let claims = |iat| AccessClaims {
+            iss: svc.issuer.clone(),
+            sub: Uuid::new_v4(),
+            aud: svc.audience.clone(),
+            iat,
+            nbf: NOW,
+            exp: NOW + 900,
+            jti: Uuid::new_v4(),
+            sid: Uuid::new_v4(),
+            roles: vec![],
+        };
+        assert!(svc.verify(&sign(&svc, &claims(NOW + 30)), NOW).is_ok());
+        assert!(matches!(
+            svc.verify(&sign(&svc, &claims(NOW + 31)), NOW),
+            Err(ApiError::TokenInvalid)
+        ));
+        assert!(matches!(
+            svc.verify(&sign(&svc, &claims(NOW + 5 * 3600)), NOW),
+            Err(ApiError::TokenInvalid)
+        ));
+    }
+
+    #[test]
+    fn lost_roles_are_taken_out_of_verified_and_cached_tokens() {
+        let (svc, revocations) = service();
+        let user = user();
+        let token = svc.issue(&user, Uuid::new_v4(), NOW).expect("issue");
+        assert_eq!(svc.verify(&token, NOW).expect("first").roles, ["admin"]);
+        revocations.set_user_roles(user.id, &[], NOW * 1000 + 1);
+        // The second verification is a cache hit: stripped all the same.
+        assert!(svc.verify(&token, NOW).expect("cached").roles.is_empty());
+        assert!(
+            svc.snapshot_roles(user.id, &["admin".to_string()])
+                .is_empty()
+        );
+    }
+
     #[test]
     fn another_issuer_or_audience_is_refused() {
         let (svc, _) = service();
