@@ -67,7 +67,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
 /// proxy (entries further left are the client's own claims).
 pub struct ClientInfo(pub Client);
 
-fn client_ip(
+pub(crate) fn client_ip(
     peer: Option<IpAddr>,
     headers: &axum::http::HeaderMap,
     trusted: &[IpNet],
