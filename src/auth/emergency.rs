@@ -144,10 +144,13 @@ impl EmergencyVerifier {
         let claims = jsonwebtoken::decode::<EmergencyClaims>(token, &self.decoding, &validation)
             .map_err(|_| ApiError::TokenInvalid)?
             .claims;
-        if !claims.emergency || claims.exp - claims.iat > MAX_TTL {
+        // Wide arithmetic: times at the ends of i64 must not wrap past the
+        // cap (a wrapped life came out negative, "under an hour").
+        let life = i128::from(claims.exp) - i128::from(claims.iat);
+        if !claims.emergency || life > i128::from(MAX_TTL) {
             return Err(ApiError::TokenInvalid);
         }
-        if now > claims.exp + self.leeway {
+        if now > claims.exp.saturating_add(self.leeway) {
             return Err(ApiError::TokenExpired);
         }
         if now + self.leeway < claims.nbf {
