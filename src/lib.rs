@@ -10,6 +10,9 @@ pub mod auth;
 pub mod cache;
 pub mod config;
 pub mod error;
+/// Entry points for the fuzz targets in fuzz/; not part of the service.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod resilience;
 pub mod secret;

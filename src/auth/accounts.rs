@@ -20,6 +20,25 @@ pub struct Registration {
     pub roles: Vec<String>,
 }
 
+/// The checks a registration passes before any store is touched: every
+/// field's problem at once. Returns the email and username as stored
+/// (trimmed; the email lower-cased).
+pub fn check_registration(
+    policy: &PasswordPolicy,
+    r: &Registration,
+) -> Result<(String, String), ApiError> {
+    let email = r.email.trim().to_lowercase();
+    let username = r.username.trim().to_string();
+    let mut errors: Vec<FieldError> = Vec::new();
+    errors.extend(check_email(&email));
+    errors.extend(check_username(&username));
+    errors.extend(policy.check("password", &r.password, &[&email, &username]));
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok((email, username))
+}
+
 pub struct Accounts {
     users: Arc<dyn UserStore>,
     sessions: Arc<dyn SessionStore>,
@@ -52,18 +71,7 @@ impl Accounts {
     }
 
     pub async fn register(&self, r: Registration, now: UnixTime) -> Result<User, ApiError> {
-        let email = r.email.trim().to_lowercase();
-        let username = r.username.trim().to_string();
-        let mut errors: Vec<FieldError> = Vec::new();
-        errors.extend(check_email(&email));
-        errors.extend(check_username(&username));
-        errors.extend(
-            self.policy
-                .check("password", &r.password, &[&email, &username]),
-        );
-        if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
-        }
+        let (email, username) = check_registration(&self.policy, &r)?;
         let password_hash = self.hasher.hash(r.password).await?;
         let user = User {
             id: Uuid::new_v4(),

@@ -74,7 +74,7 @@ fn random_hex(bytes: usize) -> Result<String, ApiError> {
 }
 
 /// `hf_<prefix>_<secret>` → prefix, or `None` when it cannot be a key.
-fn parse(key: &str) -> Option<&str> {
+pub(crate) fn parse(key: &str) -> Option<&str> {
     let rest = key.strip_prefix("hf_")?;
     let (prefix, secret) = rest.split_once('_')?;
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());

@@ -252,16 +252,20 @@ impl EmergencyVerifier {
         if claims.reason.trim().is_empty() {
             return refuse(Refusal::NoReason);
         }
-        if claims.iat > now + leeway {
+        if claims.iat > now.saturating_add(leeway) {
             return refuse(Refusal::IssuedInFuture {
                 iat: claims.iat,
                 now,
                 leeway,
             });
         }
-        let lifetime = claims.exp - claims.iat;
-        if lifetime <= 0 || lifetime > MAX_TTL {
-            return refuse(Refusal::Lifetime(lifetime));
+        // Wide arithmetic: times at the ends of i64 must not wrap past the
+        // cap (a wrapped life came out negative, "under an hour").
+        let lifetime = i128::from(claims.exp) - i128::from(claims.iat);
+        if lifetime <= 0 || lifetime > i128::from(MAX_TTL) {
+            return refuse(Refusal::Lifetime(
+                i64::try_from(lifetime).unwrap_or(i64::MAX),
+            ));
         }
         if let Some(nbf) = claims.nbf {
             if nbf < claims.iat {
@@ -270,11 +274,11 @@ impl EmergencyVerifier {
                     iat: claims.iat,
                 });
             }
-            if nbf > now + leeway {
+            if nbf > now.saturating_add(leeway) {
                 return refuse(Refusal::NotYetValid { nbf, now, leeway });
             }
         }
-        if now > claims.exp + leeway {
+        if now > claims.exp.saturating_add(leeway) {
             return refuse(Refusal::Expired {
                 exp: claims.exp,
                 now,

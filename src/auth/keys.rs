@@ -286,14 +286,25 @@ pub fn generate(
 ) -> Result<StoredKey, KeyError> {
     let pkcs8 =
         Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).map_err(|_| KeyError::Generation)?;
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).map_err(|_| KeyError::Generation)?;
+    from_pkcs8(master, pkcs8.as_ref(), now, activates_at)
+}
+
+/// A stored key for a given Ed25519 private key (PKCS#8): what `generate`
+/// does with a fresh one, and what the fuzz targets do with a fixed one.
+pub(crate) fn from_pkcs8(
+    master: &MasterKey,
+    pkcs8: &[u8],
+    now: UnixTime,
+    activates_at: UnixTime,
+) -> Result<StoredKey, KeyError> {
+    let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| KeyError::Generation)?;
     let public_key = pair.public_key().as_ref().to_vec();
     let x = URL_SAFE_NO_PAD.encode(&public_key);
     let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
     let kid = URL_SAFE_NO_PAD.encode(digest.as_ref());
     Ok(StoredKey {
-        private_key_sealed: master.seal(&kid, pkcs8.as_ref())?,
+        private_key_sealed: master.seal(&kid, pkcs8)?,
         kid,
         algorithm: ALGORITHM.to_string(),
         public_key,

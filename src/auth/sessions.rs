@@ -323,7 +323,7 @@ fn new_refresh_secret() -> Result<(String, String), ApiError> {
 }
 
 /// `<session id>.<secret>` → (session id, hash of the secret).
-fn parse_refresh_token(token: &str) -> Result<(Uuid, String), ApiError> {
+pub(crate) fn parse_refresh_token(token: &str) -> Result<(Uuid, String), ApiError> {
     let (sid, secret) = token.trim().split_once('.').ok_or(ApiError::TokenInvalid)?;
     let sid = Uuid::parse_str(sid).map_err(|_| ApiError::TokenInvalid)?;
     if secret.len() != 43

@@ -200,7 +200,7 @@ impl TokenService {
 
     /// Time and revocation: what can turn a verified token invalid later.
     fn check_live(&self, claims: &AccessClaims, now: UnixTime) -> Result<(), ApiError> {
-        if now > claims.exp + self.leeway {
+        if now > claims.exp.saturating_add(self.leeway) {
             return Err(ApiError::TokenExpired);
         }
         if now + self.leeway < claims.nbf {

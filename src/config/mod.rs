@@ -286,6 +286,18 @@ impl Config {
                 .iter()
                 .any(|k| key.as_str().eq_ignore_ascii_case(k))
         }));
+        Self::extract(figment)
+    }
+
+    /// TOML text over the defaults, without the environment: the fuzz
+    /// target's way in (no file, and the same answer whatever the process
+    /// environment holds).
+    pub(crate) fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Self::extract(Figment::from(Serialized::defaults(defaults())).merge(Toml::string(text)))
+    }
+
+    /// Deserialises and validates, naming every bad key.
+    fn extract(figment: Figment) -> Result<Self, ConfigError> {
         let config: Config = figment.extract().map_err(|e| {
             ConfigError(
                 e.into_iter()

@@ -18,20 +18,20 @@ use uuid::Uuid;
 
 #[derive(Deserialize)]
 pub struct RegisterBody {
-    email: String,
-    username: String,
-    password: String,
+    pub(crate) email: String,
+    pub(crate) username: String,
+    pub(crate) password: String,
 }
 
 #[derive(Deserialize)]
 pub struct LoginBody {
-    login: String,
-    password: String,
+    pub(crate) login: String,
+    pub(crate) password: String,
 }
 
 #[derive(Deserialize)]
 pub struct RefreshBody {
-    refresh_token: String,
+    pub(crate) refresh_token: String,
 }
 
 #[derive(Deserialize)]
