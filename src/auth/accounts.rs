@@ -72,6 +72,14 @@ impl Accounts {
 
     pub async fn register(&self, r: Registration, now: UnixTime) -> Result<User, ApiError> {
         let (email, username) = check_registration(&self.policy, &r)?;
+        // Before the hash: a taken name is answered without Argon2 work, and
+        // a database that cannot answer fails fast (its breaker) instead of
+        // after a hash that a loaded machine may take long to give.
+        for (field, taken) in [("email", &email), ("username", &username)] {
+            if self.users.by_login(taken).await?.is_some() {
+                return Err(ApiError::Conflict(field.to_string()));
+            }
+        }
         let password_hash = self.hasher.hash(r.password).await?;
         let user = User {
             id: Uuid::new_v4(),
