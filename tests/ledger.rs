@@ -4,7 +4,7 @@
 use holdfast::resilience::DependencyGuard;
 use holdfast::resilience::breaker::BreakerSettings;
 use holdfast::store::sql::SqliteStore;
-use holdfast::store::{Rotation, Session, SessionLedger, StoreError};
+use holdfast::store::{Rotation, Session, SessionLedger, SessionStore, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;

@@ -157,7 +157,11 @@ impl Sessions {
         // Only if no password change, deactivation or logout-all was
         // answered since `user` was read: a login racing one of them yields
         // nothing (DESIGN.md §3).
-        match self.sessions.create(&session, user.security_version).await {
+        match self
+            .sessions
+            .create(&session, Some(user.security_version))
+            .await
+        {
             Ok(()) => {}
             Err(StoreError::Superseded) => {
                 self.audit.record(

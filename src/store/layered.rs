@@ -45,7 +45,7 @@ enum Deferred {
     /// A session started while the primary was read-only or down; the
     /// cache holds it meanwhile. With the user's security version its
     /// login read, so a change answered since still refuses it.
-    Create(Box<Session>, i64),
+    Create(Box<Session>, Option<i64>),
 }
 
 pub struct LayeredSessionStore {
@@ -99,7 +99,7 @@ impl LayeredSessionStore {
                 }
                 Deferred::Revoke { id, at } => self.ledger.revoke(*id, *at).await,
                 Deferred::Create(session, version) => {
-                    match self.ledger.create(session, Some(*version)).await {
+                    match self.ledger.create(session, *version).await {
                         // Already there: an earlier replay got through.
                         Err(StoreError::Conflict(_)) => Ok(()),
                         // The user changed password, was disabled or logged
@@ -199,8 +199,8 @@ fn spawn_replay(store: Weak<LayeredSessionStore>) {
 
 #[async_trait]
 impl SessionStore for LayeredSessionStore {
-    async fn create(&self, session: &Session, user_version: i64) -> Result<(), StoreError> {
-        match self.ledger.create(session, Some(user_version)).await {
+    async fn create(&self, session: &Session, user_version: Option<i64>) -> Result<(), StoreError> {
+        match self.ledger.create(session, user_version).await {
             Ok(()) => {
                 // The ledger has it: a cache that cannot take it refills later.
                 if let Err(e) = self.cache.put(session).await {

@@ -242,9 +242,11 @@ pub trait UserStore: Send + Sync {
 
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Creates the session only while its user is active with security
-    /// version `user_version`; otherwise `StoreError::Superseded`.
-    async fn create(&self, session: &Session, user_version: i64) -> Result<(), StoreError>;
+    /// Creates the session only while its user is active and, when given,
+    /// still at security version `user_version` (the one its login read);
+    /// otherwise `StoreError::Superseded`. `None` is for restoring a
+    /// session a faster store already holds; logins always give one.
+    async fn create(&self, session: &Session, user_version: Option<i64>) -> Result<(), StoreError>;
     async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
     /// Compare-and-swap of the refresh hash, atomic per session.
     async fn rotate(
@@ -289,31 +291,7 @@ pub trait SessionCache: Send + Sync {
 
 /// What only the durable (SQL) session store can answer.
 #[async_trait]
-pub trait SessionLedger: Send + Sync {
-    /// Creates the session while its user is active and, when given, still
-    /// at security version `user_version` (else `Superseded`). `None`
-    /// restores a session a faster store already holds.
-    async fn create(&self, session: &Session, user_version: Option<i64>) -> Result<(), StoreError>;
-    async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
-    /// Compare-and-swap of the refresh hash, atomic per session.
-    async fn rotate(
-        &self,
-        id: Uuid,
-        presented: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Result<Rotation, StoreError>;
-    async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError>;
-    /// Revokes every live session of the user except `keep`; returns the ids.
-    async fn revoke_user(
-        &self,
-        user_id: Uuid,
-        keep: Option<Uuid>,
-        now: UnixTime,
-    ) -> Result<Vec<Uuid>, StoreError>;
-    /// Live sessions of the user, newest first.
-    async fn list_for_user(&self, user_id: Uuid, now: UnixTime)
-    -> Result<Vec<Session>, StoreError>;
+pub trait SessionLedger: SessionStore {
     /// Records a rotation already decided by a faster store (write-through).
     /// Forward only: a rotation older than one already recorded only adds
     /// its used hash.

@@ -2,7 +2,7 @@
 //! session is written through to, whatever sits in front of it.
 
 use super::{PgStore, SqliteStore, classify};
-use crate::store::{Rotation, Session, SessionLedger, StoreError, UnixTime};
+use crate::store::{Rotation, Session, SessionLedger, SessionStore, StoreError, UnixTime};
 use async_trait::async_trait;
 use sqlx::Row;
 use uuid::Uuid;
@@ -43,7 +43,7 @@ where
 macro_rules! sql_session_store {
     ($store:ty, $lock:literal) => {
         #[async_trait]
-        impl SessionLedger for $store {
+        impl SessionStore for $store {
             async fn create(&self, s: &Session, user_version: Option<i64>) -> Result<(), StoreError> {
                 self.write(async {
                         // `$lock` (PostgreSQL: FOR SHARE) holds the user's row
@@ -225,7 +225,10 @@ macro_rules! sql_session_store {
                     })
                     .await
             }
+        }
 
+        #[async_trait]
+        impl SessionLedger for $store {
             async fn record_rotation(
                 &self,
                 id: Uuid,
