@@ -2,7 +2,8 @@
 //! generated, how its public half is stored and published as a JWK, and
 //! how its private half becomes a `jsonwebtoken` key. Everything that
 //! differs between EdDSA, ES256 and RS256 lives here, so the key ring
-//! (`keys.rs`) only ever deals in "a key of some kind".
+//! (`keys.rs`) only ever deals in "a key of some kind" — and so does the
+//! decision whether a node's configured kind calls for a rotation.
 //!
 //! Stored public halves: Ed25519 the 32 raw bytes, P-256 the uncompressed
 //! point (`04 || x || y`), RSA the PKCS#1 `RSAPublicKey` DER. Private
@@ -10,6 +11,7 @@
 //! refuses v2, DEPENDENCIES.md trap 2).
 
 use crate::auth::keys::KeyError;
+use crate::store::{StoredKey, UnixTime};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
@@ -174,9 +176,61 @@ impl KeyKind {
     }
 }
 
+/// What a node configured for `configured` does about the keys it found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AlgorithmChange {
+    /// The active key is of the configured kind.
+    None,
+    /// A new algorithm for this deployment: start one normal rotation.
+    Rotate,
+    /// A standby of the configured kind is already published.
+    UnderWay,
+    /// The configured kind is that of a key older than the active one: a
+    /// node left behind in a rolling change (or rolled back) must never
+    /// flip the deployment back, so it only warns.
+    Older,
+}
+
+/// Decides, from every stored key, whether a node starting with
+/// `configured` should rotate: only when the active key, every pending
+/// standby and every older key are all of other kinds.
+pub fn algorithm_change(
+    stored: &[StoredKey],
+    configured: KeyKind,
+    now: UnixTime,
+) -> AlgorithmChange {
+    let configured = configured.name();
+    let order = |k: &StoredKey| (k.activates_at, k.created_at);
+    let Some(active) = stored
+        .iter()
+        .filter(|k| k.revoked_at.is_none() && k.activates_at <= now)
+        .max_by_key(|k| order(k))
+    else {
+        return AlgorithmChange::Rotate;
+    };
+    if active.algorithm == configured {
+        return AlgorithmChange::None;
+    }
+    let standby = stored
+        .iter()
+        .filter(|k| k.revoked_at.is_none() && k.activates_at > now);
+    if standby.clone().any(|k| k.algorithm == configured) {
+        return AlgorithmChange::UnderWay;
+    }
+    if stored
+        .iter()
+        .any(|k| order(k) < order(active) && k.algorithm == configured)
+    {
+        return AlgorithmChange::Older;
+    }
+    AlgorithmChange::Rotate
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::keys::generate;
+    use crate::auth::master_key::MasterKey;
 
     #[test]
     fn each_kind_signs_what_its_published_jwk_verifies() {
@@ -219,5 +273,41 @@ mod tests {
             .expect("p");
         assert!(KeyKind::Es256.public_jwk(&ed).is_none());
         assert!(KeyKind::Rs256.public_jwk(&ed).is_none());
+    }
+
+    #[test]
+    fn only_a_new_algorithm_starts_a_rotation_and_an_older_one_never_rotates_back() {
+        let master = MasterKey::from_bytes(&[5u8; 32]).expect("master");
+        let ed = generate(&master, KeyKind::EdDsa, 0, 0).expect("ed");
+        let es = generate(&master, KeyKind::Es256, 1_000, 1_300).expect("es");
+        let alone = [ed.clone()];
+        assert_eq!(
+            algorithm_change(&alone, KeyKind::EdDsa, 10),
+            AlgorithmChange::None
+        );
+        assert_eq!(
+            algorithm_change(&alone, KeyKind::Es256, 10),
+            AlgorithmChange::Rotate
+        );
+        let both = [ed, es];
+        // ES256 standby published: a second ES256 node does not rotate
+        // again; an RS256 node would (new to the deployment).
+        assert_eq!(
+            algorithm_change(&both, KeyKind::Es256, 1_100),
+            AlgorithmChange::UnderWay
+        );
+        assert_eq!(
+            algorithm_change(&both, KeyKind::Rs256, 1_100),
+            AlgorithmChange::Rotate
+        );
+        // ES256 signs: an EdDSA node (left behind) warns and never flips back.
+        assert_eq!(
+            algorithm_change(&both, KeyKind::EdDsa, 1_300),
+            AlgorithmChange::Older
+        );
+        assert_eq!(
+            algorithm_change(&both, KeyKind::Es256, 1_300),
+            AlgorithmChange::None
+        );
     }
 }

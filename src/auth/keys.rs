@@ -15,7 +15,7 @@
 //! Each node re-reads the keys every `refresh_every` and re-derives the
 //! roles, which is also what promotes a standby on time.
 
-pub use crate::auth::key_kinds::KeyKind;
+pub use crate::auth::key_kinds::{AlgorithmChange, KeyKind, algorithm_change};
 use crate::auth::master_key::MasterKey;
 use crate::store::{KeyStore, StoreError, StoredKey, UnixTime};
 use arc_swap::ArcSwap;
@@ -353,56 +353,6 @@ fn open_signing(master: &MasterKey, key: &StoredKey) -> Result<SigningKey, KeyEr
     })
 }
 
-/// What a node configured for `configured` does about the keys it found.
-#[derive(Debug, PartialEq, Eq)]
-pub enum AlgorithmChange {
-    /// The active key is of the configured kind.
-    None,
-    /// A new algorithm for this deployment: start one normal rotation.
-    Rotate,
-    /// A standby of the configured kind is already published.
-    UnderWay,
-    /// The configured kind is that of a key older than the active one: a
-    /// node left behind in a rolling change (or rolled back) must never
-    /// flip the deployment back, so it only warns.
-    Older,
-}
-
-/// Decides, from every stored key, whether a node starting with
-/// `configured` should rotate: only when the active key, every pending
-/// standby and every older key are all of other kinds.
-pub fn algorithm_change(
-    stored: &[StoredKey],
-    configured: KeyKind,
-    now: UnixTime,
-) -> AlgorithmChange {
-    let configured = configured.name();
-    let order = |k: &StoredKey| (k.activates_at, k.created_at);
-    let Some(active) = stored
-        .iter()
-        .filter(|k| k.revoked_at.is_none() && k.activates_at <= now)
-        .max_by_key(|k| order(k))
-    else {
-        return AlgorithmChange::Rotate;
-    };
-    if active.algorithm == configured {
-        return AlgorithmChange::None;
-    }
-    let standby = stored
-        .iter()
-        .filter(|k| k.revoked_at.is_none() && k.activates_at > now);
-    if standby.clone().any(|k| k.algorithm == configured) {
-        return AlgorithmChange::UnderWay;
-    }
-    if stored
-        .iter()
-        .any(|k| order(k) < order(active) && k.algorithm == configured)
-    {
-        return AlgorithmChange::Older;
-    }
-    AlgorithmChange::Rotate
-}
-
 /// A fresh key of `kind`, its id the RFC 7638 thumbprint of its public JWK.
 pub fn generate(
     master: &MasterKey,
@@ -508,42 +458,6 @@ mod tests {
         assert_eq!(
             roles(&[old, new.clone()], 51),
             (Some(new.kid.clone()), vec![new.kid])
-        );
-    }
-
-    #[test]
-    fn only_a_new_algorithm_starts_a_rotation_and_an_older_one_never_rotates_back() {
-        let master = MasterKey::from_bytes(&[5u8; 32]).expect("master");
-        let ed = generate(&master, KeyKind::EdDsa, 0, 0).expect("ed");
-        let es = generate(&master, KeyKind::Es256, 1_000, 1_300).expect("es");
-        let alone = [ed.clone()];
-        assert_eq!(
-            algorithm_change(&alone, KeyKind::EdDsa, 10),
-            AlgorithmChange::None
-        );
-        assert_eq!(
-            algorithm_change(&alone, KeyKind::Es256, 10),
-            AlgorithmChange::Rotate
-        );
-        let both = [ed, es];
-        // ES256 standby published: a second ES256 node does not rotate
-        // again; an RS256 node would (new to the deployment).
-        assert_eq!(
-            algorithm_change(&both, KeyKind::Es256, 1_100),
-            AlgorithmChange::UnderWay
-        );
-        assert_eq!(
-            algorithm_change(&both, KeyKind::Rs256, 1_100),
-            AlgorithmChange::Rotate
-        );
-        // ES256 signs: an EdDSA node (left behind) warns and never flips back.
-        assert_eq!(
-            algorithm_change(&both, KeyKind::EdDsa, 1_300),
-            AlgorithmChange::Older
-        );
-        assert_eq!(
-            algorithm_change(&both, KeyKind::Es256, 1_300),
-            AlgorithmChange::None
         );
     }
 
