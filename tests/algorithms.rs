@@ -443,3 +443,32 @@ async fn external_tokens_answer_roles_from_the_roles_claim() {
     );
     assert_eq!(smuggled, "dev");
 }
+
+#[test]
+fn only_the_three_algorithms_and_a_named_roles_claim_are_accepted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let load = |text: &str| {
+        let path = dir.path().join("holdfast.toml");
+        std::fs::write(&path, text).expect("write");
+        holdfast::config::Config::load(Some(&path))
+    };
+    for alg in ["EdDSA", "ES256", "RS256"] {
+        load(&format!("[tokens]\nalgorithm = \"{alg}\"\n")).expect(alg);
+    }
+    // HS256 would sign with a secret any verifier holds; none is a token
+    // anyone can forge.
+    for alg in ["HS256", "none", "ES384", "es256"] {
+        let error = load(&format!("[tokens]\nalgorithm = \"{alg}\"\n")).expect_err(alg);
+        assert!(
+            error.0.iter().any(|e| e.starts_with("tokens.algorithm")),
+            "{error}"
+        );
+    }
+    let idp = "[[idp]]\nname = \"up\"\nissuer = \"https://idp.test/\"\njwks_url = \"https://idp.test/jwks\"\naudience = \"a\"\n";
+    load(&format!("{idp}roles_claim = \"groups\"\n")).expect("roles_claim");
+    let error = load(&format!("{idp}roles_claim = \" \"\n")).expect_err("blank roles_claim");
+    assert!(
+        error.0.iter().any(|e| e.starts_with("idp.up.roles_claim")),
+        "{error}"
+    );
+}
