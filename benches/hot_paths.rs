@@ -1,7 +1,8 @@
 //! Micro benchmarks of the per-request paths, on a real `AppState` over the
 //! embedded store (SQLite in a temp dir): token issue, verification cold
 //! (signature check) and warm (validation-cache hit), API key and authz
-//! cache hits, and one Argon2id hash with the service's parameters.
+//! cache hits, one Argon2id hash with the service's parameters, and
+//! signing and verifying with each algorithm (EdDSA, ES256, RS256).
 //!
 //! `cargo bench --bench hot_paths`. Under `cargo test` each runs once.
 
@@ -160,4 +161,85 @@ fn authz_cache_hit(bencher: Bencher) {
 #[divan::bench(sample_count = 20, sample_size = 1)]
 fn argon2id_hash() {
     hash_once(black_box("tangerine-orbit-lamp")).expect("hash");
+}
+
+const ALGORITHMS: [&str; 3] = ["EdDSA", "ES256", "RS256"];
+
+/// An app signing with one algorithm (`[tokens] algorithm`), and a token
+/// it issued.
+struct Signer {
+    _runtime: tokio::runtime::Runtime,
+    state: AppState,
+    token: String,
+    _dir: tempfile::TempDir,
+}
+
+fn signer(algorithm: &str) -> &'static Signer {
+    static SIGNERS: [OnceLock<Signer>; 3] = [const { OnceLock::new() }; 3];
+    let index = ALGORITHMS
+        .iter()
+        .position(|a| *a == algorithm)
+        .expect("algorithm");
+    SIGNERS[index].get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config_path = dir.path().join("holdfast.toml");
+        std::fs::write(
+            &config_path,
+            format!(
+                "data_dir = \"{}\"\n[tokens]\nalgorithm = \"{algorithm}\"\n",
+                dir.path().display()
+            ),
+        )
+        .expect("config");
+        let config = Config::load(Some(&config_path)).expect("config");
+        let state = runtime.block_on(AppState::build(config)).expect("state");
+        let token = state
+            .tokens
+            .issue_for(
+                Uuid::new_v4(),
+                &["admin".to_string()],
+                Uuid::new_v4(),
+                holdfast::auth::now(),
+            )
+            .expect("token");
+        Signer {
+            _runtime: runtime,
+            state,
+            token,
+            _dir: dir,
+        }
+    })
+}
+
+/// Issuing an access token with each algorithm's key (claims, header,
+/// signature).
+#[divan::bench(args = ALGORITHMS)]
+fn sign_with(bencher: Bencher, algorithm: &str) {
+    let s = signer(algorithm);
+    let roles = vec!["admin".to_string()];
+    let (user, sid) = (Uuid::new_v4(), Uuid::new_v4());
+    bencher.bench(|| {
+        s.state
+            .tokens
+            .issue_for(user, black_box(&roles), sid, holdfast::auth::now())
+            .expect("issue")
+    });
+}
+
+/// A cold verification (signature check included) with each algorithm.
+#[divan::bench(args = ALGORITHMS)]
+fn verify_with(bencher: Bencher, algorithm: &str) {
+    let s = signer(algorithm);
+    bencher.bench(|| {
+        let header = jsonwebtoken::decode_header(black_box(&s.token)).expect("header");
+        s.state
+            .tokens
+            .verify_with_header(&s.token, header, holdfast::auth::now())
+            .expect("verify")
+    });
 }

@@ -6,7 +6,7 @@ use crate::auth::api_keys::ApiKeys;
 use crate::auth::audit::Audit;
 use crate::auth::emergency::EmergencyVerifier;
 use crate::auth::external::ExternalIdps;
-use crate::auth::keys::{KeyError, KeyRing, KeySchedule, ReloadOnChange};
+use crate::auth::keys::{KeyError, KeyKind, KeyRing, KeySchedule, ReloadOnChange};
 use crate::auth::master_key::MasterKey;
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::policy::PasswordPolicy;
@@ -252,7 +252,9 @@ impl AppState {
             verify_after_superseded: access_ttl + leeway,
             standby: config.tokens.jwks_max_age.as_secs() as i64,
         };
-        let keys = KeyRing::load(Arc::clone(&durable.keys), master, schedule, now).await?;
+        let kind = KeyKind::parse(&config.tokens.algorithm)
+            .ok_or_else(|| StartError::Other("tokens.algorithm: unsupported".into()))?;
+        let keys = KeyRing::load(Arc::clone(&durable.keys), master, schedule, kind, now).await?;
         keys.spawn_refresher(key_refresh_interval(&config));
         let revocations = Arc::new(RevocationSet::with_roles_horizon(
             access_ttl + leeway,

@@ -3,7 +3,7 @@
 //! ends of i64, signed with the right key.
 
 use holdfast::auth::emergency::{EmergencyVerifier, keygen};
-use holdfast::auth::keys::{KeyRing, KeySchedule, generate};
+use holdfast::auth::keys::{KeyKind, KeyRing, KeySchedule, generate};
 use holdfast::auth::master_key::MasterKey;
 use holdfast::auth::revocation::RevocationSet;
 use holdfast::auth::tokens::TokenService;
@@ -89,14 +89,15 @@ impl KeyStore for Keys {
 #[test]
 fn an_access_token_expiring_at_the_end_of_time_is_judged_without_overflow() {
     let master = MasterKey::from_bytes(&[3u8; 32]).expect("master");
-    let key = generate(&master, NOW, NOW).expect("key");
+    let key = generate(&master, KeyKind::EdDsa, NOW, NOW).expect("key");
     let store = Arc::new(Keys(Mutex::new(vec![key])));
     let schedule = KeySchedule {
         verify_after_superseded: 930,
         standby: 300,
     };
     let ring =
-        futures::executor::block_on(KeyRing::load(store, master, schedule, NOW)).expect("ring");
+        futures::executor::block_on(KeyRing::load(store, master, schedule, KeyKind::EdDsa, NOW))
+            .expect("ring");
     let signing = ring.snapshot().signing.clone().expect("signing key");
     let service = TokenService::new(
         ring,

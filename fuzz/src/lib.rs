@@ -6,7 +6,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use holdfast::auth::emergency::EmergencyVerifier;
-use holdfast::auth::keys::{KeyRing, KeySchedule};
+use holdfast::auth::keys::{KeyKind, KeyRing, KeySchedule};
 use holdfast::auth::master_key::MasterKey;
 use holdfast::auth::revocation::RevocationSet;
 use holdfast::auth::tokens::TokenService;
@@ -72,7 +72,7 @@ pub static ACCESS: LazyLock<Access> = LazyLock::new(|| {
         standby: 300,
     };
     let ring =
-        futures::executor::block_on(KeyRing::load(store, master, schedule, NOW)).expect("ring");
+        futures::executor::block_on(KeyRing::load(store, master, schedule, KeyKind::EdDsa, NOW)).expect("ring");
     assert_eq!(
         ring.snapshot().signing.as_ref().map(|k| k.kid.clone()),
         Some(kid.clone()),

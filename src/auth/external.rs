@@ -30,6 +30,8 @@ use std::time::{Duration, Instant};
 pub struct ExternalIdentity {
     pub idp: String,
     pub sub: String,
+    /// The values of the IdP's `roles_claim` (empty when none is set).
+    pub roles: Vec<String>,
 }
 
 struct Jwks {
@@ -76,6 +78,28 @@ fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
         Some(KeyAlgorithm::EdDSA) if implied == Algorithm::EdDSA => Some(Algorithm::EdDSA),
         _ => None,
     }
+}
+
+/// The roles in an upstream claim: a string or an array of strings
+/// (anything else: none). A value is kept only if it can travel in the
+/// comma-separated `X-Auth-Roles` as itself: printable ASCII, no comma and
+/// no surrounding space — otherwise an upstream group named
+/// `"viewer,admin"` would read as the role `admin` to the proxy.
+fn roles_of(claim: &serde_json::Value) -> Vec<String> {
+    let values: Vec<&str> = match claim {
+        serde_json::Value::String(one) => vec![one.as_str()],
+        serde_json::Value::Array(many) => many.iter().filter_map(|v| v.as_str()).collect(),
+        _ => Vec::new(),
+    };
+    values
+        .into_iter()
+        .filter(|v| {
+            !v.is_empty()
+                && v.trim() == *v
+                && v.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b',')
+        })
+        .map(str::to_string)
+        .collect()
 }
 
 /// What kind of failure a JWKS request had. A TLS failure is known only
@@ -302,9 +326,14 @@ impl Idp {
             .as_str()
             .ok_or(ApiError::TokenInvalid)?
             .to_string();
+        let roles = match &self.config.roles_claim {
+            Some(claim) => roles_of(&claims[claim.as_str()]),
+            None => Vec::new(),
+        };
         Ok(ExternalIdentity {
             idp: self.config.name.clone(),
             sub,
+            roles,
         })
     }
 
@@ -451,5 +480,18 @@ mod tests {
         let keys = parse_jwks(jwks.to_string().as_bytes()).expect("parse");
         assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["ok"]);
         assert_eq!(keys["ok"].1, Algorithm::EdDSA);
+    }
+
+    #[test]
+    fn roles_are_a_string_or_strings_that_travel_as_themselves() {
+        use serde_json::json;
+        assert_eq!(roles_of(&json!("admin")), ["admin"]);
+        assert_eq!(
+            roles_of(&json!(["a", 1, "viewer,admin", " admin", "b c", "é", ""])),
+            ["a", "b c"]
+        );
+        assert!(roles_of(&json!({"admin": true})).is_empty());
+        assert!(roles_of(&json!(null)).is_empty());
+        assert!(roles_of(&json!(true)).is_empty());
     }
 }

@@ -15,21 +15,16 @@
 //! Each node re-reads the keys every `refresh_every` and re-derives the
 //! roles, which is also what promotes a standby on time.
 
+pub use crate::auth::key_kinds::{AlgorithmChange, KeyKind, algorithm_change};
 use crate::auth::master_key::MasterKey;
 use crate::store::{KeyStore, StoreError, StoredKey, UnixTime};
 use arc_swap::ArcSwap;
-use aws_lc_rs::rand::SystemRandom;
-use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use parking_lot::Mutex;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-
-pub const ALGORITHM: &str = "EdDSA";
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -46,6 +41,8 @@ pub enum KeyError {
 /// The key that signs new tokens.
 pub struct SigningKey {
     pub kid: String,
+    /// The algorithm bound to this key: the JWT header's `alg`.
+    pub algorithm: Algorithm,
     pub encoding: EncodingKey,
 }
 
@@ -85,6 +82,10 @@ pub struct KeyRing {
     store: Arc<dyn KeyStore>,
     master: MasterKey,
     schedule: KeySchedule,
+    /// `[tokens] algorithm`: the kind this node generates.
+    kind: KeyKind,
+    /// The signing key last found to differ from `kind` (warned once).
+    warned: Mutex<Option<String>>,
     /// Decrypted signing keys by kid, so a reload does not re-open them.
     opened: Mutex<HashMap<String, Arc<SigningKey>>>,
     /// The last list read from the store (roles are re-derived from it).
@@ -92,11 +93,14 @@ pub struct KeyRing {
 }
 
 impl KeyRing {
-    /// Loads every key, generating the first one if none can sign.
+    /// Loads every key, generating the first one (of `kind`) if none can
+    /// sign, and starting one rotation when `kind` is a new algorithm for
+    /// this deployment (see [`algorithm_change`]).
     pub async fn load(
         store: Arc<dyn KeyStore>,
         master: MasterKey,
         schedule: KeySchedule,
+        kind: KeyKind,
         now: UnixTime,
     ) -> Result<Arc<Self>, KeyError> {
         let ring = Arc::new(Self {
@@ -104,15 +108,38 @@ impl KeyRing {
             store,
             master,
             schedule,
+            kind,
+            warned: Mutex::new(None),
             opened: Mutex::new(HashMap::new()),
             stored: Mutex::new(Vec::new()),
         });
         ring.reload(now).await?;
         if ring.snapshot().signing.is_none() {
-            let key = generate(&ring.master, now, now)?;
+            let key = generate(&ring.master, kind, now, now)?;
             ring.store.insert(&key).await?;
-            tracing::info!(kid = %key.kid, "generated the first signing key");
+            tracing::info!(kid = %key.kid, algorithm = kind.name(), "generated the first signing key");
             ring.reload(now).await?;
+            return Ok(ring);
+        }
+        let change = algorithm_change(&ring.stored.lock(), kind, now);
+        match change {
+            AlgorithmChange::None => {}
+            AlgorithmChange::Rotate => {
+                tracing::warn!(
+                    algorithm = kind.name(),
+                    "[tokens] algorithm is new to this deployment: rotating to a key of that kind"
+                );
+                ring.rotate(now).await?;
+            }
+            AlgorithmChange::UnderWay => tracing::info!(
+                algorithm = kind.name(),
+                "a rotation to this node's algorithm is already under way"
+            ),
+            AlgorithmChange::Older => tracing::warn!(
+                algorithm = kind.name(),
+                "[tokens] algorithm is that of an older signing key: not rotating back \
+                 (run `holdfast keys rotate` with this configuration to switch on purpose)"
+            ),
         }
         Ok(ring)
     }
@@ -134,7 +161,7 @@ impl KeyRing {
 
     /// Announces a new key as standby; it signs after `jwks_max_age`.
     pub async fn rotate(&self, now: UnixTime) -> Result<String, KeyError> {
-        let key = generate(&self.master, now, now + self.schedule.standby)?;
+        let key = generate(&self.master, self.kind, now, now + self.schedule.standby)?;
         self.store.insert(&key).await?;
         self.reload(now).await?;
         tracing::warn!(kid = %key.kid, activates_in_secs = self.schedule.standby, "signing key rotation started");
@@ -144,7 +171,7 @@ impl KeyRing {
     /// Key leak: every key revoked, a new one signing at once, every session
     /// revoked. Returns the new kid and how many sessions were revoked.
     pub async fn revoke_all(&self, now: UnixTime) -> Result<(String, u64), KeyError> {
-        let key = generate(&self.master, now, now)?;
+        let key = generate(&self.master, self.kind, now, now)?;
         let sessions = self.store.revoke_all(&key, now).await?;
         self.reload(now).await?;
         tracing::warn!(kid = %key.kid, sessions, "all signing keys revoked; every session revoked");
@@ -185,6 +212,19 @@ impl KeyRing {
 
     fn install(&self, stored: &[StoredKey], now: UnixTime) -> Result<(), KeyError> {
         let set = derive(stored, now, self.schedule, |key| self.open(key))?;
+        if let Some(signer) = &set.signing {
+            let mut warned = self.warned.lock();
+            if signer.algorithm != self.kind.algorithm() && warned.as_ref() != Some(&signer.kid) {
+                tracing::warn!(
+                    kid = %signer.kid,
+                    signing = ?signer.algorithm,
+                    configured = self.kind.name(),
+                    "the active signing key's algorithm is not this node's [tokens] algorithm; \
+                     signing with the active key"
+                );
+                *warned = Some(signer.kid.clone());
+            }
+        }
         self.current.store(Arc::new(set));
         Ok(())
     }
@@ -193,11 +233,7 @@ impl KeyRing {
         if let Some(open) = self.opened.lock().get(&key.kid) {
             return Ok(Arc::clone(open));
         }
-        let pkcs8 = self.master.open(&key.kid, &key.private_key_sealed)?;
-        let signing = Arc::new(SigningKey {
-            kid: key.kid.clone(),
-            encoding: EncodingKey::from_ed_der(&pkcs8),
-        });
+        let signing = Arc::new(open_signing(&self.master, key)?);
         self.opened
             .lock()
             .insert(key.kid.clone(), Arc::clone(&signing));
@@ -219,6 +255,26 @@ impl KeyRing {
         let mut keys: Vec<_> = set.verifying.values().map(|k| k.jwk.clone()).collect();
         keys.sort_by(|a, b| a["kid"].as_str().cmp(&b["kid"].as_str()));
         json!({ "keys": keys })
+    }
+
+    /// The algorithms of the keys that verify, the signing key's first.
+    pub fn algorithms(&self) -> Vec<&'static str> {
+        let set = self.snapshot();
+        let mut names: Vec<&'static str> = Vec::new();
+        let signing = set.signing.as_ref().map(|s| s.algorithm);
+        let kinds = signing
+            .into_iter()
+            .chain(set.verifying.values().map(|k| k.algorithm));
+        for algorithm in kinds {
+            if let Some(kind) = KeyKind::ALL
+                .into_iter()
+                .find(|k| k.algorithm() == algorithm)
+                && !names.contains(&kind.name())
+            {
+                names.push(kind.name());
+            }
+        }
+        names
     }
 
     pub fn is_ready(&self) -> bool {
@@ -263,50 +319,78 @@ fn derive(
     Ok(set)
 }
 
-fn verifying(key: &StoredKey) -> Result<VerifyingKey, KeyError> {
-    let x = URL_SAFE_NO_PAD.encode(&key.public_key);
-    let decoding = DecodingKey::from_ed_components(&x).map_err(|_| {
-        StoreError::Corrupt(format!("signing key {} has a bad public key", key.kid))
-    })?;
-    Ok(VerifyingKey {
-        algorithm: Algorithm::EdDSA,
-        decoding,
-        jwk: json!({
-            "kty": "OKP", "crv": "Ed25519", "x": x,
-            "kid": key.kid, "alg": ALGORITHM, "use": "sig",
-        }),
+/// The kind a stored key says it is; an unknown name is a corrupt row
+/// (never guessed: the algorithm is what verification is bound to).
+fn kind_of(key: &StoredKey) -> Result<KeyKind, KeyError> {
+    KeyKind::parse(&key.algorithm).ok_or_else(|| {
+        KeyError::Store(StoreError::Corrupt(format!(
+            "signing key {} has an unknown algorithm {:?}",
+            key.kid, key.algorithm
+        )))
     })
 }
 
-/// A fresh Ed25519 key, its id the RFC 7638 thumbprint of its public JWK.
+fn verifying(key: &StoredKey) -> Result<VerifyingKey, KeyError> {
+    let kind = kind_of(key)?;
+    let public = kind.public_jwk(&key.public_key).ok_or_else(|| {
+        StoreError::Corrupt(format!("signing key {} has a bad public key", key.kid))
+    })?;
+    Ok(VerifyingKey {
+        algorithm: kind.algorithm(),
+        decoding: public.decoding,
+        jwk: public.jwk,
+    })
+}
+
+/// The private half of `key`, unsealed, ready to sign.
+fn open_signing(master: &MasterKey, key: &StoredKey) -> Result<SigningKey, KeyError> {
+    let kind = kind_of(key)?;
+    let pkcs8 = master.open(&key.kid, &key.private_key_sealed)?;
+    Ok(SigningKey {
+        kid: key.kid.clone(),
+        algorithm: kind.algorithm(),
+        encoding: kind.encoding_key(&pkcs8)?,
+    })
+}
+
+/// A fresh key of `kind`, its id the RFC 7638 thumbprint of its public JWK.
 pub fn generate(
     master: &MasterKey,
+    kind: KeyKind,
     now: UnixTime,
     activates_at: UnixTime,
 ) -> Result<StoredKey, KeyError> {
-    let pkcs8 =
-        Ed25519KeyPair::generate_pkcs8v1(&SystemRandom::new()).map_err(|_| KeyError::Generation)?;
-    from_pkcs8(master, pkcs8.as_ref(), now, activates_at)
+    let pkcs8 = kind.generate()?;
+    stored_from_pkcs8(master, kind, &pkcs8, now, activates_at)
 }
 
-/// A stored key for a given Ed25519 private key (PKCS#8): what `generate`
-/// does with a fresh one, and what the fuzz targets do with a fixed one.
+/// A stored key for a given Ed25519 private key (PKCS#8): what the fuzz
+/// targets use so a corpus's tokens stay valid from run to run.
 pub(crate) fn from_pkcs8(
     master: &MasterKey,
     pkcs8: &[u8],
     now: UnixTime,
     activates_at: UnixTime,
 ) -> Result<StoredKey, KeyError> {
-    let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|_| KeyError::Generation)?;
-    let public_key = pair.public_key().as_ref().to_vec();
-    let x = URL_SAFE_NO_PAD.encode(&public_key);
-    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
-    let kid = URL_SAFE_NO_PAD.encode(digest.as_ref());
+    stored_from_pkcs8(master, KeyKind::EdDsa, pkcs8, now, activates_at)
+}
+
+fn stored_from_pkcs8(
+    master: &MasterKey,
+    kind: KeyKind,
+    pkcs8: &[u8],
+    now: UnixTime,
+    activates_at: UnixTime,
+) -> Result<StoredKey, KeyError> {
+    let public_key = kind.public_key(pkcs8)?;
+    let kid = kind
+        .public_jwk(&public_key)
+        .ok_or(KeyError::Generation)?
+        .kid;
     Ok(StoredKey {
         private_key_sealed: master.seal(&kid, pkcs8)?,
         kid,
-        algorithm: ALGORITHM.to_string(),
+        algorithm: kind.name().to_string(),
         public_key,
         created_at: now,
         activates_at,
@@ -337,11 +421,7 @@ mod tests {
     fn roles(stored: &[StoredKey], now: UnixTime) -> (Option<String>, Vec<String>) {
         let master = MasterKey::from_bytes(&[5u8; 32]).expect("master");
         let set = derive(stored, now, SCHEDULE, |k| {
-            let pkcs8 = master.open(&k.kid, &k.private_key_sealed)?;
-            Ok(Arc::new(SigningKey {
-                kid: k.kid.clone(),
-                encoding: EncodingKey::from_ed_der(&pkcs8),
-            }))
+            Ok(Arc::new(open_signing(&master, k)?))
         })
         .expect("derive");
         let mut verifying: Vec<String> = set.verifying.keys().cloned().collect();
@@ -352,8 +432,8 @@ mod tests {
     #[test]
     fn a_rotated_key_is_standby_then_signs_and_the_old_one_retires_on_time() {
         let master = MasterKey::from_bytes(&[5u8; 32]).expect("master");
-        let old = generate(&master, 0, 0).expect("old");
-        let new = generate(&master, 1_000, 1_300).expect("new");
+        let old = generate(&master, KeyKind::EdDsa, 0, 0).expect("old");
+        let new = generate(&master, KeyKind::EdDsa, 1_000, 1_300).expect("new");
         let keys = vec![old.clone(), new.clone()];
         let mut both = vec![old.kid.clone(), new.kid.clone()];
         both.sort();
@@ -372,12 +452,31 @@ mod tests {
     #[test]
     fn revoked_keys_neither_sign_verify_nor_publish() {
         let master = MasterKey::from_bytes(&[5u8; 32]).expect("master");
-        let mut old = generate(&master, 0, 0).expect("old");
+        let mut old = generate(&master, KeyKind::EdDsa, 0, 0).expect("old");
         old.revoked_at = Some(50);
-        let new = generate(&master, 50, 50).expect("new");
+        let new = generate(&master, KeyKind::EdDsa, 50, 50).expect("new");
         assert_eq!(
             roles(&[old, new.clone()], 51),
             (Some(new.kid.clone()), vec![new.kid])
         );
+    }
+
+    #[test]
+    fn every_kind_is_stored_sealed_and_opens_to_sign_with_its_own_algorithm() {
+        let master = MasterKey::from_bytes(&[5u8; 32]).expect("master");
+        for kind in KeyKind::ALL {
+            let key = generate(&master, kind, 0, 0).expect("key");
+            assert_eq!(key.algorithm, kind.name());
+            let signing = open_signing(&master, &key).expect("opens");
+            assert_eq!(signing.algorithm, kind.algorithm());
+            let verifying = verifying(&key).expect("verifying");
+            assert_eq!(verifying.algorithm, kind.algorithm());
+            assert_eq!(verifying.jwk["kid"], key.kid.as_str());
+            let other = MasterKey::from_bytes(&[6u8; 32]).expect("other");
+            assert!(open_signing(&other, &key).is_err());
+        }
+        let mut unknown = generate(&master, KeyKind::EdDsa, 0, 0).expect("key");
+        unknown.algorithm = "HS256".into();
+        assert!(verifying(&unknown).is_err());
     }
 }

@@ -7,6 +7,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod emergency;
 pub mod external;
+pub mod key_kinds;
 pub mod keys;
 pub mod master_key;
 pub mod nfkc;

@@ -1,4 +1,4 @@
-//! Access tokens: EdDSA JWTs signed with the key ring's active key and
+//! Access tokens: JWTs (EdDSA, ES256 or RS256) signed with the key ring's active key and
 //! verified strictly — the algorithm is the one bound to the key (never
 //! `none`, never HS* with a public key), `iss` and `aud` must match, `exp`
 //! and `nbf` are checked here against a passed-in `now` with the configured
@@ -10,7 +10,7 @@ use crate::auth::sha256;
 use crate::cache::validation::{ValidationCache, Verified};
 use crate::error::ApiError;
 use crate::store::{UnixTime, User};
-use jsonwebtoken::{Algorithm, Header, Validation};
+use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -92,7 +92,7 @@ impl TokenService {
             sid,
             roles: roles.to_vec(),
         };
-        let mut header = Header::new(Algorithm::EdDSA);
+        let mut header = Header::new(key.algorithm);
         header.kid = Some(key.kid.clone());
         jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(ApiError::internal)
     }
@@ -220,9 +220,10 @@ impl TokenService {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::keys::{KeySchedule, generate};
+    use crate::auth::keys::{KeyKind, KeySchedule, generate};
     use crate::auth::master_key::MasterKey;
     use crate::store::{KeyStore, StoreError, StoredKey};
+    use jsonwebtoken::Algorithm;
     use parking_lot::Mutex;
 
     /// Keys in memory: enough for the ring outside a database.
@@ -249,14 +250,20 @@ mod tests {
 
     fn service() -> (TokenService, Arc<RevocationSet>) {
         let master = MasterKey::from_bytes(&[3u8; 32]).expect("master");
-        let key = generate(&master, NOW, NOW).expect("key");
+        let key = generate(&master, KeyKind::EdDsa, NOW, NOW).expect("key");
         let store = Arc::new(Keys(Mutex::new(vec![key])));
         let schedule = KeySchedule {
             verify_after_superseded: 930,
             standby: 300,
         };
-        let ring =
-            futures::executor::block_on(KeyRing::load(store, master, schedule, NOW)).expect("ring");
+        let ring = futures::executor::block_on(KeyRing::load(
+            store,
+            master,
+            schedule,
+            KeyKind::EdDsa,
+            NOW,
+        ))
+        .expect("ring");
         let revocations = Arc::new(RevocationSet::new(930));
         let svc = TokenService::new(
             ring,
@@ -400,7 +407,7 @@ mod tests {
     fn sign(svc: &TokenService, claims: &AccessClaims) -> String {
         let set = svc.keys.snapshot();
         let key = set.signing.as_ref().expect("signing key");
-        let mut header = Header::new(Algorithm::EdDSA);
+        let mut header = Header::new(key.algorithm);
         header.kid = Some(key.kid.clone());
         jsonwebtoken::encode(&header, claims, &key.encoding).expect("sign")
     }

@@ -45,6 +45,9 @@ pub struct IdpConfig {
     /// An unknown `kid` triggers a refetch at most this often.
     #[serde(default = "defaults::refetch", deserialize_with = "duration")]
     pub min_refetch_interval: Duration,
+    /// The claim whose values `/auth/verify` answers as `X-Auth-Roles`.
+    #[serde(default)]
+    pub roles_claim: Option<String>,
 }
 
 mod defaults {
@@ -107,6 +110,13 @@ impl IdpConfig {
         }
         if self.jwks_ttl < Duration::from_secs(1) {
             out.push((key("jwks_ttl"), "must be at least 1s".into()));
+        }
+        if self
+            .roles_claim
+            .as_ref()
+            .is_some_and(|c| c.trim().is_empty())
+        {
+            out.push((key("roles_claim"), "must not be empty when set".into()));
         }
         if self.timeout.is_zero() {
             out.push((key("timeout"), "must be greater than 0".into()));

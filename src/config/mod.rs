@@ -326,10 +326,10 @@ impl Config {
         if self.audience.trim().is_empty() {
             bad("audience", "must not be empty");
         }
-        if self.tokens.algorithm != "EdDSA" {
+        if !["EdDSA", "ES256", "RS256"].contains(&self.tokens.algorithm.as_str()) {
             bad(
                 "tokens.algorithm",
-                "only \"EdDSA\" is supported by this version",
+                "must be \"EdDSA\", \"ES256\" or \"RS256\"",
             );
         }
         if self.tokens.access_ttl < Duration::from_secs(60)

@@ -190,6 +190,7 @@ pub async fn verify(credential: Credential) -> Result<Response, ApiError> {
         }
         Credential::External(identity) => {
             headers.insert(USER_ID, value(&identity.sub)?);
+            headers.insert(ROLES, value(&identity.roles.join(","))?);
             headers.insert(IDP, value(&identity.idp)?);
             headers.insert(METHOD, HeaderValue::from_static("external"));
         }

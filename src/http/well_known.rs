@@ -23,7 +23,8 @@ pub async fn openid_configuration(State(state): State<AppState>) -> Response {
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "introspection_endpoint": format!("{issuer}/api/v1/auth/introspect"),
         "token_endpoint": format!("{issuer}/api/v1/auth/login"),
-        "id_token_signing_alg_values_supported": ["EdDSA"],
+        // The algorithms of the keys in the JWKS (the signing key's first).
+        "id_token_signing_alg_values_supported": state.keys.algorithms(),
         "token_endpoint_auth_methods_supported": ["none"],
         "grant_types_supported": ["password", "refresh_token"],
         "response_types_supported": ["token"],
