@@ -114,7 +114,7 @@ pub static EMERGENCY: LazyLock<Emergency> = LazyLock::new(|| {
     );
     let path = std::env::temp_dir().join(format!("holdfast-fuzz-{}.pub", std::process::id()));
     std::fs::write(&path, pem).expect("write the public key");
-    let verifier = EmergencyVerifier::load(&path, ISSUER.into(), AUDIENCE.into(), LEEWAY)
+    let verifier = EmergencyVerifier::load(&path, ISSUER.into(), AUDIENCE.into(), LEEWAY, &[])
         .expect("emergency verifier");
     let _ = std::fs::remove_file(&path);
     Emergency {
