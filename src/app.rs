@@ -417,6 +417,12 @@ impl AppState {
         let hsts = security_headers::Hsts(self.config.env == Environment::Production);
         http::routes(self.clone(), hsts)
     }
+
+    /// The `[admin] listen` listener's router (`/metrics`).
+    pub fn admin_router(&self) -> Router {
+        let hsts = security_headers::Hsts(self.config.env == Environment::Production);
+        http::operator::routes(self.clone(), hsts)
+    }
 }
 
 /// How often each node re-reads the signing keys: often enough that a

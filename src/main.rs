@@ -4,10 +4,12 @@ use clap::{Parser, Subcommand};
 use holdfast::app::{self, AppState};
 use holdfast::auth::accounts::Registration;
 use holdfast::config::Config;
+use holdfast::http::tls::{self, Certificate};
 use std::io::Read;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -139,7 +141,7 @@ fn main() -> ExitCode {
                         roles,
                     },
             } => create_user(config, email, username, roles).await,
-            Command::Healthcheck => healthcheck(config.listen).await,
+            Command::Healthcheck => healthcheck(&config).await,
             Command::Keys { command } => keys(config, command).await,
             Command::Emergency { command } => emergency(&config, command),
         }
@@ -155,6 +157,13 @@ fn main() -> ExitCode {
 
 async fn serve(config: Config, config_file: Option<PathBuf>) -> Result<(), String> {
     let listen = config.listen;
+    let admin_listen = config.admin.listen;
+    // Before anything is opened or migrated: a bad certificate or key stops
+    // the start with the file and the problem named.
+    let certificate = match &config.tls {
+        Some(files) => Some(Certificate::load(files)?),
+        None => None,
+    };
     let describe = format!(
         "{} mode, database: {}, sessions: {}",
         match config.env {
@@ -176,28 +185,87 @@ async fn serve(config: Config, config_file: Option<PathBuf>) -> Result<(), Strin
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-    println!("holdfast listening on http://{listen} ({describe})");
+    let admin_listener = match admin_listen {
+        Some(admin) => Some(
+            tokio::net::TcpListener::bind(admin)
+                .await
+                .map_err(|e| format!("cannot listen on {admin} ([admin] listen): {e}"))?,
+        ),
+        None => None,
+    };
+    let scheme = if certificate.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("holdfast listening on {scheme}://{listen} ({describe})");
+    if let Some(admin) = admin_listen {
+        println!("operator endpoints (/metrics) on http://{admin}");
+    }
     if state.users.count().await.unwrap_or(1) == 0 {
         println!(
             "No users yet. Create the first admin (the password is read from stdin):\n  \
              holdfast user create --email admin@example.com --username admin --role admin"
         );
     }
-    spawn_reload_on_hangup(state.clone(), config_file);
-    axum::serve(
-        listener,
-        state
-            .router()
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
-    .map_err(|e| e.to_string())
+    spawn_reload_on_hangup(state.clone(), config_file, certificate.clone());
+    // One signal, every listener: each drains its connections on it.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let stopped = move || {
+        let mut stop_rx = stop_rx.clone();
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let admin = admin_listener.map(|admin_listener| {
+        let router = state.admin_router();
+        let stopped = stopped.clone();
+        tokio::spawn(async move {
+            axum::serve(
+                admin_listener,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(stopped())
+            .await
+        })
+    });
+    let served = match certificate {
+        Some(certificate) => {
+            certificate.spawn_watch();
+            tls::serve(listener, state.router(), &certificate, stopped()).await
+        }
+        None => axum::serve(
+            listener,
+            state
+                .router()
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stopped())
+        .await
+        .map_err(|e| e.to_string()),
+    };
+    if let Some(admin) = admin {
+        match admin.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the [admin] listener failed"),
+            Err(e) => tracing::error!(error = %e, "the [admin] listener failed"),
+        }
+    }
+    served
 }
 
 /// SIGHUP re-reads the configuration (`AppState::reload`: the emergency
-/// deny list). Without a handler SIGHUP would end the process.
-fn spawn_reload_on_hangup(state: AppState, config_file: Option<PathBuf>) {
+/// deny list) and the TLS certificate. Without a handler SIGHUP would end
+/// the process.
+fn spawn_reload_on_hangup(
+    state: AppState,
+    config_file: Option<PathBuf>,
+    certificate: Option<Arc<Certificate>>,
+) {
     use tokio::signal::unix::{SignalKind, signal};
     let mut hangups = match signal(SignalKind::hangup()) {
         Ok(hangups) => hangups,
@@ -211,6 +279,9 @@ fn spawn_reload_on_hangup(state: AppState, config_file: Option<PathBuf>) {
             match state.reload(config_file.as_deref()) {
                 Ok(()) => tracing::info!("configuration reloaded on SIGHUP"),
                 Err(e) => tracing::error!("configuration not reloaded, the old one stays: {e}"),
+            }
+            if let Some(certificate) = &certificate {
+                certificate.log_reload(Some(certificate.reload()), "SIGHUP");
             }
         }
     });
@@ -375,23 +446,31 @@ async fn announce(state: &AppState, revoked_all: bool, detail: serde_json::Value
     }
 }
 
-/// GET /readyz on the configured address, with a short timeout.
-async fn healthcheck(listen: SocketAddr) -> Result<(), String> {
+/// GET /readyz on the configured address, with a short timeout; over TLS
+/// when `[tls]` is set (see `tls::self_check_connector` for what it trusts).
+async fn healthcheck(config: &Config) -> Result<(), String> {
+    let listen = config.listen;
     let target = if listen.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], listen.port()))
     } else {
         listen
     };
+    let request = format!("GET /readyz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n");
+    let tls = config.tls.is_some();
     let probe = async {
-        let mut stream = tokio::net::TcpStream::connect(target).await?;
-        stream
-            .write_all(
-                format!("GET /readyz HTTP/1.1\r\nHost: {target}\r\nConnection: close\r\n\r\n")
-                    .as_bytes(),
-            )
-            .await?;
+        let tcp = tokio::net::TcpStream::connect(target).await?;
         let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).await?;
+        if tls {
+            let mut stream = tls::self_check_connector()?
+                .connect(target.ip().into(), tcp)
+                .await?;
+            stream.write_all(request.as_bytes()).await?;
+            read_reply(&mut stream, &mut reply).await?;
+        } else {
+            let mut stream = tcp;
+            stream.write_all(request.as_bytes()).await?;
+            stream.read_to_end(&mut reply).await?;
+        }
         Ok::<_, std::io::Error>(String::from_utf8_lossy(&reply).into_owned())
     };
     match tokio::time::timeout(Duration::from_secs(3), probe).await {
@@ -405,5 +484,17 @@ async fn healthcheck(listen: SocketAddr) -> Result<(), String> {
         )),
         Ok(Err(e)) => Err(format!("cannot reach {target}: {e}")),
         Err(_) => Err(format!("{target} did not answer within 3s")),
+    }
+}
+
+/// Reads to the end; a TLS peer that closes without close_notify after a
+/// `Connection: close` answer has still answered in full.
+async fn read_reply<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    reply: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    match stream.read_to_end(reply).await {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !reply.is_empty() => Ok(()),
+        other => other.map(|_| ()),
     }
 }

@@ -57,6 +57,27 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Upstream identity providers (`[[idp]]` blocks).
     pub idp: Vec<IdpConfig>,
+    /// `[admin]`: the optional operators' listener.
+    pub admin: AdminConfig,
+    /// `[tls]`: holdfast terminates TLS itself; unset, the load balancer does.
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[admin] listen`: when set, `/metrics` (and the other operator
+/// endpoints) are served there, in plain HTTP, and not on `listen`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    pub listen: Option<SocketAddr>,
+}
+
+/// `[tls]`: PEM files, re-read when they change (and on SIGHUP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 /// `[emergency]`: break-glass tokens are accepted only when the public key
@@ -261,7 +282,8 @@ fn defaults() -> serde_json::Value {
             "api_key_ttl": "60s",
             "invalidation_poll": "5s"
         },
-        "idp": []
+        "idp": [],
+        "admin": {}
     })
 }
 
@@ -445,6 +467,9 @@ impl Config {
         }
         if self.cache.invalidation_poll < Duration::from_millis(100) {
             bad("cache.invalidation_poll", "must be at least 100ms");
+        }
+        if self.admin.listen == Some(self.listen) {
+            bad("admin.listen", "must differ from listen");
         }
         let production = self.env == Environment::Production;
         let mut names = std::collections::HashSet::new();

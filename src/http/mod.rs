@@ -13,6 +13,8 @@ pub mod extract;
 pub mod health;
 pub mod introspect;
 pub mod middleware;
+pub mod operator;
+pub mod tls;
 pub mod users;
 pub mod well_known;
 
@@ -92,6 +94,13 @@ pub fn routes(state: AppState, hsts: Hsts) -> Router {
         .route("/api/v1/admin/audit", get(admin::audit));
     // Full paths rather than `nest("/api/v1", …)`: nesting rewrites the
     // URI of every request (strip_prefix), measurable on the verify path.
+    // With `[admin] listen` set, the operator endpoints live on that
+    // listener alone (`operator::routes`) and this one answers 404 for them.
+    let api = if state.config.admin.listen.is_some() {
+        api
+    } else {
+        api.merge(operator::endpoints())
+    };
     api.route("/.well-known/jwks.json", get(well_known::jwks))
         .route(
             "/.well-known/openid-configuration",
@@ -99,7 +108,6 @@ pub fn routes(state: AppState, hsts: Hsts) -> Router {
         )
         .route("/livez", get(health::livez))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(admin::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // One layer: each `Router::layer` call wraps every route in another
@@ -109,10 +117,10 @@ pub fn routes(state: AppState, hsts: Hsts) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> ApiError {
+pub(crate) async fn not_found() -> ApiError {
     ApiError::NotFound
 }
 
-async fn method_not_allowed() -> ApiError {
+pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
