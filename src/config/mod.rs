@@ -332,10 +332,12 @@ impl Config {
                 "only \"EdDSA\" is supported by this version",
             );
         }
-        if self.tokens.access_ttl < Duration::from_secs(60)
+        // Short-lived tokens are a legitimate choice (DESIGN.md §2); the
+        // leeway on `exp` is clamped to the TTL where tokens are verified.
+        if self.tokens.access_ttl < Duration::from_secs(1)
             || self.tokens.access_ttl > Duration::from_secs(24 * 3600)
         {
-            bad("tokens.access_ttl", "must be between 1m and 24h");
+            bad("tokens.access_ttl", "must be between 1s and 24h");
         }
         if self.tokens.refresh_ttl <= self.tokens.access_ttl {
             bad(
