@@ -117,6 +117,9 @@ fn main() -> ExitCode {
         }
     };
     holdfast::telemetry::init(config.env);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod access;
+mod env;
 mod parse;
 
 pub use access::{CacheConfig, IdpConfig};
@@ -57,6 +58,10 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Upstream identity providers (`[[idp]]` blocks).
     pub idp: Vec<IdpConfig>,
+    /// `HOLDFAST_*` variables that name no key, for the log once it is set
+    /// up (development only: production refuses them).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// `[emergency]`: break-glass tokens are accepted only when the public key
@@ -265,9 +270,6 @@ fn defaults() -> serde_json::Value {
     })
 }
 
-/// Environment variables that share the prefix but are not configuration keys.
-const NOT_CONFIG_KEYS: &[&str] = &["config", "log"];
-
 impl Config {
     /// Defaults, then the TOML file (if any), then `HOLDFAST_*` variables.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -281,12 +283,32 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("HOLDFAST_").split("__").filter(|key| {
-            !NOT_CONFIG_KEYS
-                .iter()
-                .any(|k| key.as_str().eq_ignore_ascii_case(k))
-        }));
-        Self::extract(figment)
+        let unknown = env::unknown_variables(std::env::vars().map(|(name, _)| name));
+        // Figment sees a key either as written or with `__` as `.`.
+        let skipped: Vec<String> = unknown
+            .iter()
+            .filter_map(|name| name.strip_prefix(env::PREFIX))
+            .map(|rest| rest.to_ascii_lowercase())
+            .flat_map(|rest| [rest.replace("__", "."), rest])
+            .chain(["config".to_string(), "log".to_string()])
+            .collect();
+        figment = figment.merge(
+            Env::prefixed(env::PREFIX)
+                .split("__")
+                .filter(move |key| !skipped.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))),
+        );
+        let mut config = Self::extract(figment)?;
+        let problems: Vec<String> = unknown.iter().map(|name| env::describe(name)).collect();
+        if config.env == Environment::Production && !problems.is_empty() {
+            return Err(ConfigError(
+                problems
+                    .into_iter()
+                    .map(|p| format!("{p}; production refuses unknown HOLDFAST_ variables"))
+                    .collect(),
+            ));
+        }
+        config.warnings = problems;
+        Ok(config)
     }
 
     /// TOML text over the defaults, without the environment: the fuzz
