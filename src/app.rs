@@ -167,6 +167,23 @@ pub async fn migrate(config: &Config) -> Result<(), StartError> {
     open_durable(config, guard).await.map(|_| ())
 }
 
+/// `holdfast master-key rotate --new FILE`: re-seals every private signing
+/// key under the key in FILE (see `master_key::rotate`).
+pub async fn rotate_master_key(
+    config: &Config,
+    new_file: &std::path::Path,
+) -> Result<usize, StartError> {
+    let old = MasterKey::load(config)?;
+    let new = MasterKey::read_file(new_file)?;
+    let guard = Arc::new(DependencyGuard::new(
+        "database",
+        migration_timeout(config),
+        config.breaker.for_dependency("database"),
+    ));
+    let durable = open_durable(config, guard).await?;
+    Ok(crate::auth::master_key::rotate(durable.keys.as_ref(), &old, &new).await?)
+}
+
 /// Migrations may take longer than a query; give them a generous bound.
 fn migration_timeout(config: &Config) -> Duration {
     config.database.timeout.max(Duration::from_secs(30))

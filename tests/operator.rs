@@ -89,3 +89,219 @@ fn access_ttl_outside_one_second_to_a_day_is_refused_at_start() {
         assert!(out.status.success(), "{ttl}: {}", stderr(&out));
     }
 }
+
+/// `POST /api/v1/admin/users/{id}/{action}` with `token`.
+async fn admin_action(
+    app: &support::TestApp,
+    token: &str,
+    id: &str,
+    action: &str,
+) -> support::Reply {
+    app.post(
+        &format!("/api/v1/admin/users/{id}/{action}"),
+        Some(token),
+        serde_json::json!({}),
+    )
+    .await
+}
+
+async fn user_id(app: &support::TestApp, access: &str) -> String {
+    let me = app.get("/api/v1/users/me", Some(access)).await;
+    assert_eq!(me.status, StatusCode::OK, "{}", me.body);
+    me.body["id"].as_str().expect("id").to_string()
+}
+
+/// Polls the audit log (written in the background) for `kind` on `user`.
+async fn audited(app: &support::TestApp, admin: &str, kind: &str, user: &str) -> bool {
+    for _ in 0..50 {
+        let log = app.get("/api/v1/admin/audit?limit=1000", Some(admin)).await;
+        let found = log.body["items"].as_array().is_some_and(|items| {
+            items
+                .iter()
+                .any(|e| e["kind"] == kind && e["user_id"].as_str() == Some(user))
+        });
+        if found {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn admins_enable_users_and_log_them_out_everywhere() {
+    let stack = Stack::start(Backend::PostgresRedis).await;
+    let app = &stack.app;
+    let admin = app.admin_token().await;
+    let alice = app.user("alice").await;
+    let alice_id = user_id(app, &alice.access).await;
+    let mallory = app.user("mallory").await;
+
+    // Not an admin: refused, and nothing happens to alice.
+    for action in ["enable", "logout-all"] {
+        admin_action(app, &mallory.access, &alice_id, action)
+            .await
+            .expect_error(403, "AUTH005");
+    }
+    assert_eq!(
+        app.verify(&alice.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    // An unknown user is 404 for both.
+    let nobody = uuid::Uuid::new_v4().to_string();
+    for action in ["enable", "logout-all"] {
+        admin_action(app, &admin, &nobody, action)
+            .await
+            .expect_error(404, "NOTFOUND");
+    }
+
+    // logout-all: every token and refresh token of alice ends; she can log
+    // in again.
+    let reply = admin_action(app, &admin, &alice_id, "logout-all").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    app.verify(&alice.access).await.expect_error(401, "AUTH004");
+    assert_eq!(
+        app.refresh(&alice.refresh).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert!(audited(app, &admin, "user_logout_all", &alice_id).await);
+
+    // disable, then enable: new logins work, tokens from before stay dead.
+    let before = app.login_ok("alice").await;
+    let reply = admin_action(app, &admin, &alice_id, "disable").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    app.login("alice", support::PASSWORD)
+        .await
+        .expect_error(403, "AUTH006");
+    let reply = admin_action(app, &admin, &alice_id, "enable").await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    assert!(audited(app, &admin, "user_enabled", &alice_id).await);
+    let after = app.login_ok("alice").await;
+    assert_eq!(
+        app.verify(&after.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let refused = app.verify(&before.access).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert_eq!(
+        app.refresh(&before.refresh).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    // A node started after the enable (revocations warmed from the
+    // database) refuses them too.
+    let mut stack = stack;
+    stack.restart_app().await;
+    let refused = stack.app.verify(&before.access).await;
+    assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{}", refused.body);
+    assert_eq!(
+        stack.app.verify(&after.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+/// Runs `holdfast` to its end, killing it after `limit`.
+fn run_for(mut cmd: Command, limit: Duration) -> Output {
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.expect("wait"),
+        Err(_) => {
+            // Our own child, by its id.
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            panic!("holdfast still running after {limit:?}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn master_key_rotate_reseals_every_key_under_a_live_deployment() {
+    let pg = tokio::task::spawn_blocking(support::procs::Postgres::start)
+        .await
+        .expect("postgres");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (old, new) = (dir.path().join("old.key"), dir.path().join("new.key"));
+    std::fs::write(&old, [1u8; 32]).expect("old key");
+    std::fs::write(&new, [2u8; 32]).expect("new key");
+    let config = dir.path().join("holdfast.toml");
+    let write_config = |key: &Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "issuer = \"http://holdfast.test\"\naudience = \"holdfast-tests\"\n\
+                 listen = \"127.0.0.1:{}\"\nmaster_key_file = \"{}\"\n\
+                 [database]\nurl = \"{}\"\n[tokens]\njwks_max_age = \"1s\"\n",
+                support::procs::free_port(),
+                key.display(),
+                pg.url()
+            ),
+        )
+        .expect("config");
+    };
+    write_config(&old);
+    let cli = |args: &[&str]| {
+        let mut cmd = holdfast(dir.path());
+        cmd.arg("--config").arg(&config).args(args);
+        run_for(cmd, Duration::from_secs(60))
+    };
+    // Two keys: the first signer and a rotated one.
+    let out = cli(&["keys", "rotate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // A live node on the old key.
+    let live = support::TestApp::spawn(&config, None).await;
+    let early = live.user("early").await;
+
+    let out = cli(&["master-key", "rotate", "--new", new.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("re-sealed 2 signing keys"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    // The live node keeps its keys in memory: it signs and verifies on.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = live.login_ok("early").await;
+    assert_eq!(
+        live.verify(&during.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+
+    // With the new key a node opens the keys, signs with the rotated one
+    // and verifies what the live node signed.
+    write_config(&new);
+    let fresh = support::TestApp::spawn(&config, None).await;
+    assert_eq!(
+        fresh.verify(&early.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let late = fresh.login_ok("early").await;
+    assert_eq!(
+        fresh.verify(&late.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        live.verify(&late.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    // Running it again changes nothing and succeeds.
+    let out = cli(&["master-key", "rotate", "--new", new.to_str().expect("utf8")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // With the old key a node cannot open them, and says so.
+    write_config(&old);
+    let out = cli(&["serve"]);
+    let text = stderr(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(
+        text.contains("cannot be opened with this master key"),
+        "{text}"
+    );
+    drop((live, fresh));
+}

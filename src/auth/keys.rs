@@ -164,7 +164,13 @@ impl KeyRing {
                 let Some(ring) = ring.upgrade() else { return };
                 let now = crate::auth::now();
                 if let Err(e) = ring.reload(now).await {
-                    tracing::debug!(error = %e, "key reload failed; re-deriving from the last list");
+                    // A key sealed under another master key (a rotation
+                    // half rolled out): keep the keys already open, loudly.
+                    if matches!(e, KeyError::WrongMasterKey { .. }) {
+                        tracing::warn!(error = %e, "reloaded keys cannot all be opened; keeping the keys in memory");
+                    } else {
+                        tracing::debug!(error = %e, "key reload failed; re-deriving from the last list");
+                    }
                     if let Err(e) = ring.rederive(now) {
                         tracing::error!(error = %e, "signing keys could not be re-derived");
                     }

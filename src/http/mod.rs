@@ -77,6 +77,14 @@ pub fn routes(state: AppState, hsts: Hsts) -> Router {
             post(admin_users::disable_user),
         )
         .route(
+            "/api/v1/admin/users/{id}/enable",
+            post(admin_users::enable_user),
+        )
+        .route(
+            "/api/v1/admin/users/{id}/logout-all",
+            post(admin_users::logout_all_user),
+        )
+        .route(
             "/api/v1/admin/roles",
             get(admin_users::roles)
                 .post(admin_users::put_role)
