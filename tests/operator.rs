@@ -305,3 +305,131 @@ async fn master_key_rotate_reseals_every_key_under_a_live_deployment() {
     );
     drop((live, fresh));
 }
+
+/// A break-glass key pair in `dir` and a token signed with it.
+fn emergency_token(dir: &Path) -> String {
+    let out = holdfast(dir)
+        .args(["emergency", "keygen", "--out"])
+        .arg(dir)
+        .output()
+        .expect("keygen");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = holdfast(dir)
+        .env("HOLDFAST_ISSUER", "http://holdfast.test")
+        .env("HOLDFAST_AUDIENCE", "holdfast-tests")
+        .args([
+            "emergency",
+            "issue",
+            "--reason",
+            "INC-9: database down",
+            "--key",
+        ])
+        .arg(dir.join("emergency.key"))
+        .output()
+        .expect("issue");
+    assert!(out.status.success(), "{}", stderr(&out));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Starts a node with PostgreSQL stopped — on a database never migrated,
+/// or (`existing`) on one a node already served — then brings PostgreSQL
+/// back and expects the node to become ready by itself.
+async fn start_during_an_outage(existing: bool) {
+    let (mut pg, redis) = tokio::task::spawn_blocking(|| {
+        (
+            support::procs::Postgres::start(),
+            support::procs::Redis::start(),
+        )
+    })
+    .await
+    .expect("servers");
+    let data = tempfile::tempdir().expect("tempdir");
+    let token = emergency_token(data.path());
+    let config = data.path().join("holdfast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "issuer = \"http://holdfast.test\"\naudience = \"holdfast-tests\"\n\
+             data_dir = \"{dir}\"\n[emergency]\npublic_key_file = \"{dir}/emergency.pub\"\n\
+             [database]\ntimeout = \"500ms\"\n",
+            dir = data.path().display()
+        ),
+    )
+    .expect("config");
+    let urls = Some((pg.url(), redis.url()));
+    let mut earlier = None;
+    if existing {
+        let app = support::TestApp::spawn(&config, urls.clone()).await;
+        earlier = Some(app.user("alice").await);
+    }
+    pg.kill();
+
+    let app = support::TestApp::spawn(&config, urls).await;
+    assert_eq!(app.get("/livez", None).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/readyz", None).await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(app.get("/metrics", None).await.status, StatusCode::OK);
+    let health = app.get("/api/v1/health", None).await;
+    assert!(
+        health.body["components"]["database"].is_object(),
+        "{}",
+        health.body
+    );
+    let login = app.login("alice", support::PASSWORD).await;
+    login.expect_error(503, "SVC001");
+    assert_eq!(login.body["error"]["details"]["dependency"], "database");
+    app.register("bob@example.com", "bob")
+        .await
+        .expect_error(503, "SVC001");
+    if let Some(earlier) = &earlier {
+        app.verify(&earlier.access)
+            .await
+            .expect_error(503, "SVC001");
+    }
+    let reply = app.verify(&token).await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    assert_eq!(reply.header("x-auth-method"), Some("emergency"));
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.restart();
+        pg
+    })
+    .await
+    .expect("restart postgres");
+    let back = Instant::now();
+    while app.get("/readyz", None).await.status != StatusCode::OK {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "not ready {:?} after PostgreSQL came back",
+            back.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fresh = if existing {
+        let earlier = earlier.expect("earlier tokens");
+        assert_eq!(
+            app.verify(&earlier.access).await.status,
+            StatusCode::NO_CONTENT
+        );
+        app.login_ok("alice").await
+    } else {
+        app.user("bob").await
+    };
+    assert_eq!(
+        app.verify(&fresh.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    drop((app, pg, redis));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_during_a_database_outage_waits_and_becomes_ready() {
+    start_during_an_outage(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_during_a_database_outage_waits_and_becomes_ready() {
+    start_during_an_outage(true).await;
+}

@@ -99,22 +99,34 @@ impl KeyRing {
         schedule: KeySchedule,
         now: UnixTime,
     ) -> Result<Arc<Self>, KeyError> {
-        let ring = Arc::new(Self {
+        let ring = Self::empty(store, master, schedule);
+        ring.initialise(now).await?;
+        Ok(ring)
+    }
+
+    /// A ring with no keys yet (not ready): what a node started during a
+    /// database outage holds until `initialise` succeeds.
+    pub fn empty(store: Arc<dyn KeyStore>, master: MasterKey, schedule: KeySchedule) -> Arc<Self> {
+        Arc::new(Self {
             current: ArcSwap::from_pointee(KeySet::default()),
             store,
             master,
             schedule,
             opened: Mutex::new(HashMap::new()),
             stored: Mutex::new(Vec::new()),
-        });
-        ring.reload(now).await?;
-        if ring.snapshot().signing.is_none() {
-            let key = generate(&ring.master, now, now)?;
-            ring.store.insert(&key).await?;
+        })
+    }
+
+    /// Reads every key, generating the first one if none can sign.
+    pub async fn initialise(&self, now: UnixTime) -> Result<(), KeyError> {
+        self.reload(now).await?;
+        if self.snapshot().signing.is_none() {
+            let key = generate(&self.master, now, now)?;
+            self.store.insert(&key).await?;
             tracing::info!(kid = %key.kid, "generated the first signing key");
-            ring.reload(now).await?;
+            self.reload(now).await?;
         }
-        Ok(ring)
+        Ok(())
     }
 
     /// Re-reads the store and re-derives the roles.

@@ -113,6 +113,12 @@ pub fn routes(state: AppState, hsts: Hsts) -> Router {
         // One layer: each `Router::layer` call wraps every route in another
         // boxed service, cloned and boxing its future on every request. The
         // body limit is applied by the body extractors (`extract::limited`).
+        // Until start-up has loaded keys and revocations (PostgreSQL down
+        // at start), 503 for everything that needs a store.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::startup::require_ready,
+        ))
         .layer(Edge::new(hsts))
         .with_state(state)
 }
