@@ -22,6 +22,7 @@ use crate::http;
 use crate::http::middleware::security_headers;
 use crate::resilience::DependencyGuard;
 use crate::resilience::health::{Component, HealthMonitor};
+use crate::startup::{Readiness, Startup};
 use crate::store::layered::LayeredSessionStore;
 use crate::store::memory::MemorySessionCache;
 use crate::store::memory_limiter::MemoryLimiter;
@@ -77,6 +78,8 @@ pub struct Services {
     pub validation: Arc<ValidationCache>,
     /// Upstream issuers (`[[idp]]`); empty when none is configured.
     pub external: Arc<ExternalIdps>,
+    /// Set once keys and revocations are loaded (`startup`).
+    pub ready: Arc<Readiness>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -101,9 +104,13 @@ struct Durable {
     probe: Arc<dyn Probe>,
     /// The read replica's health probe and guard, when one is configured.
     replica: Option<(Arc<dyn Probe>, Arc<DependencyGuard>)>,
+    /// PostgreSQL, whose migrations wait for it to answer (`startup`).
+    pg: Option<Arc<PgStore>>,
 }
 
-/// Opens the configured SQL database and runs its migrations.
+/// Opens the configured SQL database: SQLite migrated at once (a local
+/// file), PostgreSQL connected lazily and migrated by `startup`, so a node
+/// started during an outage stays up.
 async fn open_durable(config: &Config, guard: Arc<DependencyGuard>) -> Result<Durable, StartError> {
     fn wrap<S>(store: Arc<S>) -> Durable
     where
@@ -127,13 +134,13 @@ async fn open_durable(config: &Config, guard: Arc<DependencyGuard>) -> Result<Du
             invalidations: store.clone(),
             probe: store,
             replica: None,
+            pg: None,
         }
     }
     let backend = config.database_backend().map_err(StartError::Other)?;
     match backend {
         DatabaseBackend::Postgres(url) => {
             let mut store = PgStore::connect(url.expose(), config.database.pool_size, guard)?;
-            store.migrate().await?;
             if let Some(replica) = &config.database.replica_url {
                 let guard = Arc::new(DependencyGuard::new(
                     REPLICA,
@@ -143,8 +150,10 @@ async fn open_durable(config: &Config, guard: Arc<DependencyGuard>) -> Result<Du
                 store = store.with_replica(replica.expose(), config.database.pool_size, guard)?;
             }
             let replica = store.replica_probe();
-            let mut durable = wrap(Arc::new(store));
+            let store = Arc::new(store);
+            let mut durable = wrap(Arc::clone(&store));
             durable.replica = replica;
+            durable.pg = Some(store);
             Ok(durable)
         }
         DatabaseBackend::Sqlite(path) => {
@@ -164,7 +173,31 @@ pub async fn migrate(config: &Config) -> Result<(), StartError> {
         migration_timeout(config),
         config.breaker.for_dependency("database"),
     ));
-    open_durable(config, guard).await.map(|_| ())
+    let durable = open_durable(config, guard).await?;
+    if let Some(pg) = &durable.pg {
+        pg.migrate().await?;
+    }
+    Ok(())
+}
+
+/// `holdfast master-key rotate --new FILE`: re-seals every private signing
+/// key under the key in FILE (see `master_key::rotate`).
+pub async fn rotate_master_key(
+    config: &Config,
+    new_file: &std::path::Path,
+) -> Result<usize, StartError> {
+    let old = MasterKey::load(config)?;
+    let new = MasterKey::read_file(new_file)?;
+    let guard = Arc::new(DependencyGuard::new(
+        "database",
+        migration_timeout(config),
+        config.breaker.for_dependency("database"),
+    ));
+    let durable = open_durable(config, guard).await?;
+    if let Some(pg) = &durable.pg {
+        pg.migrate().await?;
+    }
+    Ok(crate::auth::master_key::rotate(durable.keys.as_ref(), &old, &new).await?)
 }
 
 /// Migrations may take longer than a query; give them a generous bound.
@@ -245,7 +278,6 @@ impl AppState {
             LayeredSessionStore::start(shared.cache, Arc::clone(&durable.ledger));
         let limits = Arc::new(RateLimits::new(shared.limiter, config.rate_limit.clone()));
 
-        let now = crate::auth::now();
         let access_ttl = config.tokens.access_ttl.as_secs() as i64;
         let leeway = config.tokens.leeway.as_secs() as i64;
         let schedule = KeySchedule {
@@ -254,13 +286,11 @@ impl AppState {
         };
         let kind = KeyKind::parse(&config.tokens.algorithm)
             .ok_or_else(|| StartError::Other("tokens.algorithm: unsupported".into()))?;
-        let keys = KeyRing::load(Arc::clone(&durable.keys), master, schedule, kind, now).await?;
-        keys.spawn_refresher(key_refresh_interval(&config));
+        let keys = KeyRing::empty(Arc::clone(&durable.keys), master, schedule, kind);
         let revocations = Arc::new(RevocationSet::with_roles_horizon(
             access_ttl + leeway,
             config.tokens.refresh_ttl.as_secs() as i64,
         ));
-        warm_revocations(&revocations, &durable, now).await?;
         let validation = Arc::new(ValidationCache::new(config.cache.validation_ttl));
 
         let tokens = Arc::new(TokenService::new(
@@ -318,13 +348,23 @@ impl AppState {
         bus.subscribe(api_keys.clone());
         bus.subscribe(rbac.clone());
         bus.subscribe(Arc::new(ReloadOnChange(Arc::clone(&keys))));
-        let start_seq = durable.invalidations.last_invalidation().await?;
-        bus.spawn_poller(
-            Arc::clone(&durable.invalidations),
-            start_seq,
-            config.cache.invalidation_poll,
-            Duration::from_secs((access_ttl + leeway).max(24 * 3600) as u64),
-        );
+        let ready = Arc::new(Readiness::default());
+        Startup {
+            pg: durable.pg.clone(),
+            db_guard: Arc::clone(&db_guard),
+            keys: Arc::clone(&keys),
+            key_refresh: key_refresh_interval(&config),
+            revocations: Arc::clone(&revocations),
+            ledger: Arc::clone(&durable.ledger),
+            users: Arc::clone(&durable.users),
+            invalidations: Arc::clone(&durable.invalidations),
+            bus: Arc::clone(&bus),
+            poll: config.cache.invalidation_poll,
+            poll_retention: Duration::from_secs((access_ttl + leeway).max(24 * 3600) as u64),
+            ready: Arc::clone(&ready),
+        }
+        .run()
+        .await?;
         if let Some((_, client)) = shared.redis {
             bus.spawn_subscriber(client, config.redis.timeout);
         }
@@ -396,6 +436,7 @@ impl AppState {
             bus,
             validation,
             external,
+            ready,
         })))
     }
 
@@ -430,27 +471,6 @@ impl AppState {
 /// seconds, at most every 10 s.
 fn key_refresh_interval(config: &Config) -> Duration {
     (config.tokens.jwks_max_age / 4).clamp(Duration::from_millis(200), Duration::from_secs(10))
-}
-
-/// Loads the revocations still able to refuse a live token, so a restarted
-/// node honours what was revoked before it started.
-async fn warm_revocations(
-    revocations: &RevocationSet,
-    durable: &Durable,
-    now: i64,
-) -> Result<(), StoreError> {
-    let since = now - revocations.horizon();
-    for sid in durable.ledger.revoked_since(since).await? {
-        revocations.revoke_session(sid, now);
-    }
-    for (user, not_before) in durable.users.not_before_since(since).await? {
-        revocations.set_user_not_before(user, not_before);
-    }
-    let roles_since_ms = (now - revocations.roles_horizon()).saturating_mul(1000);
-    for (user, roles, at_ms) in durable.users.roles_changed_since(roles_since_ms).await? {
-        revocations.set_user_roles(user, &roles, at_ms);
-    }
-    Ok(())
 }
 
 fn spawn_revocation_purge(revocations: Arc<RevocationSet>) {

@@ -16,5 +16,6 @@ pub mod fuzzing;
 pub mod http;
 pub mod resilience;
 pub mod secret;
+pub mod startup;
 pub mod store;
 pub mod telemetry;

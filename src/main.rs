@@ -55,6 +55,23 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// The master key that seals the private signing keys at rest.
+    MasterKey {
+        #[command(subcommand)]
+        command: MasterKeyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum MasterKeyCommand {
+    /// Re-encrypt every private signing key under the key in FILE (32 raw
+    /// bytes or their base64), in one transaction; safe against running
+    /// nodes, which keep their keys open in memory. Then give every node
+    /// the new key (README, "Rotating the master key").
+    Rotate {
+        #[arg(long)]
+        new: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -119,6 +136,9 @@ fn main() -> ExitCode {
         }
     };
     holdfast::telemetry::init(config.env);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -143,6 +163,12 @@ fn main() -> ExitCode {
             } => create_user(config, email, username, roles).await,
             Command::Healthcheck => healthcheck(&config).await,
             Command::Keys { command } => keys(config, command).await,
+            Command::MasterKey {
+                command: MasterKeyCommand::Rotate { new },
+            } => app::rotate_master_key(&config, &new)
+                .await
+                .map(|n| println!("re-sealed {n} signing keys under {}", new.display()))
+                .map_err(|e| e.to_string()),
             Command::Emergency { command } => emergency(&config, command),
         }
     });

@@ -135,6 +135,74 @@ fn bad_configuration_names_every_bad_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("passwords.hash_workers"), "{stderr}");
+
+    // A misspelt key in a section that exists is refused, naming the valid
+    // keys (DESIGN §6).
+    let out = holdfast(dir.path())
+        .env("HOLDFAST_DATABASE__ULR", "postgres://x@127.0.0.1:1/x")
+        .arg("migrate")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("ulr") && stderr.contains("replica_url") && stderr.contains("pool_size"),
+        "{stderr}"
+    );
+
+    // A variable that names no section (a wrapper script's, or a typo of
+    // a top-level key) is a warning in development, naming it...
+    let out = holdfast(dir.path())
+        .env("HOLDFAST_WRAPPER_PID", "4242")
+        .env("HOLDFAST_ENVIRONMENT", "production")
+        .arg("migrate")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("HOLDFAST_WRAPPER_PID") && stderr.contains("HOLDFAST_ENVIRONMENT"),
+        "{stderr}"
+    );
+
+    // ...and refused in production, before anything is opened.
+    let production = |cmd: &mut Command| {
+        cmd.env("HOLDFAST_ENV", "production")
+            .env("HOLDFAST_ISSUER", "https://auth.example.com")
+            .env(
+                "HOLDFAST_MASTER_KEY",
+                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            )
+            .env(
+                "HOLDFAST_DATABASE__URL",
+                "postgres://holdfast@127.0.0.1:1/holdfast",
+            )
+            .env("HOLDFAST_REDIS__URL", "redis://127.0.0.1:1/0");
+    };
+    let mut cmd = holdfast(dir.path());
+    production(&mut cmd);
+    let out = cmd
+        .env("HOLDFAST_WRAPPER_PID", "4242")
+        .arg("migrate")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("HOLDFAST_WRAPPER_PID") && stderr.contains("production"),
+        "{stderr}"
+    );
+    // Without it the same configuration passes validation (and then fails
+    // to reach the database, which is not a configuration error).
+    let mut cmd = holdfast(dir.path());
+    production(&mut cmd);
+    let out = cmd.arg("migrate").output().expect("run");
+    assert_ne!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

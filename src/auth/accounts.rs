@@ -227,6 +227,19 @@ impl Accounts {
         Ok(())
     }
 
+    /// An admin undoes a deactivation: new logins work again, while every
+    /// token and session from before it stays dead (their not-before time
+    /// and revocations are kept).
+    pub async fn enable(&self, id: Uuid, actor: &str, now: UnixTime) -> Result<(), ApiError> {
+        if self.users.by_id(id).await?.is_none() {
+            return Err(ApiError::NotFound);
+        }
+        self.users.enable(id, now).await?;
+        self.audit
+            .record("user_enabled", Some(id), serde_json::json!({"by": actor}));
+        Ok(())
+    }
+
     /// Users whose email or username contains `query`. A query longer than
     /// any email can match nobody, and is answered without asking the
     /// store (SQLite refuses LIKE patterns past 50,000 bytes as an error).

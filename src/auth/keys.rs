@@ -103,7 +103,20 @@ impl KeyRing {
         kind: KeyKind,
         now: UnixTime,
     ) -> Result<Arc<Self>, KeyError> {
-        let ring = Arc::new(Self {
+        let ring = Self::empty(store, master, schedule, kind);
+        ring.initialise(now).await?;
+        Ok(ring)
+    }
+
+    /// A ring with no keys yet (not ready): what a node started during a
+    /// database outage holds until `initialise` succeeds.
+    pub fn empty(
+        store: Arc<dyn KeyStore>,
+        master: MasterKey,
+        schedule: KeySchedule,
+        kind: KeyKind,
+    ) -> Arc<Self> {
+        Arc::new(Self {
             current: ArcSwap::from_pointee(KeySet::default()),
             store,
             master,
@@ -112,36 +125,42 @@ impl KeyRing {
             warned: Mutex::new(None),
             opened: Mutex::new(HashMap::new()),
             stored: Mutex::new(Vec::new()),
-        });
-        ring.reload(now).await?;
-        if ring.snapshot().signing.is_none() {
-            let key = generate(&ring.master, kind, now, now)?;
-            ring.store.insert(&key).await?;
-            tracing::info!(kid = %key.kid, algorithm = kind.name(), "generated the first signing key");
-            ring.reload(now).await?;
-            return Ok(ring);
+        })
+    }
+
+    /// Reads every key, generating the first one (of this node's kind) if
+    /// none can sign, and starting one rotation when the kind is a new
+    /// algorithm for this deployment (see [`algorithm_change`]).
+    pub async fn initialise(&self, now: UnixTime) -> Result<(), KeyError> {
+        self.reload(now).await?;
+        if self.snapshot().signing.is_none() {
+            let key = generate(&self.master, self.kind, now, now)?;
+            self.store.insert(&key).await?;
+            tracing::info!(kid = %key.kid, algorithm = self.kind.name(), "generated the first signing key");
+            self.reload(now).await?;
+            return Ok(());
         }
-        let change = algorithm_change(&ring.stored.lock(), kind, now);
+        let change = algorithm_change(&self.stored.lock(), self.kind, now);
         match change {
             AlgorithmChange::None => {}
             AlgorithmChange::Rotate => {
                 tracing::warn!(
-                    algorithm = kind.name(),
+                    algorithm = self.kind.name(),
                     "[tokens] algorithm is new to this deployment: rotating to a key of that kind"
                 );
-                ring.rotate(now).await?;
+                self.rotate(now).await?;
             }
             AlgorithmChange::UnderWay => tracing::info!(
-                algorithm = kind.name(),
+                algorithm = self.kind.name(),
                 "a rotation to this node's algorithm is already under way"
             ),
             AlgorithmChange::Older => tracing::warn!(
-                algorithm = kind.name(),
+                algorithm = self.kind.name(),
                 "[tokens] algorithm is that of an older signing key: not rotating back \
                  (run `holdfast keys rotate` with this configuration to switch on purpose)"
             ),
         }
-        Ok(ring)
+        Ok(())
     }
 
     /// Re-reads the store and re-derives the roles.
@@ -191,7 +210,13 @@ impl KeyRing {
                 let Some(ring) = ring.upgrade() else { return };
                 let now = crate::auth::now();
                 if let Err(e) = ring.reload(now).await {
-                    tracing::debug!(error = %e, "key reload failed; re-deriving from the last list");
+                    // A key sealed under another master key (a rotation
+                    // half rolled out): keep the keys already open, loudly.
+                    if matches!(e, KeyError::WrongMasterKey { .. }) {
+                        tracing::warn!(error = %e, "reloaded keys cannot all be opened; keeping the keys in memory");
+                    } else {
+                        tracing::debug!(error = %e, "key reload failed; re-deriving from the last list");
+                    }
                     if let Err(e) = ring.rederive(now) {
                         tracing::error!(error = %e, "signing keys could not be re-derived");
                     }

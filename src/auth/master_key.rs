@@ -4,6 +4,7 @@
 
 use crate::auth::keys::KeyError;
 use crate::config::{Config, Environment};
+use crate::store::KeyStore;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -47,7 +48,8 @@ impl MasterKey {
         Self::from_bytes(&bytes)
     }
 
-    fn read_file(path: &Path) -> Result<Self, KeyError> {
+    /// A key file: 32 raw bytes or their base64.
+    pub fn read_file(path: &Path) -> Result<Self, KeyError> {
         let raw = std::fs::read(path)
             .map_err(|e| KeyError::MasterKey(format!("cannot read {}: {e}", path.display())))?;
         if raw.len() == 32 {
@@ -95,6 +97,30 @@ impl MasterKey {
             .map_err(|_| wrong())?;
         Ok(plain.to_vec())
     }
+}
+
+/// `holdfast master-key rotate`: every private signing key (revoked ones
+/// too) re-sealed under `new`, in one transaction. Running nodes keep their
+/// keys open in memory, so they go on signing and verifying. A key already
+/// under `new` is left as it is, so a second run finishes what a live
+/// node's rotation (sealed under `old`) left behind. Returns the count.
+pub async fn rotate(
+    store: &dyn KeyStore,
+    old: &MasterKey,
+    new: &MasterKey,
+) -> Result<usize, KeyError> {
+    let mut sealed = Vec::new();
+    for key in store.list().await? {
+        let blob = if new.open(&key.kid, &key.private_key_sealed).is_ok() {
+            key.private_key_sealed
+        } else {
+            let plain = old.open(&key.kid, &key.private_key_sealed)?;
+            new.seal(&key.kid, &plain)?
+        };
+        sealed.push((key.kid, blob));
+    }
+    store.reseal(&sealed).await?;
+    Ok(sealed.len())
 }
 
 /// Writes a file readable by its owner only, in a folder created 0700.

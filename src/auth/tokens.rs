@@ -200,7 +200,9 @@ impl TokenService {
 
     /// Time and revocation: what can turn a verified token invalid later.
     fn check_live(&self, claims: &AccessClaims, now: UnixTime) -> Result<(), ApiError> {
-        if now > claims.exp.saturating_add(self.leeway) {
+        // A 1 s token must not live 31 s: the leeway on `exp` never
+        // exceeds the TTL (DESIGN.md §2).
+        if now > claims.exp.saturating_add(self.leeway.min(self.access_ttl)) {
             return Err(ApiError::TokenExpired);
         }
         if now + self.leeway < claims.nbf {

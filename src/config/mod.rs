@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod access;
+mod env;
 mod parse;
 
 pub use access::{CacheConfig, IdpConfig};
@@ -61,6 +62,10 @@ pub struct Config {
     pub admin: AdminConfig,
     /// `[tls]`: holdfast terminates TLS itself; unset, the load balancer does.
     pub tls: Option<TlsConfig>,
+    /// `HOLDFAST_*` variables that name no key, for the log once it is set
+    /// up (development only: production refuses them).
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// `[admin] listen`: when set, `/metrics` (and the other operator
@@ -287,9 +292,6 @@ fn defaults() -> serde_json::Value {
     })
 }
 
-/// Environment variables that share the prefix but are not configuration keys.
-const NOT_CONFIG_KEYS: &[&str] = &["config", "log"];
-
 impl Config {
     /// Defaults, then the TOML file (if any), then `HOLDFAST_*` variables.
     pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
@@ -303,12 +305,32 @@ impl Config {
             }
             figment = figment.merge(Toml::file(path));
         }
-        figment = figment.merge(Env::prefixed("HOLDFAST_").split("__").filter(|key| {
-            !NOT_CONFIG_KEYS
-                .iter()
-                .any(|k| key.as_str().eq_ignore_ascii_case(k))
-        }));
-        Self::extract(figment)
+        let unknown = env::unknown_variables(std::env::vars().map(|(name, _)| name));
+        // Figment sees a key either as written or with `__` as `.`.
+        let skipped: Vec<String> = unknown
+            .iter()
+            .filter_map(|name| name.strip_prefix(env::PREFIX))
+            .map(|rest| rest.to_ascii_lowercase())
+            .flat_map(|rest| [rest.replace("__", "."), rest])
+            .chain(["config".to_string(), "log".to_string()])
+            .collect();
+        figment = figment.merge(
+            Env::prefixed(env::PREFIX)
+                .split("__")
+                .filter(move |key| !skipped.iter().any(|k| key.as_str().eq_ignore_ascii_case(k))),
+        );
+        let mut config = Self::extract(figment)?;
+        let problems: Vec<String> = unknown.iter().map(|name| env::describe(name)).collect();
+        if config.env == Environment::Production && !problems.is_empty() {
+            return Err(ConfigError(
+                problems
+                    .into_iter()
+                    .map(|p| format!("{p}; production refuses unknown HOLDFAST_ variables"))
+                    .collect(),
+            ));
+        }
+        config.warnings = problems;
+        Ok(config)
     }
 
     /// TOML text over the defaults, without the environment: the fuzz
@@ -354,10 +376,12 @@ impl Config {
                 "must be \"EdDSA\", \"ES256\" or \"RS256\"",
             );
         }
-        if self.tokens.access_ttl < Duration::from_secs(60)
+        // Short-lived tokens are a legitimate choice (DESIGN.md §2); the
+        // leeway on `exp` is clamped to the TTL where tokens are verified.
+        if self.tokens.access_ttl < Duration::from_secs(1)
             || self.tokens.access_ttl > Duration::from_secs(24 * 3600)
         {
-            bad("tokens.access_ttl", "must be between 1m and 24h");
+            bad("tokens.access_ttl", "must be between 1s and 24h");
         }
         if self.tokens.refresh_ttl <= self.tokens.access_ttl {
             bad(

@@ -76,6 +76,36 @@ pub async fn disable_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
+pub async fn enable_user(
+    admin: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .accounts
+        .enable(user_id(&id)?, &admin.actor, now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// What the user's own logout-all does, on an admin's word (a stolen
+/// device, say): every token and session of the user ends.
+pub async fn logout_all_user(
+    admin: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = user_id(&id)?;
+    if state.users.by_id(id).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    state.sessions.logout_all(id, now()).await?;
+    state
+        .audit
+        .record("user_logout_all", Some(id), json!({"by": admin.actor}));
+    Ok(StatusCode::NO_CONTENT)
+}
+
 pub async fn roles(
     _: Admin,
     State(state): State<AppState>,

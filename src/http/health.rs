@@ -10,14 +10,15 @@ pub async fn livez() -> Response {
     axum::Json(json!({ "status": "alive" })).into_response()
 }
 
-/// Ready while this node can verify tokens: keys loaded. No queries.
+/// Ready while this node can verify tokens: keys and revocations loaded.
+/// No queries.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.keys.is_ready() {
+    if state.ready.is_ready() && state.keys.is_ready() {
         axum::Json(json!({ "status": "ready" })).into_response()
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({ "status": "not_ready", "reason": "signing keys not loaded" })),
+            axum::Json(json!({ "status": "not_ready", "reason": "signing keys or revocations not loaded" })),
         )
             .into_response()
     }

@@ -79,6 +79,14 @@ pub fn routes(state: AppState, hsts: Hsts) -> Router {
             post(admin_users::disable_user),
         )
         .route(
+            "/api/v1/admin/users/{id}/enable",
+            post(admin_users::enable_user),
+        )
+        .route(
+            "/api/v1/admin/users/{id}/logout-all",
+            post(admin_users::logout_all_user),
+        )
+        .route(
             "/api/v1/admin/roles",
             get(admin_users::roles)
                 .post(admin_users::put_role)
@@ -113,6 +121,12 @@ pub fn routes(state: AppState, hsts: Hsts) -> Router {
         // One layer: each `Router::layer` call wraps every route in another
         // boxed service, cloned and boxing its future on every request. The
         // body limit is applied by the body extractors (`extract::limited`).
+        // Until start-up has loaded keys and revocations (PostgreSQL down
+        // at start), 503 for everything that needs a store.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::startup::require_ready,
+        ))
         .layer(Edge::new(hsts))
         .with_state(state)
 }

@@ -226,6 +226,9 @@ pub trait UserStore: Send + Sync {
     /// password and a new not-before time each bump `security_version`.
     async fn disable(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError>;
     async fn set_not_before(&self, id: Uuid, at: UnixTime) -> Result<(), StoreError>;
+    /// Active again; the not-before time set by `disable` stays, so tokens
+    /// issued before the deactivation stay refused.
+    async fn enable(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError>;
     /// Users whose `not_before` is later than `since` (revocation warm-up).
     async fn not_before_since(&self, since: UnixTime) -> Result<Vec<(Uuid, UnixTime)>, StoreError>;
     /// Users whose roles changed after `since_ms`, with their roles now and
@@ -316,6 +319,16 @@ pub trait KeyStore: Send + Sync {
     /// Emergency rotation, in one transaction: every key revoked, `key`
     /// inserted, every live session revoked. Returns the sessions revoked.
     async fn revoke_all(&self, key: &StoredKey, now: UnixTime) -> Result<u64, StoreError>;
+    /// Master-key rotation, in one transaction: each `(kid, sealed)` replaces
+    /// that key's sealed private half. Refused (nothing written) unless the
+    /// pairs cover every stored key, so a key inserted meanwhile by a live
+    /// node is never left under the old master key.
+    /// Stores without transactions (test doubles) refuse.
+    async fn reseal(&self, _sealed: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+        Err(StoreError::Corrupt(
+            "this key store cannot re-seal keys in a transaction".into(),
+        ))
+    }
 }
 
 /// `limit` events per `period`, e.g. 5 per 15 minutes.

@@ -87,6 +87,46 @@ macro_rules! sql_key_store {
                     })
                     .await
             }
+
+            async fn reseal(&self, sealed: &[(String, Vec<u8>)]) -> Result<(), StoreError> {
+                self.write(async {
+                        let mut tx = self.pool.begin().await.map_err(classify)?;
+                        if $backend == "postgres" {
+                            // Holds off a live node's rotation until we
+                            // commit (SQLite serialises writers already).
+                            sqlx::query("LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE")
+                                .execute(&mut *tx)
+                                .await
+                                .map_err(classify)?;
+                        }
+                        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM signing_keys")
+                            .fetch_one(&mut *tx)
+                            .await
+                            .map_err(classify)?;
+                        if stored != sealed.len() as i64 {
+                            return Err(StoreError::Corrupt(format!(
+                                "{stored} signing keys stored, {} re-sealed: keys changed meanwhile, run it again",
+                                sealed.len()
+                            )));
+                        }
+                        for (kid, blob) in sealed {
+                            let done = sqlx::query(
+                                "UPDATE signing_keys SET private_key_sealed = $2 WHERE kid = $1",
+                            )
+                            .bind(kid)
+                            .bind(blob)
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(classify)?;
+                            if done.rows_affected() != 1 {
+                                return Err(StoreError::Corrupt(format!("signing key {kid} vanished")));
+                            }
+                        }
+                        tx.commit().await.map_err(classify)?;
+                        Ok(())
+                    })
+                    .await
+            }
         }
 
         #[async_trait]

@@ -230,6 +230,22 @@ macro_rules! sql_user_store {
                     .await
             }
 
+            async fn enable(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
+                self.write(async {
+                        sqlx::query(
+                            "UPDATE users SET status = 'active', updated_at = $2, \
+                             security_version = security_version + 1 WHERE id = $1",
+                        )
+                        .bind(id)
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(classify)?;
+                        Ok(())
+                    })
+                    .await
+            }
+
             async fn set_not_before(&self, id: Uuid, at: UnixTime) -> Result<(), StoreError> {
                 self.write(async {
                         sqlx::query("UPDATE users SET not_before = $2, updated_at = $2, \

@@ -1,0 +1,183 @@
+//! The start-up work that needs PostgreSQL — migrations, the signing keys,
+//! the revocation warm-up, the invalidation poller — and the readiness it
+//! gates. A node started during an outage must not exit (a supervisor's
+//! crash-loop backoff would then decide when it recovers): it serves
+//! liveness, metrics, health and emergency tokens, answers every other
+//! request 503 SVC001, retries in the background with capped backoff and
+//! becomes ready by itself within seconds of PostgreSQL appearing
+//! (DESIGN.md §5).
+
+use crate::app::{AppState, StartError};
+use crate::auth::keys::{KeyError, KeyRing};
+use crate::auth::revocation::RevocationSet;
+use crate::cache::bus::Bus;
+use crate::error::ApiError;
+use crate::resilience::DependencyGuard;
+use crate::store::sql::PgStore;
+use crate::store::{InvalidationLog, SessionLedger, StoreError, UserStore};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Set once keys and revocations are loaded; never cleared (later outages
+/// are the breakers' business, and verification needs no store).
+#[derive(Default)]
+pub struct Readiness(AtomicBool);
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Release);
+    }
+}
+
+/// The longest wait between two start-up attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+pub(crate) struct Startup {
+    /// PostgreSQL to migrate (SQLite is migrated when opened: a local file).
+    pub pg: Option<Arc<PgStore>>,
+    pub db_guard: Arc<DependencyGuard>,
+    pub keys: Arc<KeyRing>,
+    pub key_refresh: Duration,
+    pub revocations: Arc<RevocationSet>,
+    pub ledger: Arc<dyn SessionLedger>,
+    pub users: Arc<dyn UserStore>,
+    pub invalidations: Arc<dyn InvalidationLog>,
+    pub bus: Arc<Bus>,
+    pub poll: Duration,
+    pub poll_retention: Duration,
+    pub ready: Arc<Readiness>,
+}
+
+impl Startup {
+    /// One attempt inline, so a healthy start is ready when `build`
+    /// returns; if the database cannot be reached, the rest in the
+    /// background. Anything else (a wrong master key, a bad migration)
+    /// is an error for the caller.
+    pub async fn run(self) -> Result<(), StartError> {
+        match self.once().await {
+            Ok(()) => Ok(()),
+            Err(e) if transient(&e) => {
+                tracing::warn!(error = %e, "database unreachable at start; serving as not ready and retrying");
+                tokio::spawn(self.retry());
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn retry(self) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::time::sleep(backoff).await;
+            match self.once().await {
+                Ok(()) => {
+                    tracing::info!(
+                        "database reachable: migrations, keys and revocations loaded; ready"
+                    );
+                    return;
+                }
+                Err(e) if transient(&e) => {
+                    tracing::debug!(error = %e, "start-up retry failed");
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => {
+                    // Retrying cannot fix it; stay up (not ready) and say why.
+                    tracing::error!(error = %e, "start-up failed; this node stays not ready");
+                    return;
+                }
+            }
+        }
+    }
+
+    async fn once(&self) -> Result<(), StartError> {
+        if let Some(pg) = &self.pg {
+            pg.migrate().await?;
+            // The database answered directly: failures its breaker counted
+            // during the outage must not hold the next calls off.
+            self.db_guard.breaker().reset();
+        }
+        let now = crate::auth::now();
+        self.keys.initialise(now).await?;
+        self.warm_revocations(now).await?;
+        let start_seq = self.invalidations.last_invalidation().await?;
+        self.bus.spawn_poller(
+            Arc::clone(&self.invalidations),
+            start_seq,
+            self.poll,
+            self.poll_retention,
+        );
+        self.keys.spawn_refresher(self.key_refresh);
+        self.ready.set();
+        Ok(())
+    }
+
+    /// Loads the revocations still able to refuse a live token, so a
+    /// restarted node honours what was revoked before it started.
+    async fn warm_revocations(&self, now: i64) -> Result<(), StoreError> {
+        let revocations = &self.revocations;
+        let since = now - revocations.horizon();
+        for sid in self.ledger.revoked_since(since).await? {
+            revocations.revoke_session(sid, now);
+        }
+        for (user, not_before) in self.users.not_before_since(since).await? {
+            revocations.set_user_not_before(user, not_before);
+        }
+        let roles_since_ms = (now - revocations.roles_horizon()).saturating_mul(1000);
+        for (user, roles, at_ms) in self.users.roles_changed_since(roles_since_ms).await? {
+            revocations.set_user_roles(user, &roles, at_ms);
+        }
+        Ok(())
+    }
+}
+
+/// The database could not be reached: worth another try.
+fn transient(e: &StartError) -> bool {
+    match e {
+        StartError::Store(e) | StartError::Key(KeyError::Store(e)) => e.is_unavailable(),
+        _ => false,
+    }
+}
+
+/// Until the node is ready, only what needs no store is served: liveness,
+/// readiness, metrics, health, the status page and emergency tokens.
+pub async fn require_ready(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.ready.is_ready() || served_unready(&request) {
+        return next.run(request).await;
+    }
+    ApiError::Unavailable {
+        dependency: "database".into(),
+        retry_after_secs: 1,
+    }
+    .into_response()
+}
+
+fn served_unready(request: &Request) -> bool {
+    match request.uri().path() {
+        "/livez" | "/readyz" | "/metrics" | "/status" | "/" | "/api/v1/health" => true,
+        _ => carries_emergency_token(request),
+    }
+}
+
+/// Emergency tokens are told apart by their `kid`, like `caller` does.
+fn carries_emergency_token(request: &Request) -> bool {
+    request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|token| jsonwebtoken::decode_header(token.trim()).ok())
+        .and_then(|header| header.kid)
+        .is_some_and(|kid| kid == crate::auth::emergency::KID)
+}
