@@ -21,7 +21,9 @@ use crate::config::{Config, ConfigError, DatabaseBackend, Environment};
 use crate::http;
 use crate::http::middleware::security_headers;
 use crate::resilience::DependencyGuard;
+use crate::resilience::clock::{ClockSkew, ServerClock};
 use crate::resilience::health::{Component, HealthMonitor};
+use crate::resilience::mode::Modes;
 use crate::startup::{Readiness, Startup};
 use crate::store::layered::LayeredSessionStore;
 use crate::store::memory::MemorySessionCache;
@@ -106,6 +108,8 @@ struct Durable {
     replica: Option<(Arc<dyn Probe>, Arc<DependencyGuard>)>,
     /// PostgreSQL, whose migrations wait for it to answer (`startup`).
     pg: Option<Arc<PgStore>>,
+    /// PostgreSQL's clock, for the skew gauge (none for SQLite).
+    clock: Option<Arc<dyn ServerClock>>,
 }
 
 /// Opens the configured SQL database: SQLite migrated at once (a local
@@ -135,6 +139,7 @@ async fn open_durable(config: &Config, guard: Arc<DependencyGuard>) -> Result<Du
             probe: store,
             replica: None,
             pg: None,
+            clock: None,
         }
     }
     let backend = config.database_backend().map_err(StartError::Other)?;
@@ -151,9 +156,11 @@ async fn open_durable(config: &Config, guard: Arc<DependencyGuard>) -> Result<Du
             }
             let replica = store.replica_probe();
             let store = Arc::new(store);
+            let clock: Arc<dyn ServerClock> = store.clone();
             let mut durable = wrap(Arc::clone(&store));
             durable.replica = replica;
             durable.pg = Some(store);
+            durable.clock = Some(clock);
             Ok(durable)
         }
         DatabaseBackend::Sqlite(path) => {
@@ -250,6 +257,9 @@ async fn shared_state(
 impl AppState {
     pub async fn build(config: Config) -> Result<Self, StartError> {
         let config = Arc::new(config);
+        // First: series set while the guards are built (every breaker's
+        // state) must reach the recorder to exist from the first scrape.
+        let metrics = crate::telemetry::metrics_handle();
         let master = MasterKey::load(&config)?;
         let db_guard = Arc::new(DependencyGuard::new(
             "database",
@@ -374,13 +384,18 @@ impl AppState {
         let mut guards = vec![Arc::clone(&db_guard)];
         let mut components = vec![Component {
             probe: Arc::clone(&durable.probe),
-            guard: db_guard,
+            guard: Arc::clone(&db_guard),
         }];
         if let Some((probe, guard)) = durable.replica.clone() {
             guards.push(Arc::clone(&guard));
             components.push(Component { probe, guard });
         }
         let mut in_process = Vec::new();
+        let modes = Modes::new(
+            Arc::clone(&db_guard),
+            durable.replica.as_ref().map(|(_, guard)| Arc::clone(guard)),
+            redis_probe.as_ref().map(|_| Arc::clone(&redis_guard)),
+        );
         match redis_probe {
             Some(probe) => {
                 guards.push(Arc::clone(&redis_guard));
@@ -398,7 +413,11 @@ impl AppState {
                 guard: Arc::clone(idp.guard()),
             });
         }
-        let health = Arc::new(HealthMonitor::new(components, in_process));
+        let mut health = HealthMonitor::new(components, in_process, Arc::new(modes));
+        if let Some(clock) = durable.clock.clone() {
+            health = health.with_clock(ClockSkew::start(clock, config.tokens.leeway));
+        }
+        let health = Arc::new(health);
         health.spawn_recovery_prober();
 
         let emergency = match (&config.emergency.public_key_file, config.emergency.enabled) {
@@ -415,7 +434,6 @@ impl AppState {
             _ => None,
         };
         spawn_revocation_purge(Arc::clone(&revocations));
-        let metrics = crate::telemetry::metrics_handle();
         spawn_metrics_upkeep(metrics.clone());
         Ok(Self(Arc::new(Services {
             config,

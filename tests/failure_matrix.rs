@@ -393,6 +393,20 @@ async fn both_down() {
     );
     assert_eq!(health.body["status"], "degraded");
     assert_eq!(app.get("/readyz", None).await.status, StatusCode::OK);
+    // Logout: no store can hold it, so it is not acknowledged (503
+    // SVC001), but this node refuses the session from now on.
+    let reply = app
+        .call(
+            Method::POST,
+            "/api/v1/auth/logout",
+            Some(&tokens.access),
+            None,
+        )
+        .await;
+    reply.expect_error(503, "SVC001");
+    app.verify(&tokens.access)
+        .await
+        .expect_error(401, "AUTH004");
 
     stack.pg.as_mut().expect("pg").restart();
     stack.redis.as_mut().expect("redis").restart();

@@ -26,7 +26,7 @@ async fn metrics_cover_breakers_dependencies_and_http() {
         "holdfast_http_requests_total{route=\"/api/v1/auth/login\",method=\"POST\",status=\"503\"}",
         "holdfast_http_request_duration_seconds_bucket{route=\"/api/v1/auth/login\"",
         "holdfast_dependency_call_duration_seconds_bucket{dependency=\"database\",outcome=\"failure\"",
-        "holdfast_breaker_state{dependency=\"database\"} 1",
+        "holdfast_breaker_state{dependency=\"database\"} 2",
         "holdfast_breaker_transitions_total{dependency=\"database\",from=\"closed\",to=\"open\"}",
         "holdfast_breaker_rejected_total{dependency=\"database\"}",
     ] {

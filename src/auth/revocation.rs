@@ -51,14 +51,24 @@ impl RevocationSet {
     /// `roles_horizon_secs` is how long changed roles are remembered (the
     /// refresh-token lifetime); never less than `horizon_secs`.
     pub fn with_roles_horizon(horizon_secs: i64, roles_horizon_secs: i64) -> Self {
-        Self {
+        let set = Self {
             horizon: horizon_secs,
             roles_horizon: roles_horizon_secs.max(horizon_secs),
             sessions: HashMap::new(),
             users: HashMap::new(),
             roles: HashMap::new(),
             deleted_roles: HashMap::new(),
-        }
+        };
+        set.export();
+        set
+    }
+
+    /// `holdfast_revocations{kind}`: what the set holds, so an operator
+    /// sees it grow with logouts and shrink as entries age out.
+    fn export(&self) {
+        metrics::gauge!("holdfast_revocations", "kind" => "sessions")
+            .set(self.sessions.len() as f64);
+        metrics::gauge!("holdfast_revocations", "kind" => "users").set(self.users.len() as f64);
     }
 
     pub fn roles_horizon(&self) -> i64 {
@@ -142,12 +152,14 @@ impl RevocationSet {
 
     pub fn revoke_session(&self, id: Uuid, now: UnixTime) {
         self.sessions.pin().insert(id, now + self.horizon);
+        self.export();
     }
 
     pub fn set_user_not_before(&self, user: Uuid, at: UnixTime) {
         self.users
             .pin()
             .update_or_insert(user, |earlier| (*earlier).max(at), at);
+        self.export();
     }
 
     pub fn is_session_revoked(&self, id: Uuid) -> bool {
@@ -172,6 +184,7 @@ impl RevocationSet {
         self.deleted_roles
             .pin()
             .retain(|_, at| at.saturating_add(roles_horizon_ms) > now_ms);
+        self.export();
     }
 
     pub fn len(&self) -> usize {

@@ -283,10 +283,18 @@ impl Sessions {
         }
     }
 
+    /// With no store able to hold the revocation (both down), it still
+    /// takes effect on this node — the in-memory set and the validation
+    /// cache, through the bus, whose log row and the session store's
+    /// deferred write carry it to the others later — but the answer is 503:
+    /// it is acknowledged only once a store holds it (DESIGN.md §4).
     async fn revoke_one(&self, sid: Uuid, now: UnixTime) -> Result<(), ApiError> {
-        self.sessions.revoke(sid, now).await?;
+        let stored = self.sessions.revoke(sid, now).await;
+        if matches!(&stored, Err(e) if !e.is_unavailable()) {
+            return Ok(stored?);
+        }
         self.bus.publish(Invalidation::SessionRevoked { sid }, now);
-        Ok(())
+        Ok(stored?)
     }
 
     fn pair(

@@ -67,12 +67,13 @@ impl State {
         }
     }
 
-    /// For the Prometheus gauge.
+    /// For the Prometheus gauge: 0 closed, 1 half-open, 2 open (DESIGN.md
+    /// §3), so the value grows with how far the dependency is from usable.
     pub fn as_gauge(self) -> f64 {
         match self {
             State::Closed => 0.0,
-            State::Open => 1.0,
-            State::HalfOpen => 2.0,
+            State::HalfOpen => 1.0,
+            State::Open => 2.0,
         }
     }
 }

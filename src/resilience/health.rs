@@ -4,6 +4,8 @@
 
 use crate::resilience::DependencyGuard;
 use crate::resilience::breaker::State;
+use crate::resilience::clock::ClockSkew;
+use crate::resilience::mode::{Mode, Modes};
 use crate::store::Probe;
 use futures::future::join_all;
 use serde::Serialize;
@@ -31,10 +33,13 @@ pub struct ComponentHealth {
 #[derive(Debug, Serialize)]
 pub struct HealthReport {
     pub status: &'static str,
-    pub mode: &'static str,
+    pub mode: Mode,
     pub version: &'static str,
     pub timestamp: String,
     pub components: BTreeMap<&'static str, ComponentHealth>,
+    /// Conditions that do not fail a dependency but need an operator
+    /// (a clock drifting past half the leeway).
+    pub warnings: Vec<String>,
 }
 
 /// How often a breaker that is not closed is probed in the background, so
@@ -45,18 +50,39 @@ pub struct HealthMonitor {
     components: Vec<Component>,
     /// Backends with nothing to ping (the in-process session cache).
     in_process: Vec<(&'static str, &'static str)>,
+    modes: Arc<Modes>,
+    clock: Option<Arc<ClockSkew>>,
 }
 
 impl HealthMonitor {
-    pub fn new(components: Vec<Component>, in_process: Vec<(&'static str, &'static str)>) -> Self {
+    pub fn new(
+        components: Vec<Component>,
+        in_process: Vec<(&'static str, &'static str)>,
+        modes: Arc<Modes>,
+    ) -> Self {
         Self {
             components,
             in_process,
+            modes,
+            clock: None,
         }
     }
 
+    /// Adds the clock-skew check (PostgreSQL only).
+    pub fn with_clock(mut self, clock: Arc<ClockSkew>) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// The mode now (logged and exported when it changed).
+    pub fn mode(&self) -> Mode {
+        self.modes.current()
+    }
+
     /// Pings, through their guards, the dependencies whose breaker is not
-    /// closed. The guard turns a due ping into a half-open probe.
+    /// closed. The guard turns a due ping into a half-open probe. Each tick
+    /// also looks at the mode, so a change is logged and exported within a
+    /// tick even when nobody asks for health.
     pub fn spawn_recovery_prober(self: &Arc<Self>) {
         let monitor = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -66,11 +92,13 @@ impl HealthMonitor {
                 let Some(monitor) = monitor.upgrade() else {
                     return;
                 };
+                monitor.modes.current();
                 for c in &monitor.components {
                     if c.guard.breaker().state() != State::Closed {
                         let _ = c.probe.ping().await;
                     }
                 }
+                monitor.modes.current();
             }
         });
     }
@@ -123,25 +151,21 @@ impl HealthMonitor {
             (true, false) => "degraded",
             (true, true) => "healthy",
         };
-        // The primary cannot answer but a replica can: reads work, writes
-        // answer 503 SVC002.
-        let primary_down = components.get("database").is_some_and(|c| !c.healthy);
-        let replica_up = components
-            .get("database_replica")
-            .is_some_and(|c| c.healthy);
-        let mode = if primary_down && replica_up {
-            "read_only"
-        } else {
-            "normal"
-        };
+        let warnings = self
+            .clock
+            .as_ref()
+            .and_then(|c| c.warning())
+            .into_iter()
+            .collect();
         HealthReport {
             status,
-            mode,
+            mode: self.modes.current(),
             version: env!("CARGO_PKG_VERSION"),
             timestamp: time::OffsetDateTime::now_utc()
                 .format(&Rfc3339)
                 .unwrap_or_default(),
             components,
+            warnings,
         }
     }
 }

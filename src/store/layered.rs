@@ -63,6 +63,7 @@ impl LayeredSessionStore {
             deferred: Mutex::new(VecDeque::new()),
         });
         spawn_replay(Arc::downgrade(&store));
+        export_deferred(0);
         store
     }
 
@@ -82,6 +83,7 @@ impl LayeredSessionStore {
         }
         tracing::warn!(?write, "database unavailable: write-through deferred");
         queue.push_back(write);
+        export_deferred(queue.len());
         Ok(())
     }
 
@@ -120,8 +122,13 @@ impl LayeredSessionStore {
                 }
                 Ok(()) => applied += 1,
             }
-            self.deferred.lock().pop_front();
-            if applied > 0 && self.deferred.lock().is_empty() {
+            let left = {
+                let mut queue = self.deferred.lock();
+                queue.pop_front();
+                queue.len()
+            };
+            export_deferred(left);
+            if applied > 0 && left == 0 {
                 tracing::info!(applied, "deferred session writes replayed");
             }
         }
@@ -171,17 +178,29 @@ impl LayeredSessionStore {
         let cache = self.cache.revoke(id, now).await;
         match ledger {
             Ok(()) => Ok(()),
-            // Logout always works: the cache (if up) and the caller's
-            // in-memory revocation set hold it until the ledger returns.
+            // The cache holds it until the ledger returns: acknowledged.
             Err(e) if e.is_unavailable() => {
-                if let Err(cache_error) = &cache {
-                    tracing::warn!(error = %cache_error, "revocation held only in memory until a store returns");
+                self.defer(Deferred::Revoke { id, at: now })?;
+                match cache {
+                    Ok(()) => Ok(()),
+                    // No store holds it (DESIGN.md §4, both down): the
+                    // caller revokes on this node, the ledger gets it on
+                    // replay, and the answer is the failure — nothing is
+                    // acknowledged that a restart of this node would lose.
+                    Err(cache_error) => {
+                        tracing::warn!(error = %cache_error, session_id = %id, "revocation held only in this node's memory until a store returns");
+                        Err(cache_error)
+                    }
                 }
-                self.defer(Deferred::Revoke { id, at: now })
             }
             Err(e) => Err(e),
         }
     }
+}
+
+/// `holdfast_deferred_writes`: acknowledged writes waiting for PostgreSQL.
+fn export_deferred(len: usize) {
+    metrics::gauge!("holdfast_deferred_writes").set(len as f64);
 }
 
 fn spawn_replay(store: Weak<LayeredSessionStore>) {

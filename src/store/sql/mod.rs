@@ -53,14 +53,30 @@ pub struct Replica<P> {
 macro_rules! routing {
     ($store:ty, $pool:ty) => {
         impl $store {
+            /// Read-only mode (`resilience::mode`): the primary's breaker
+            /// is not closed and the replica's is. Then nothing waits on
+            /// the primary; only the breaker's half-open probes (the
+            /// health monitor's pings) reach it.
+            fn read_only(&self) -> Option<&Replica<$pool>> {
+                self.replica
+                    .as_ref()
+                    .filter(|r| crate::resilience::mode::read_only(&self.guard, &r.guard))
+            }
+
             /// A read (idempotent, so retried on fast failures): the
-            /// primary, or the replica when the primary is unavailable (at
-            /// once when its breaker is open).
+            /// primary, or the replica when the primary is unavailable —
+            /// straight to the replica in read-only mode.
             async fn read<T, F, Fut>(&self, query: F) -> Result<T, StoreError>
             where
                 F: Fn($pool) -> Fut,
                 Fut: std::future::Future<Output = Result<T, StoreError>>,
             {
+                if let Some(replica) = self.read_only() {
+                    return replica
+                        .guard
+                        .run_idempotent(|| query(replica.pool.clone()))
+                        .await;
+                }
                 let primary = self.guard.run_idempotent(|| query(self.pool.clone())).await;
                 match (&self.replica, primary) {
                     (Some(replica), Err(e)) if e.is_unavailable() => {
@@ -74,11 +90,15 @@ macro_rules! routing {
             }
 
             /// A write, on the primary only. With a replica configured, an
-            /// unavailable primary means read-only mode.
+            /// unavailable primary means read-only mode; in that mode the
+            /// write is refused before it starts.
             async fn write<T, Fut>(&self, fut: Fut) -> Result<T, StoreError>
             where
                 Fut: std::future::Future<Output = Result<T, StoreError>>,
             {
+                if self.read_only().is_some() {
+                    return Err(StoreError::ReadOnly);
+                }
                 match self.guard.run(Call::Write, fut).await {
                     Err(e) if e.is_unavailable() && self.replica.is_some() => {
                         Err(StoreError::ReadOnly)
@@ -187,6 +207,23 @@ fn pg_pool(url: &str, size: u32, guard: &DependencyGuard) -> Result<PgPool, Stor
         .max_connections(size)
         .acquire_timeout(guard.timeout())
         .connect_lazy_with(options))
+}
+
+/// The primary's clock, for `holdfast_clock_skew_seconds`: through the
+/// database guard like every query, never retried (a retry would measure a
+/// longer round trip).
+#[async_trait::async_trait]
+impl crate::resilience::clock::ServerClock for PgStore {
+    async fn server_epoch(&self) -> Result<f64, StoreError> {
+        self.guard
+            .run(Call::Read, async {
+                sqlx::query_scalar::<_, f64>("SELECT extract(epoch from clock_timestamp())::float8")
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(classify)
+            })
+            .await
+    }
 }
 
 /// Pings the replica through its own guard.
