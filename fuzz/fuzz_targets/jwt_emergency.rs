@@ -25,7 +25,14 @@ fuzz_target!(|data: &[u8]| {
             let life = i128::from(claims.exp) - i128::from(claims.iat);
             assert!(life <= i128::from(MAX_TTL), "a token living {life}s got in");
             assert!(i128::from(NOW) <= i128::from(claims.exp) + i128::from(LEEWAY));
-            assert!(i128::from(claims.nbf) <= i128::from(NOW) + i128::from(LEEWAY));
+            // DESIGN.md §2: issued no later than now + leeway, a reason,
+            // and an optional nbf between iat and now + leeway.
+            assert!(life > 0, "a token living {life}s got in");
+            assert!(claims.iat <= NOW + LEEWAY, "issued in the future");
+            assert!(!claims.reason.trim().is_empty(), "no reason");
+            if let Some(nbf) = claims.nbf {
+                assert!(nbf >= claims.iat && nbf <= NOW + LEEWAY, "nbf {nbf}");
+            }
         }
         Err(error) => {
             let status = status_of(error);
