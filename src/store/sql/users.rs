@@ -76,6 +76,21 @@ fn like_escape(text: &str) -> String {
 macro_rules! sql_user_store {
     ($store:ty, $agg:literal) => {
         impl $store {
+            /// An `UPDATE users … WHERE id = $1` whose one other parameter,
+            /// `$2`, is a time: the shape of disable, enable and not-before.
+            async fn update_at(&self, sql: &'static str, id: Uuid, at: UnixTime) -> Result<(), StoreError> {
+                self.write(async {
+                    sqlx::query(sql)
+                        .bind(id)
+                        .bind(at)
+                        .execute(&self.pool)
+                        .await
+                        .map_err(classify)?;
+                    Ok(())
+                })
+                .await
+            }
+
             async fn user_where(&self, clause: &'static str, arg: String) -> Result<Option<User>, StoreError> {
                 self.read(|pool| {
                     let arg = arg.clone();
@@ -215,49 +230,33 @@ macro_rules! sql_user_store {
             }
 
             async fn disable(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
-                self.write(async {
-                        sqlx::query(
-                            "UPDATE users SET status = 'disabled', not_before = $2, updated_at = $2, \
+                self.update_at(
+                    "UPDATE users SET status = 'disabled', not_before = $2, updated_at = $2, \
                              security_version = security_version + 1 WHERE id = $1",
-                        )
-                        .bind(id)
-                        .bind(now)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(classify)?;
-                        Ok(())
-                    })
-                    .await
+                    id,
+                    now,
+                )
+                .await
             }
 
             async fn enable(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
-                self.write(async {
-                        sqlx::query(
-                            "UPDATE users SET status = 'active', updated_at = $2, \
+                self.update_at(
+                    "UPDATE users SET status = 'active', updated_at = $2, \
                              security_version = security_version + 1 WHERE id = $1",
-                        )
-                        .bind(id)
-                        .bind(now)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(classify)?;
-                        Ok(())
-                    })
-                    .await
+                    id,
+                    now,
+                )
+                .await
             }
 
             async fn set_not_before(&self, id: Uuid, at: UnixTime) -> Result<(), StoreError> {
-                self.write(async {
-                        sqlx::query("UPDATE users SET not_before = $2, updated_at = $2, \
-                             security_version = security_version + 1 WHERE id = $1")
-                            .bind(id)
-                            .bind(at)
-                            .execute(&self.pool)
-                            .await
-                            .map_err(classify)?;
-                        Ok(())
-                    })
-                    .await
+                self.update_at(
+                    "UPDATE users SET not_before = $2, updated_at = $2, \
+                             security_version = security_version + 1 WHERE id = $1",
+                    id,
+                    at,
+                )
+                .await
             }
 
             async fn not_before_since(&self, since: UnixTime) -> Result<Vec<(Uuid, UnixTime)>, StoreError> {
