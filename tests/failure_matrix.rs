@@ -472,9 +472,10 @@ login_failures_per_account = "2/15min"
     let stack = Stack::start_with(Backend::PostgresRedis, config).await;
     let app = &stack.app;
     app.user("owner").await;
-    // Twenty unknown logins (one attempt each under its own name) keep the
-    // one hash worker busy for a good half second or more.
-    let busy: Vec<_> = (0..20)
+    // Forty unknown logins (one attempt each under its own name) keep the
+    // one hash worker busy for a second or more: with twenty, an idle fast
+    // machine once emptied the queue before the third abandoned login.
+    let busy: Vec<_> = (0..40)
         .map(|i| app.spawn_login(&format!("ghost{i}"), PASSWORD))
         .collect();
     tokio::time::sleep(Duration::from_millis(50)).await;
