@@ -3,6 +3,9 @@
 //! opened or reset a `database` breaker would overwrite the gauges this one
 //! reads.
 
+// This binary uses a part of the shared harness only.
+#[allow(dead_code, unused_imports, unused_macros)]
+#[path = "api/support/mod.rs"]
 mod support;
 
 use reqwest::StatusCode;

@@ -4,6 +4,9 @@
 //! other app started in the same binary would create these series first and
 //! hide a missing one (and overwrite the mode gauge).
 
+// This binary uses a part of the shared harness only.
+#[allow(dead_code, unused_imports, unused_macros)]
+#[path = "api/support/mod.rs"]
 mod support;
 
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! JWKS it serves; rotation and revoke-all for each; an algorithm change
 //! across restarts; and `X-Auth-Roles` for external tokens.
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -4,7 +4,7 @@
 //! addresses are simulated with `X-Forwarded-For` behind a trusted
 //! 127.0.0.1; windows are seconds long so no test sleeps for long.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

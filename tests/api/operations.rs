@@ -2,7 +2,7 @@
 //! shedding when the password hasher is full. (The metrics have a file of
 //! their own: `tests/metrics.rs`.)
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

@@ -3,7 +3,7 @@
 //! refused, certificates replaced without a restart or a dropped
 //! connection, bad files refused at start, `healthcheck` over TLS.
 
-mod support;
+use crate::support;
 
 use reqwest::{StatusCode, Version};
 use serde_json::{Value, json};

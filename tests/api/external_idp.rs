@@ -1,7 +1,7 @@
 //! Tokens from an upstream issuer (`[[idp]]`), verified against its JWKS
 //! served by a small server this test starts, rotates, breaks and stops.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use serde_json::json;

@@ -2,7 +2,7 @@
 //! minting, scopes, hashing at rest, immediate revocation, the positive
 //! cache that keeps keys working while PostgreSQL is down, and RFC 7662.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -1,12 +1,12 @@
 //! The API conformance suite on private PostgreSQL and Redis servers, plus
 //! what only that shape has: sessions surviving a Redis restart.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use support::{Backend, Stack, Tokens};
 
-all_scenarios!(Backend::PostgresRedis);
+crate::all_scenarios!(Backend::PostgresRedis);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_survive_a_redis_restart() {

@@ -4,7 +4,7 @@
 //! 503 when nothing is cached), and the audit log, including events
 //! produced while the database is away.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

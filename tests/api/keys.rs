@@ -1,7 +1,7 @@
 //! Key management (DESIGN.md §2): rotation through a standby period, and
 //! revoke-all ending every token and session at once.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use std::time::{Duration, Instant};

@@ -7,18 +7,12 @@ mod access;
 mod account;
 mod auth;
 
-// Binaries that use only `procs` (cli.rs) compile these unused.
-#[allow(unused_imports)]
 pub use access::*;
-#[allow(unused_imports)]
 pub use account::*;
-#[allow(unused_imports)]
 pub use auth::*;
 
 // `all_scenarios!` expands to paths under `support::`.
 
-// Test binaries that use only `procs` (cli.rs) compile this module unused.
-#[allow(unused_macros)]
 macro_rules! conformance_suite {
     ($backend:expr, $($name:ident),* $(,)?) => {
         $(
@@ -30,7 +24,6 @@ macro_rules! conformance_suite {
         )*
     };
 }
-#[allow(unused_imports)]
 pub(crate) use conformance_suite;
 
 /// Every scenario below, for `conformance_suite!`.

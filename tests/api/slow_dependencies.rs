@@ -2,7 +2,7 @@
 //! answer, but slower than `slow_call_duration`, open the breaker by the
 //! slow-call rate; a blackholed connection ends at the timeout.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The `holdfast` binary as an operator runs it: configuration errors,
 //! `migrate`, `user create`, `serve` and `healthcheck`.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use serde_json::json;

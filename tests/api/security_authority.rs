@@ -7,7 +7,7 @@
 //!   deactivation or a logout-all yields nothing that works once the change
 //!   has been answered.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

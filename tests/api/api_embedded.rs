@@ -1,8 +1,8 @@
 //! The API conformance suite on the embedded default: SQLite and the
 //! in-process session cache.
 
-mod support;
+use crate::support;
 
 use support::Backend;
 
-all_scenarios!(Backend::Embedded);
+crate::all_scenarios!(Backend::Embedded);

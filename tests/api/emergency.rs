@@ -1,7 +1,7 @@
 //! Break-glass tokens end to end: `holdfast emergency keygen` and `issue`
 //! from the real binary, then used with PostgreSQL and Redis both down.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use std::path::Path;

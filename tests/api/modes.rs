@@ -5,7 +5,7 @@
 //! logout on the node while answering 503 SVC001. The mode's Prometheus
 //! series are checked in `tests/mode_metrics.rs`, a process of its own.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

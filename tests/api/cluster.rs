@@ -3,7 +3,7 @@
 //! pub/sub, and — with Redis killed — within the poll interval of the
 //! invalidation log.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

@@ -4,7 +4,7 @@
 //! and breaker waits are short (this file's config) so the suite stays fast;
 //! time bounds carry margins for a loaded 2-core machine.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

@@ -3,7 +3,7 @@
 //! an oversized JWKS, weak passwords, and passwords hashed before NFKC
 //! normalisation.
 
-mod support;
+use crate::support;
 
 use holdfast::auth::emergency;
 use holdfast::auth::passwords::hash_once;

@@ -4,7 +4,7 @@
 //! health names failures without hosts or URLs; and no bad input, in any
 //! string field of any endpoint, is ever answered with a 500.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

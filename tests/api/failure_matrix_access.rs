@@ -3,7 +3,7 @@
 //! PostgreSQL down too, and with the upstream IdP down — against private
 //! PostgreSQL and Redis processes and a JWKS server this test runs.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

@@ -3,7 +3,7 @@
 //! login and refresh keep working, health says `read_only`; all of it
 //! reverts by itself when the primary returns.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;

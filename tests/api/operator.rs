@@ -2,7 +2,7 @@
 //! that are not configuration, the admin enable / logout-all commands,
 //! `master-key rotate`, and starting while PostgreSQL is down.
 
-mod support;
+use crate::support;
 
 use reqwest::StatusCode;
 use std::path::Path;

@@ -1,4 +1,4 @@
-//! Helpers for tests/security_edge.rs: requests with raw bodies and headers
+//! Helpers for tests/api/security_edge.rs: requests with raw bodies and headers
 //! (bad JSON cannot be built from a `serde_json::Value`), and the check that
 //! an answer is a contract error and never a 5xx.
 

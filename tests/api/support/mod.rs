@@ -1,7 +1,6 @@
 //! Test harness: a holdfast app on a free loopback port, on either the
 //! embedded default (SQLite + process memory) or private PostgreSQL + Redis
 //! processes, plus small HTTP helpers. Each test gets its own everything.
-#![allow(dead_code)]
 
 pub mod edge;
 pub mod jwks;

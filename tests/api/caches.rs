@@ -1,7 +1,7 @@
 //! The validation cache and the cache admin endpoints, against private
 //! PostgreSQL and Redis.
 
-mod support;
+use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};

@@ -1,0 +1,32 @@
+//! The integration tests: one crate, one binary, one module per area, so
+//! the harness in `support` compiles once (zero-to-production's `tests/api/`).
+//! The two metrics tests stay binaries of their own (`tests/metrics.rs`,
+//! `tests/mode_metrics.rs`): the Prometheus recorder is process-global.
+
+mod support;
+
+mod algorithms;
+mod api_embedded;
+mod api_keys;
+mod api_postgres;
+mod authz;
+mod caches;
+mod cli;
+mod cluster;
+mod emergency;
+mod external_idp;
+mod failure_matrix;
+mod failure_matrix_access;
+mod fuzz_regressions;
+mod keys;
+mod ledger;
+mod modes;
+mod operations;
+mod operator;
+mod read_only;
+mod security_authority;
+mod security_edge;
+mod security_limits;
+mod security_tokens;
+mod slow_dependencies;
+mod tls;
