@@ -105,7 +105,14 @@ where
     }
 
     pub fn get(&self, key: &K) -> Option<V> {
-        let found = self.inner.get(key).map(|e| e.value);
+        self.get_fresh(key, |_| true)
+    }
+
+    /// `get`, for entries whose expiry the caller judges on its own clock:
+    /// one `fresh` refuses is a miss, though the cache still holds it (its
+    /// own TTL is then only the bound on memory).
+    pub fn get_fresh(&self, key: &K, fresh: impl FnOnce(&V) -> bool) -> Option<V> {
+        let found = self.inner.get(key).map(|e| e.value).filter(fresh);
         let counter = if found.is_some() {
             &self.counters.hits
         } else {
