@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod audit;
+pub mod clock;
 pub mod emergency;
 pub mod external;
 pub mod key_kinds;

@@ -15,7 +15,11 @@
 //!
 //! Failed API-key lookups are limited per client address on each node
 //! only (in process): API keys must keep working with Redis down.
+//!
+//! Windows are judged on the `Clock` the limits were given (the system's
+//! outside tests), also when a dropped attempt is refunded later.
 
+use crate::auth::clock::{self, Clock};
 use crate::config::{OnBackendFailure, RateLimitConfig};
 use crate::error::{ApiError, FieldError};
 use crate::store::memory_limiter::MemoryLimiter;
@@ -66,6 +70,8 @@ pub struct AccountAttempt {
     windows: AccountWindows,
     /// Where it was reserved: the shared store, or the per-node fallback.
     store: Arc<dyn LimiterStore>,
+    /// The limits' clock, for a refund made after the request is gone.
+    clock: Arc<dyn Clock>,
     settled: bool,
 }
 
@@ -85,7 +91,7 @@ impl AccountAttempt {
                 self.windows,
                 &self.member,
                 succeeded,
-                now_ms(),
+                self.clock.now_ms(),
             )
             .await
         {
@@ -105,6 +111,7 @@ impl Drop for AccountAttempt {
             return;
         };
         let (store, windows) = (Arc::clone(&self.store), self.windows);
+        let clock = Arc::clone(&self.clock);
         let (account, address, member) = (
             std::mem::take(&mut self.account),
             std::mem::take(&mut self.address),
@@ -116,7 +123,7 @@ impl Drop for AccountAttempt {
                 address: &address,
             };
             if let Err(e) = store
-                .refund_login(subject, windows, &member, false, now_ms())
+                .refund_login(subject, windows, &member, false, clock.now_ms())
                 .await
             {
                 tracing::warn!(error = %e, "could not refund an abandoned password check");
@@ -157,10 +164,7 @@ pub struct RateLimits {
     /// it (at its memory bound) has nowhere better to go.
     shared_in_process: bool,
     config: RateLimitConfig,
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    clock: Arc<dyn Clock>,
 }
 
 fn half(window: Window) -> Window {
@@ -177,7 +181,14 @@ impl RateLimits {
             shared,
             local: Arc::new(MemoryLimiter::new()),
             config,
+            clock: clock::system(),
         }
+    }
+
+    /// The same limits on another clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn window(&self, limit: Limit) -> Window {
@@ -210,7 +221,7 @@ impl RateLimits {
         let window = self.window(limit);
         let key = format!("{limit:?}:{subject}");
         let member = Uuid::new_v4().to_string();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let decision = match self.shared.reserve(&key, window, &member, now).await {
             Ok(decision) => decision,
             Err(e) if e.is_unavailable() && self.may_fall_back(Some(limit)) => {
@@ -235,7 +246,7 @@ impl RateLimits {
     ) -> Result<AccountAttempt, ApiError> {
         let subject = LoginSubject { account, address };
         let member = Uuid::new_v4().to_string();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut windows = self.account_windows();
         let (decision, store): (Decision, Arc<dyn LimiterStore>) = match self
             .shared
@@ -269,6 +280,7 @@ impl RateLimits {
             member,
             windows,
             store,
+            clock: Arc::clone(&self.clock),
             settled: false,
         })
     }
@@ -292,7 +304,7 @@ impl RateLimits {
         attempt.settled = true;
         match attempt
             .store
-            .fail_login(attempt.subject(), attempt.windows, now_ms())
+            .fail_login(attempt.subject(), attempt.windows, self.clock.now_ms())
             .await
         {
             Ok(Some(lock)) => {
@@ -313,9 +325,12 @@ impl RateLimits {
     pub fn api_key_attempt(&self, address: &str) -> Result<ApiKeyAttempt, ApiError> {
         let key = format!("ApiKeyFailuresPerIp:{address}");
         let member = Uuid::new_v4().to_string();
-        let decision =
-            self.local
-                .reserve_now(&key, self.config.api_key_failures_per_ip, &member, now_ms())?;
+        let decision = self.local.reserve_now(
+            &key,
+            self.config.api_key_failures_per_ip,
+            &member,
+            self.clock.now_ms(),
+        )?;
         if !decision.allowed {
             tracing::warn!(address, "API key refused: too many failed lookups");
             return Err(limited(decision));
@@ -361,5 +376,46 @@ mod tests {
             check_login(&"a".repeat(255)),
             Err(ApiError::Validation(_))
         ));
+    }
+
+    fn per_minute(limit: u32) -> Window {
+        Window {
+            limit,
+            period: Duration::from_secs(60),
+        }
+    }
+
+    fn limits(clock: Arc<crate::auth::clock::ManualClock>) -> RateLimits {
+        let config = RateLimitConfig {
+            login_per_ip: per_minute(2),
+            login_failures_per_account: per_minute(3),
+            register_per_ip: per_minute(2),
+            refresh_per_ip: per_minute(2),
+            on_backend_failure: OnBackendFailure::Deny,
+            login_failures_account_ceiling: per_minute(10),
+            lockout_max: Duration::from_secs(900),
+            api_key_failures_per_ip: per_minute(1),
+        };
+        RateLimits::new(Arc::new(MemoryLimiter::new()), config).with_clock(clock)
+    }
+
+    /// The windows slide on the clock the limits were given: no sleeping.
+    #[tokio::test]
+    async fn a_window_frees_its_slots_when_its_period_has_passed_on_the_clock() {
+        let clock = crate::auth::clock::ManualClock::at(1_700_000_000_000);
+        let limits = limits(Arc::clone(&clock));
+        for _ in 0..2 {
+            assert!(limits.check(Limit::LoginPerIp, "10.0.0.1").await.is_ok());
+        }
+        assert!(limits.check(Limit::LoginPerIp, "10.0.0.1").await.is_err());
+        clock.advance(Duration::from_secs(59));
+        assert!(limits.check(Limit::LoginPerIp, "10.0.0.1").await.is_err());
+        clock.advance(Duration::from_secs(1));
+        assert!(limits.check(Limit::LoginPerIp, "10.0.0.1").await.is_ok());
+
+        limits.api_key_attempt("10.0.0.2").expect("first").failed();
+        assert!(limits.api_key_attempt("10.0.0.2").is_err());
+        clock.advance(Duration::from_secs(60));
+        assert!(limits.api_key_attempt("10.0.0.2").is_ok());
     }
 }
