@@ -26,10 +26,10 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 
 pub async fn health(State(state): State<AppState>) -> Response {
     let report = state.health.report(state.keys.is_ready()).await;
-    let status = if report.status == "unhealthy" {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
+    let status = if report.status.serving() {
         StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(report)).into_response()
 }
