@@ -8,7 +8,7 @@ use crate::support;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 use std::time::Duration;
-use support::jwks::{ISSUER, UpstreamKey, start_upstream};
+use support::jwks::{ISSUER, Upstream, UpstreamKey, start_upstream};
 use support::{Backend, Stack, TestApp};
 
 async fn authz(app: &TestApp, token: &str, permission: &str) -> support::Reply {
@@ -20,16 +20,10 @@ async fn authz(app: &TestApp, token: &str, permission: &str) -> support::Reply {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_keys_authz_and_external_tokens_across_failures() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (upstream, _server) = start_upstream(listener).await;
-    let upstream_key = UpstreamKey::new("k1");
-    upstream.publish(&[&upstream_key]);
-    let config = format!(
+/// Short timeouts and breaker waits, authz TTL 1 s, per-node limits when
+/// Redis is down, and the upstream issuer at `addr`.
+fn config(addr: std::net::SocketAddr) -> String {
+    format!(
         r#"
 [database]
 timeout = "500ms"
@@ -51,26 +45,77 @@ jwks_url = "http://{addr}/jwks"
 audience = "holdfast-tests"
 timeout = "500ms"
 "#
-    );
-    let mut stack = Stack::start_with(Backend::PostgresRedis, &config).await;
-    let app = &stack.app;
-    let admin = app.admin_token().await;
-    let ivy = app.user("ivy").await;
-    let me = app.get("/api/v1/users/me", Some(&ivy.access)).await;
-    let ivy_id = me.body["id"].as_str().expect("id").to_string();
+    )
+}
+
+/// The role `reader` (docs:read), given to the user of `access`.
+async fn grant_reader(app: &TestApp, admin: &str, access: &str) {
+    let me = app.get("/api/v1/users/me", Some(access)).await;
+    let id = me.body["id"].as_str().expect("id").to_string();
     app.post(
         "/api/v1/admin/roles",
-        Some(&admin),
+        Some(admin),
         json!({"name": "reader", "permissions": ["docs:read"]}),
     )
     .await;
     app.call(
         Method::PUT,
-        &format!("/api/v1/admin/users/{ivy_id}/roles"),
-        Some(&admin),
+        &format!("/api/v1/admin/users/{id}/roles"),
+        Some(admin),
         Some(json!({"roles": ["reader"]})),
     )
     .await;
+}
+
+/// Upstream IdP down: everything of ours works; its cached keys still
+/// verify (`external`, signed by `upstream_key`); a kid never seen is 503.
+/// Then it is back.
+async fn upstream_down(
+    app: &TestApp,
+    admin: &str,
+    (upstream, upstream_key, external): (&Upstream, &UpstreamKey, &str),
+    access: &str,
+    seen: &str,
+) {
+    upstream.break_it();
+    let refreshed = app
+        .post("/api/v1/admin/jwks/refresh", Some(admin), json!({}))
+        .await;
+    assert_eq!(refreshed.body["idps"]["upstream"]["refreshed"], false);
+    assert!(!app.login_ok("ivy").await.access.is_empty());
+    assert_eq!(app.verify_key(seen).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        authz(app, access, "docs:write").await.body["source"],
+        "live"
+    );
+    assert_eq!(app.verify(external).await.status, StatusCode::NO_CONTENT);
+    app.verify(&UpstreamKey::new("k9").token("x"))
+        .await
+        .expect_error(503, "SVC001");
+    let health = app.get("/api/v1/health", None).await;
+    assert_eq!(health.body["status"], "degraded", "{}", health.body);
+    upstream.publish(&[upstream_key]);
+    let refreshed = app
+        .post("/api/v1/admin/jwks/refresh", Some(admin), json!({}))
+        .await;
+    assert_eq!(refreshed.body["idps"]["upstream"]["refreshed"], true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_authz_and_external_tokens_across_failures() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (upstream, _server) = start_upstream(listener).await;
+    let upstream_key = UpstreamKey::new("k1");
+    upstream.publish(&[&upstream_key]);
+    let config = config(addr);
+    let mut stack = Stack::start_with(Backend::PostgresRedis, &config).await;
+    let app = &stack.app;
+    let admin = app.admin_token().await;
+    let ivy = app.user("ivy").await;
+    grant_reader(app, &admin, &ivy.access).await;
     let (_, seen) = app.api_key(&ivy.access, &["users"]).await;
     let (_, unseen) = app.api_key(&ivy.access, &["users"]).await;
     assert_eq!(app.verify_key(&seen).await.status, StatusCode::NO_CONTENT);
@@ -81,30 +126,8 @@ timeout = "500ms"
     let external = upstream_key.token("upstream-user");
     assert_eq!(app.verify(&external).await.status, StatusCode::NO_CONTENT);
 
-    // Upstream IdP down: everything of ours works; its cached keys still
-    // verify; a kid never seen is 503.
-    upstream.break_it();
-    let refreshed = app
-        .post("/api/v1/admin/jwks/refresh", Some(&admin), json!({}))
-        .await;
-    assert_eq!(refreshed.body["idps"]["upstream"]["refreshed"], false);
-    assert!(!app.login_ok("ivy").await.access.is_empty());
-    assert_eq!(app.verify_key(&seen).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(
-        authz(app, &ivy.access, "docs:write").await.body["source"],
-        "live"
-    );
-    assert_eq!(app.verify(&external).await.status, StatusCode::NO_CONTENT);
-    app.verify(&UpstreamKey::new("k9").token("x"))
-        .await
-        .expect_error(503, "SVC001");
-    let health = app.get("/api/v1/health", None).await;
-    assert_eq!(health.body["status"], "degraded", "{}", health.body);
-    upstream.publish(&[&upstream_key]);
-    let refreshed = app
-        .post("/api/v1/admin/jwks/refresh", Some(&admin), json!({}))
-        .await;
-    assert_eq!(refreshed.body["idps"]["upstream"]["refreshed"], true);
+    let issuer = (&upstream, &upstream_key, external.as_str());
+    upstream_down(app, &admin, issuer, &ivy.access, &seen).await;
 
     // Redis down: API keys and authz answer from PostgreSQL.
     stack.redis.as_mut().expect("redis").kill();
