@@ -35,7 +35,7 @@ pub enum Call {
     Write,
 }
 
-/// Retries after the first attempt, for idempotent calls only.
+/// Retries after the first attempt, for `run_idempotent` only.
 const MAX_RETRIES: u32 = 2;
 /// First backoff ceiling; doubles per retry, full jitter below it.
 const BACKOFF_BASE: Duration = Duration::from_millis(20);
@@ -51,6 +51,7 @@ pub struct GuardStats {
     pub last_failure: Option<LastFailure>,
 }
 
+/// The last infrastructure failure the guard saw.
 #[derive(Debug, Clone)]
 pub struct LastFailure {
     pub at: OffsetDateTime,
@@ -58,8 +59,13 @@ pub struct LastFailure {
     pub reason: String,
 }
 
+/// One per dependency (`database`, `replica`, `redis`, `idp:<name>`), shared
+/// by every caller of it, so its breaker sees all of the dependency's
+/// traffic. Not typed by an error: each call brings its own `GuardedError`.
 pub struct DependencyGuard {
+    /// The metrics label and the name in health and the breaker view.
     name: &'static str,
+    /// Bounds every attempt; `run_idempotent` starts no retry past it.
     timeout: Duration,
     breaker: CircuitBreaker,
     stats: Mutex<GuardStats>,
