@@ -11,6 +11,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
@@ -333,4 +334,114 @@ fn configuration_doc_defaults_are_the_codes() {
         documented, bare,
         "a default in docs/configuration.md differs from the code's"
     );
+}
+
+/// Every `.rs` file under `dir`.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let path = entry.expect("entry").path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// The series the code emits: the name given to each `metrics::counter!`,
+/// `gauge!` and `histogram!` under `src/`.
+fn emitted_series() -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for file in rust_files(&repo("src")) {
+        let text = std::fs::read_to_string(&file).expect("source");
+        for macro_name in ["counter!(", "gauge!(", "histogram!("] {
+            for (at, _) in text.match_indices(&format!("metrics::{macro_name}")) {
+                let rest = &text[at..];
+                let name = rest
+                    .split('"')
+                    .nth(1)
+                    .unwrap_or_else(|| panic!("{}: a metric without a name", file.display()));
+                names.insert(name.to_string());
+            }
+        }
+    }
+    names
+}
+
+/// Every `holdfast_*` token in `text`.
+fn series_named_in(text: &str) -> BTreeSet<String> {
+    text.match_indices("holdfast_")
+        .map(|(at, _)| {
+            text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_doc_names_every_emitted_series_and_alerts_use_only_those() {
+    let emitted = emitted_series();
+    assert!(
+        emitted.contains("holdfast_breaker_state") && emitted.contains("holdfast_mode"),
+        "{emitted:?}"
+    );
+    let doc = std::fs::read_to_string(repo("docs/metrics.md")).expect("metrics.md");
+    let table = doc
+        .split("## What is emitted")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a `## What is emitted` section");
+    let documented: BTreeSet<String> = table
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        emitted, documented,
+        "docs/metrics.md's table must list exactly the series the code emits"
+    );
+    let rules = std::fs::read_to_string(repo("docs/alerts/holdfast.rules.yml")).expect("rules");
+    for name in series_named_in(&rules) {
+        let base = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .filter(|base| emitted.contains(*base))
+            .unwrap_or(&name);
+        assert!(
+            emitted.contains(base),
+            "holdfast.rules.yml uses {name}, which the code does not emit"
+        );
+    }
+}
+
+/// Runs `promtool ARGS` in `docs/alerts`, failing with what it said.
+fn promtool(args: &[&str]) {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(repo("docs/alerts"))
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "promtool is needed to check docs/alerts ({e}): install Debian's `prometheus` \
+                 package (scripts/test does so when run as root) or put promtool on PATH"
+            )
+        });
+    assert!(
+        out.status.success(),
+        "promtool {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn alert_rules_pass_promtool_check_and_their_unit_tests() {
+    promtool(&["check", "rules", "holdfast.rules.yml"]);
+    promtool(&["test", "rules", "holdfast.rules.test.yml"]);
 }
