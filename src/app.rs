@@ -6,7 +6,8 @@ use crate::auth::api_keys::ApiKeys;
 use crate::auth::audit::Audit;
 use crate::auth::emergency::EmergencyVerifier;
 use crate::auth::external::ExternalIdps;
-use crate::auth::keys::{KeyError, KeyKind, KeyRing, KeySchedule, ReloadOnChange};
+use crate::auth::key_rotation::{KeyRotation, ReloadOnChange};
+use crate::auth::keys::{KeyError, KeyKind, KeyRing, KeySchedule};
 use crate::auth::master_key::MasterKey;
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::policy::PasswordPolicy;
@@ -64,6 +65,8 @@ pub struct Services {
     pub sessions: Arc<Sessions>,
     pub tokens: Arc<TokenService>,
     pub keys: Arc<KeyRing>,
+    /// Rotate and revoke-all, announced and audited.
+    pub key_rotation: Arc<KeyRotation>,
     pub revocations: Arc<RevocationSet>,
     pub limits: Arc<RateLimits>,
     pub users: Arc<dyn UserStore>,
@@ -435,12 +438,18 @@ impl AppState {
         };
         spawn_revocation_purge(Arc::clone(&revocations));
         spawn_metrics_upkeep(metrics.clone());
+        let key_rotation = Arc::new(KeyRotation::new(
+            Arc::clone(&keys),
+            Arc::clone(&bus),
+            Arc::clone(&audit),
+        ));
         Ok(Self(Arc::new(Services {
             config,
             accounts,
             sessions: session_service,
             tokens,
             keys,
+            key_rotation,
             revocations,
             limits,
             users: durable.users,

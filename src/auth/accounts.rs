@@ -240,6 +240,20 @@ impl Accounts {
         Ok(())
     }
 
+    /// NOTFOUND unless the user exists: for operations on a user by id that
+    /// do not otherwise read the account (an admin's logout-all).
+    pub async fn ensure_exists(&self, id: Uuid) -> Result<(), ApiError> {
+        match self.users.by_id(id).await? {
+            Some(_) => Ok(()),
+            None => Err(ApiError::NotFound),
+        }
+    }
+
+    /// How many users there are: `serve` offers to create the first admin.
+    pub async fn count(&self) -> Result<i64, ApiError> {
+        Ok(self.users.count().await?)
+    }
+
     /// Users whose email or username contains `query`. A query longer than
     /// any email can match nobody, and is answered without asking the
     /// store (SQLite refuses LIKE patterns past 50,000 bytes as an error).

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod emergency;
 pub mod external;
 pub mod key_kinds;
+pub mod key_rotation;
 pub mod keys;
 pub mod master_key;
 pub mod nfkc;

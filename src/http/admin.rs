@@ -3,8 +3,8 @@
 //! roles are in `admin_users.rs`.
 
 use crate::app::AppState;
+use crate::auth::key_rotation::Delivery;
 use crate::cache::CacheView;
-use crate::cache::bus::Invalidation;
 use crate::error::ApiError;
 use crate::http::caller::Admin;
 use crate::http::extract::{Path, Query};
@@ -73,15 +73,12 @@ pub async fn rotate_keys(
     admin: Admin,
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let now = crate::auth::now();
-    let kid = state.keys.rotate(now).await.map_err(key_error)?;
-    state
-        .bus
-        .publish(Invalidation::KeysChanged { revoked_all: false }, now);
-    state
-        .audit
-        .record("key_rotated", None, json!({"kid": kid, "by": admin.actor}));
-    Ok(axum::Json(json!({ "kid": kid })))
+    let change = state
+        .key_rotation
+        .rotate(&admin.actor, Delivery::Queued, crate::auth::now())
+        .await
+        .map_err(key_error)?;
+    Ok(axum::Json(json!({ "kid": change.kid })))
 }
 
 /// Key leak: every key revoked, a new one signing now, every session revoked.
@@ -89,18 +86,13 @@ pub async fn revoke_all_keys(
     admin: Admin,
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let now = crate::auth::now();
-    let (kid, sessions) = state.keys.revoke_all(now).await.map_err(key_error)?;
-    state
-        .bus
-        .publish(Invalidation::KeysChanged { revoked_all: true }, now);
-    state.audit.record(
-        "keys_revoked_all",
-        None,
-        json!({"kid": kid, "sessions_revoked": sessions, "by": admin.actor}),
-    );
+    let change = state
+        .key_rotation
+        .revoke_all(&admin.actor, Delivery::Queued, crate::auth::now())
+        .await
+        .map_err(key_error)?;
     Ok(axum::Json(
-        json!({ "kid": kid, "sessions_revoked": sessions }),
+        json!({ "kid": change.kid, "sessions_revoked": change.sessions_revoked }),
     ))
 }
 

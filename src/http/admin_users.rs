@@ -96,9 +96,7 @@ pub async fn logout_all_user(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = user_id(&id)?;
-    if state.users.by_id(id).await?.is_none() {
-        return Err(ApiError::NotFound);
-    }
+    state.accounts.ensure_exists(id).await?;
     state.sessions.logout_all(id, now()).await?;
     state
         .audit
