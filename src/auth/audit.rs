@@ -3,7 +3,7 @@
 //! one: events go through an outbox that buffers them while the database is
 //! down and writes them when it returns. Each event is also a log line.
 
-use crate::error::ApiError;
+use crate::auth::error::AuthError;
 use crate::resilience::outbox::Outbox;
 use crate::store::{AuditEvent, AuditStore, UnixTime};
 use std::sync::Arc;
@@ -38,7 +38,7 @@ impl Audit {
         kind: &'static str,
         user_id: Option<Uuid>,
         detail: serde_json::Value,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), AuthError> {
         Ok(self
             .store
             .append_audit(&[event(kind, user_id, detail)])
@@ -46,7 +46,7 @@ impl Audit {
     }
 
     /// Stored events at or after `since`, oldest first.
-    pub async fn since(&self, since: UnixTime, limit: i64) -> Result<Vec<AuditEvent>, ApiError> {
+    pub async fn since(&self, since: UnixTime, limit: i64) -> Result<Vec<AuditEvent>, AuthError> {
         Ok(self.store.audit_since(since, limit).await?)
     }
 }

@@ -35,7 +35,7 @@ pub(super) async fn create(
             );
             Ok(())
         }
-        Err(holdfast::error::ApiError::Validation(fields)) => Err(fields
+        Err(holdfast::auth::error::AuthError::Validation(fields)) => Err(fields
             .iter()
             .map(|f| format!("{}: {}", f.field, f.message))
             .collect::<Vec<_>>()

@@ -3,10 +3,11 @@
 //! roles are in `admin_users.rs`.
 
 use crate::app::AppState;
+use crate::auth::error::AuthError;
 use crate::auth::key_rotation::Delivery;
 use crate::cache::CacheView;
-use crate::error::ApiError;
 use crate::http::caller::Admin;
+use crate::http::error::ApiError;
 use crate::http::extract::{Path, Query};
 use crate::http::users::{Items, rfc3339};
 use crate::resilience::DependencyGuard;
@@ -77,7 +78,7 @@ pub async fn rotate_keys(
         .key_rotation
         .rotate(&admin.actor, Delivery::Queued, crate::auth::now())
         .await
-        .map_err(key_error)?;
+        .map_err(AuthError::from)?;
     Ok(axum::Json(json!({ "kid": change.kid })))
 }
 
@@ -90,17 +91,10 @@ pub async fn revoke_all_keys(
         .key_rotation
         .revoke_all(&admin.actor, Delivery::Queued, crate::auth::now())
         .await
-        .map_err(key_error)?;
+        .map_err(AuthError::from)?;
     Ok(axum::Json(
         json!({ "kid": change.kid, "sessions_revoked": change.sessions_revoked }),
     ))
-}
-
-fn key_error(e: crate::auth::keys::KeyError) -> ApiError {
-    match e {
-        crate::auth::keys::KeyError::Store(e) => e.into(),
-        other => ApiError::internal(other),
-    }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -170,7 +164,7 @@ pub async fn audit(
     let since = match q.since.as_deref() {
         None => crate::auth::now() - 24 * 3600,
         Some(text) => parse_since(text).ok_or_else(|| {
-            ApiError::Validation(vec![crate::error::FieldError::new(
+            ApiError::Validation(vec![crate::http::error::FieldError::new(
                 "since",
                 "must be an RFC 3339 time or Unix seconds",
             )])

@@ -3,8 +3,8 @@
 
 use crate::app::AppState;
 use crate::auth::now;
-use crate::error::ApiError;
 use crate::http::caller::Admin;
+use crate::http::error::ApiError;
 use crate::http::extract::{Json, Path, Query};
 use crate::http::users::{Items, UserView, rfc3339};
 use axum::extract::State;

@@ -3,8 +3,8 @@
 
 use crate::app::AppState;
 use crate::auth::now;
-use crate::error::ApiError;
 use crate::http::caller::Authenticated;
+use crate::http::error::ApiError;
 use crate::http::extract::{Json, Path};
 use crate::http::users::{Items, rfc3339};
 use crate::store::ApiKey;

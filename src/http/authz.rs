@@ -4,8 +4,8 @@
 
 use crate::app::AppState;
 use crate::auth::rbac::ADMIN_ROLE;
-use crate::error::ApiError;
 use crate::http::caller::Credential;
+use crate::http::error::ApiError;
 use crate::http::extract::Json;
 use axum::extract::State;
 use serde::Deserialize;

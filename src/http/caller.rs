@@ -17,7 +17,7 @@ use crate::auth::emergency::{self, EmergencyClaims};
 use crate::auth::external::ExternalIdentity;
 use crate::auth::rbac::ADMIN_ROLE;
 use crate::auth::tokens::AccessClaims;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http::extract::client_address;
 use axum::extract::FromRequestParts;
 use axum::http::{HeaderName, header, request::Parts};
@@ -77,6 +77,7 @@ impl FromRequestParts<AppState> for Authenticated {
             .tokens
             .verify(bearer(parts)?, crate::auth::now())
             .map(Authenticated)
+            .map_err(ApiError::from)
     }
 }
 
@@ -100,7 +101,8 @@ impl FromRequestParts<AppState> for Credential {
             let address = address.as_deref().unwrap_or("unknown");
             return Box::pin(state.api_keys.authenticate(key, address, now))
                 .await
-                .map(Credential::ApiKey);
+                .map(Credential::ApiKey)
+                .map_err(ApiError::from);
         }
         resolve_token(state, bearer(parts)?, now).await
     }
@@ -114,7 +116,7 @@ pub async fn resolve_token(
     now: crate::store::UnixTime,
 ) -> Result<Credential, ApiError> {
     if let Some(result) = state.tokens.verify_cached(token, now) {
-        return result.map(Credential::User);
+        return result.map(Credential::User).map_err(ApiError::from);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::TokenInvalid)?;
     let kid = header.kid.as_deref().unwrap_or_default();
@@ -141,12 +143,14 @@ pub async fn resolve_token(
         // verification's future would otherwise carry and copy.
         return Box::pin(idp.verify(token, &header))
             .await
-            .map(Credential::External);
+            .map(Credential::External)
+            .map_err(ApiError::from);
     }
     state
         .tokens
         .verify_with_header(token, header, now)
         .map(Credential::User)
+        .map_err(ApiError::from)
 }
 
 /// A user acting on their own account.

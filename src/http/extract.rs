@@ -6,7 +6,7 @@
 
 use crate::app::AppState;
 use crate::auth::sessions::Client;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http::{BODY_LIMIT, client_address};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};

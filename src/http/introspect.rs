@@ -5,8 +5,8 @@
 //! the answer is 503, never a false `active: false`.
 
 use crate::app::AppState;
-use crate::error::ApiError;
 use crate::http::caller::{Credential, resolve_token};
+use crate::http::error::ApiError;
 use crate::http::extract::{ClientInfo, limited};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
@@ -67,6 +67,7 @@ pub async fn introspect(
             .authenticate(token, &rate_key, now)
             .await
             .map(Credential::ApiKey)
+            .map_err(ApiError::from)
     } else {
         resolve_token(&state, token, now).await
     };

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod authz;
 pub mod caller;
 pub mod client_address;
+pub mod error;
 pub mod extract;
 pub mod health;
 pub mod introspect;
@@ -19,7 +20,7 @@ pub mod users;
 pub mod well_known;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use axum::Router;
 use axum::routing::{delete, get, patch, post, put};
 use middleware::edge::Edge;

@@ -2,8 +2,8 @@
 
 use crate::app::AppState;
 use crate::auth::now;
-use crate::error::ApiError;
 use crate::http::caller::{Account, OwnSession};
+use crate::http::error::ApiError;
 use crate::http::extract::{ClientInfo, Json, Path};
 use crate::store::{Session, User};
 use axum::extract::State;

@@ -1,31 +1,20 @@
 //! `ApiError`: the error-code table of DESIGN.md §3. Its `IntoResponse` is the
 //! only place a status code is chosen for a failure; 500 bodies stay generic
-//! and the detail goes to the log under the same correlation id.
+//! and the detail goes to the log under the same correlation id. The domain's
+//! `AuthError` becomes an `ApiError` here and nowhere else (`From`), where
+//! its durations become `Retry-After` seconds.
 
+use crate::auth::error::AuthError;
 use crate::http::middleware::request_id;
 use crate::store::StoreError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::json;
+use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// One field that failed validation, listed in `details.fields`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.to_string(),
-            message: message.into(),
-        }
-    }
-}
+pub use crate::auth::error::FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -160,26 +149,48 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
         match e {
-            StoreError::Unavailable { dependency, .. } => ApiError::Unavailable {
-                dependency: dependency.to_string(),
-                retry_after_secs: 5,
+            AuthError::Validation(fields) => ApiError::Validation(fields),
+            AuthError::InvalidCredentials => ApiError::InvalidCredentials,
+            AuthError::TokenExpired => ApiError::TokenExpired,
+            AuthError::TokenInvalid => ApiError::TokenInvalid,
+            AuthError::Revoked => ApiError::Revoked,
+            AuthError::Forbidden => ApiError::Forbidden,
+            AuthError::ForbiddenBecause(reason) => ApiError::ForbiddenBecause(reason),
+            AuthError::AccountDisabled => ApiError::AccountDisabled,
+            AuthError::RefreshReuse => ApiError::RefreshReuse,
+            AuthError::Conflict(field) => ApiError::Conflict(field),
+            AuthError::NotFound => ApiError::NotFound,
+            AuthError::RateLimited { limit, retry_after } => ApiError::RateLimited {
+                limit,
+                // The window's reset, whole seconds down, never 0.
+                retry_after_secs: retry_after.as_secs().max(1),
             },
-            StoreError::CircuitOpen {
+            AuthError::Unavailable {
                 dependency,
                 retry_after,
             } => ApiError::Unavailable {
-                dependency: dependency.to_string(),
-                retry_after_secs: retry_after.as_secs().max(1)
-                    + u64::from(retry_after.subsec_nanos() > 0),
+                dependency,
+                retry_after_secs: unavailable_secs(retry_after),
             },
-            StoreError::ReadOnly => ApiError::ReadOnly,
-            StoreError::Conflict(field) => ApiError::Conflict(field.to_string()),
-            StoreError::Superseded => ApiError::Revoked,
-            StoreError::Corrupt(detail) => ApiError::Internal(detail),
+            AuthError::ReadOnly => ApiError::ReadOnly,
+            AuthError::Internal(detail) => ApiError::Internal(detail),
         }
+    }
+}
+
+/// `Retry-After` for an unavailable dependency: never 0, and a fraction of
+/// a second counts as one more (a breaker's half-open probe must have come
+/// due when the client returns).
+fn unavailable_secs(retry_after: Duration) -> u64 {
+    retry_after.as_secs().max(1) + u64::from(retry_after.subsec_nanos() > 0)
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        AuthError::from(e).into()
     }
 }
 
