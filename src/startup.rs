@@ -153,7 +153,7 @@ pub async fn require_ready(
     request: Request,
     next: Next,
 ) -> Response {
-    if state.ready.is_ready() || served_unready(&request) {
+    if state.ready().is_ready() || served_unready(&request) {
         return next.run(request).await;
     }
     ApiError::Unavailable {

@@ -9,7 +9,7 @@ use holdfast::config::Config;
 pub(super) async fn keys(config: Config, command: KeysCommand) -> Result<(), String> {
     let state = AppState::build(config).await.map_err(|e| e.to_string())?;
     let now = holdfast::auth::now();
-    let rotation = &state.key_rotation;
+    let rotation = &state.key_rotation();
     match command {
         KeysCommand::Rotate => {
             let change = rotation.rotate("cli", Delivery::Wait, now).await;

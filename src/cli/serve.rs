@@ -40,7 +40,7 @@ pub(super) async fn serve(config: Config, config_file: Option<PathBuf>) -> Resul
     if let Some(admin) = admin_listen {
         println!("operator endpoints (/metrics) on http://{admin}");
     }
-    if state.accounts.count().await.unwrap_or(1) == 0 {
+    if state.accounts().count().await.unwrap_or(1) == 0 {
         println!(
             "No users yet. Create the first admin (the password is read from stdin):\n  \
              holdfast user create --email admin@example.com --username admin --role admin"

@@ -24,7 +24,7 @@ pub(super) async fn create(
         roles,
     };
     match state
-        .accounts
+        .accounts()
         .register(registration, holdfast::auth::now())
         .await
     {

@@ -47,7 +47,7 @@ fn view(guard: &DependencyGuard) -> Value {
 
 pub async fn circuit_breakers(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
     let breakers: serde_json::Map<String, Value> = state
-        .guards
+        .guards()
         .iter()
         .map(|g| (g.name().to_string(), view(g)))
         .collect();
@@ -60,7 +60,7 @@ pub async fn reset_circuit_breaker(
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let guard = state
-        .guards
+        .guards()
         .iter()
         .find(|g| g.name() == name)
         .ok_or(ApiError::NotFound)?;
@@ -75,7 +75,7 @@ pub async fn rotate_keys(
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
     let change = state
-        .key_rotation
+        .key_rotation()
         .rotate(&admin.actor, Delivery::Queued, crate::auth::now())
         .await
         .map_err(AuthError::from)?;
@@ -88,7 +88,7 @@ pub async fn revoke_all_keys(
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
     let change = state
-        .key_rotation
+        .key_rotation()
         .revoke_all(&admin.actor, Delivery::Queued, crate::auth::now())
         .await
         .map_err(AuthError::from)?;
@@ -100,15 +100,15 @@ pub async fn revoke_all_keys(
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.metrics().render(),
     )
 }
 
 fn caches(state: &AppState) -> [&dyn CacheView; 3] {
     [
-        state.validation.view(),
-        state.api_keys.view(),
-        state.rbac.view(),
+        state.validation().view(),
+        state.api_keys().view(),
+        state.rbac().view(),
     ]
 }
 
@@ -126,7 +126,7 @@ pub async fn cache_cleanup(_: Admin, State(state): State<AppState>) -> impl Into
     for cache in caches(&state) {
         cache.cleanup();
     }
-    state.revocations.purge(crate::auth::now());
+    state.revocations().purge(crate::auth::now());
     cache_stats(
         Admin {
             actor: String::new(),
@@ -139,7 +139,7 @@ pub async fn cache_cleanup(_: Admin, State(state): State<AppState>) -> impl Into
 /// Refetches every external issuer's JWKS now.
 pub async fn refresh_jwks(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
     let mut results = serde_json::Map::new();
-    for idp in state.external.all() {
+    for idp in state.external().all() {
         let outcome = match idp.refresh_now().await {
             Ok(()) => json!({"refreshed": true}),
             Err(e) => json!({"refreshed": false, "error": e.to_string()}),
@@ -172,7 +172,7 @@ pub async fn audit(
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let items = state
-        .audit
+        .audit()
         .since(since, limit)
         .await?
         .into_iter()

@@ -37,7 +37,7 @@ pub async fn check(
         Some(other) => other,
         None => own,
     };
-    let answer = state.rbac.check(user, body.permission.trim()).await?;
+    let answer = state.rbac().check(user, body.permission.trim()).await?;
     Ok(axum::Json(json!({
         "allowed": answer.allowed,
         "source": answer.source.as_str(),

@@ -74,7 +74,7 @@ impl FromRequestParts<AppState> for Authenticated {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         state
-            .tokens
+            .tokens()
             .verify(bearer(parts)?, crate::auth::now())
             .map(Authenticated)
             .map_err(ApiError::from)
@@ -99,7 +99,7 @@ impl FromRequestParts<AppState> for Credential {
             // future is large and a bearer token never needs it.
             let address = client_address(parts, state);
             let address = address.as_deref().unwrap_or("unknown");
-            return Box::pin(state.api_keys.authenticate(key, address, now))
+            return Box::pin(state.api_keys().authenticate(key, address, now))
                 .await
                 .map(Credential::ApiKey)
                 .map_err(ApiError::from);
@@ -115,19 +115,19 @@ pub async fn resolve_token(
     token: &str,
     now: crate::store::UnixTime,
 ) -> Result<Credential, ApiError> {
-    if let Some(result) = state.tokens.verify_cached(token, now) {
+    if let Some(result) = state.tokens().verify_cached(token, now) {
         return result.map(Credential::User).map_err(ApiError::from);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::TokenInvalid)?;
     let kid = header.kid.as_deref().unwrap_or_default();
     if kid == emergency::KID {
-        let Some(verifier) = state.emergency.as_ref() else {
+        let Some(verifier) = state.emergency() else {
             // Never silent: whoever sends one is in an emergency.
             tracing::warn!("emergency token refused: emergency tokens are off on this node");
             return Err(ApiError::TokenInvalid);
         };
         let claims = verifier.verify(token, now)?;
-        state.audit.record(
+        state.audit().record(
             "emergency_token_used",
             None,
             serde_json::json!({"jti": claims.jti, "sub": claims.sub, "reason": claims.reason}),
@@ -136,8 +136,8 @@ pub async fn resolve_token(
     }
     // Only when upstream issuers are configured (`for_token` is `None`
     // otherwise): no key-ring lookup on the common path.
-    if let Some(idp) = state.external.for_token(token)
-        && !state.keys.verifies(kid)
+    if let Some(idp) = state.external().for_token(token)
+        && !state.keys().verifies(kid)
     {
         // Boxed: the upstream fetch makes this future ~3 KB, which every
         // verification's future would otherwise carry and copy.
@@ -147,7 +147,7 @@ pub async fn resolve_token(
             .map_err(ApiError::from);
     }
     state
-        .tokens
+        .tokens()
         .verify_with_header(token, header, now)
         .map(Credential::User)
         .map_err(ApiError::from)

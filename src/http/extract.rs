@@ -174,7 +174,7 @@ fn client_ip_of(parts: &Parts, state: &AppState) -> Option<std::net::IpAddr> {
     Some(client_address::client_ip(
         peer,
         &forwarded,
-        &state.config.trusted_proxies,
+        &state.config().trusted_proxies,
     ))
 }
 

@@ -63,7 +63,7 @@ pub async fn introspect(
     let token = body.token.trim();
     let resolved = if token.starts_with("hf_") {
         state
-            .api_keys
+            .api_keys()
             .authenticate(token, &rate_key, now)
             .await
             .map(Credential::ApiKey)
