@@ -11,6 +11,7 @@
 //! must work while PostgreSQL and Redis are down, which is when these
 //! tokens are used.
 
+use crate::auth::audit::Audit;
 use crate::auth::error::AuthError;
 use crate::store::UnixTime;
 use arc_swap::ArcSwap;
@@ -193,6 +194,23 @@ impl EmergencyVerifier {
         self.denied
             .store(Arc::new(denied.iter().copied().collect()));
         tracing::info!(denied = denied.len(), "emergency deny list loaded");
+    }
+
+    /// `verify`, and the use recorded in the audit log: every use of a
+    /// break-glass token is a security event, whoever checks it.
+    pub fn admit(
+        &self,
+        token: &str,
+        now: UnixTime,
+        audit: &Audit,
+    ) -> Result<EmergencyClaims, AuthError> {
+        let claims = self.verify(token, now)?;
+        audit.record(
+            "emergency_token_used",
+            None,
+            serde_json::json!({"jti": claims.jti, "sub": claims.sub, "reason": claims.reason}),
+        );
+        Ok(claims)
     }
 
     /// Verifies an emergency token, then logs and counts its use; a refusal

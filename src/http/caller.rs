@@ -126,12 +126,7 @@ pub async fn resolve_token(
             tracing::warn!("emergency token refused: emergency tokens are off on this node");
             return Err(ApiError::TokenInvalid);
         };
-        let claims = verifier.verify(token, now)?;
-        state.audit().record(
-            "emergency_token_used",
-            None,
-            serde_json::json!({"jti": claims.jti, "sub": claims.sub, "reason": claims.reason}),
-        );
+        let claims = verifier.admit(token, now, state.audit())?;
         return Ok(Credential::Emergency(claims));
     }
     // Only when upstream issuers are configured (`for_token` is `None`
