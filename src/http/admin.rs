@@ -3,7 +3,6 @@
 //! roles are in `admin_users.rs`.
 
 use crate::app::AppState;
-use crate::auth::error::AuthError;
 use crate::auth::key_rotation::Delivery;
 use crate::cache::CacheView;
 use crate::http::caller::Admin;
@@ -77,8 +76,7 @@ pub async fn rotate_keys(
     let change = state
         .key_rotation()
         .rotate(&admin.actor, Delivery::Queued, crate::auth::now())
-        .await
-        .map_err(AuthError::from)?;
+        .await?;
     Ok(axum::Json(json!({ "kid": change.kid })))
 }
 
@@ -90,8 +88,7 @@ pub async fn revoke_all_keys(
     let change = state
         .key_rotation()
         .revoke_all(&admin.actor, Delivery::Queued, crate::auth::now())
-        .await
-        .map_err(AuthError::from)?;
+        .await?;
     Ok(axum::Json(
         json!({ "kid": change.kid, "sessions_revoked": change.sessions_revoked }),
     ))

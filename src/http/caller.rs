@@ -73,11 +73,8 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state
-            .tokens()
-            .verify(bearer(parts)?, crate::auth::now())
-            .map(Authenticated)
-            .map_err(ApiError::from)
+        let claims = state.tokens().verify(bearer(parts)?, crate::auth::now())?;
+        Ok(Authenticated(claims))
     }
 }
 
@@ -99,10 +96,8 @@ impl FromRequestParts<AppState> for Credential {
             // future is large and a bearer token never needs it.
             let address = client_address(parts, state);
             let address = address.as_deref().unwrap_or("unknown");
-            return Box::pin(state.api_keys().authenticate(key, address, now))
-                .await
-                .map(Credential::ApiKey)
-                .map_err(ApiError::from);
+            let key = Box::pin(state.api_keys().authenticate(key, address, now)).await?;
+            return Ok(Credential::ApiKey(key));
         }
         resolve_token(state, bearer(parts)?, now).await
     }
@@ -116,7 +111,7 @@ pub async fn resolve_token(
     now: crate::store::UnixTime,
 ) -> Result<Credential, ApiError> {
     if let Some(result) = state.tokens().verify_cached(token, now) {
-        return result.map(Credential::User).map_err(ApiError::from);
+        return Ok(Credential::User(result?));
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::TokenInvalid)?;
     let kid = header.kid.as_deref().unwrap_or_default();
@@ -136,16 +131,11 @@ pub async fn resolve_token(
     {
         // Boxed: the upstream fetch makes this future ~3 KB, which every
         // verification's future would otherwise carry and copy.
-        return Box::pin(idp.verify(token, &header))
-            .await
-            .map(Credential::External)
-            .map_err(ApiError::from);
+        let identity = Box::pin(idp.verify(token, &header)).await?;
+        return Ok(Credential::External(identity));
     }
-    state
-        .tokens()
-        .verify_with_header(token, header, now)
-        .map(Credential::User)
-        .map_err(ApiError::from)
+    let claims = state.tokens().verify_with_header(token, header, now)?;
+    Ok(Credential::User(claims))
 }
 
 /// A user acting on their own account.

@@ -5,6 +5,7 @@
 //! its durations become `Retry-After` seconds.
 
 use crate::auth::error::AuthError;
+use crate::auth::keys::KeyError;
 use crate::http::middleware::request_id;
 use crate::store::StoreError;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -190,6 +191,12 @@ fn unavailable_secs(retry_after: Duration) -> u64 {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        AuthError::from(e).into()
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
         AuthError::from(e).into()
     }
 }
