@@ -21,7 +21,6 @@ use crate::auth::rbac::Rbac;
 use crate::auth::revocation::RevocationSet;
 use crate::auth::sessions::Sessions;
 use crate::auth::tokens::TokenService;
-use crate::cache::bus::Bus;
 use crate::cache::validation::ValidationCache;
 use crate::config::{Config, ConfigError, Environment};
 use crate::http;
@@ -50,8 +49,9 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The domain services and the operator's views; no store: a handler that
-/// needs one needs a domain operation instead.
+/// The domain services and the operator's views. No store is reachable
+/// from a handler (the one kept is for tests): a handler that needs one
+/// needs a domain operation instead.
 pub struct Services {
     config: Arc<Config>,
     accounts: Arc<Accounts>,
@@ -71,7 +71,6 @@ pub struct Services {
     api_keys: Arc<ApiKeys>,
     rbac: Arc<Rbac>,
     audit: Arc<Audit>,
-    bus: Arc<Bus>,
     validation: Arc<ValidationCache>,
     /// Upstream issuers (`[[idp]]`); empty when none is configured.
     external: Arc<ExternalIdps>,
@@ -140,10 +139,6 @@ impl Services {
 
     pub fn audit(&self) -> &Arc<Audit> {
         &self.audit
-    }
-
-    pub fn bus(&self) -> &Arc<Bus> {
-        &self.bus
     }
 
     pub fn validation(&self) -> &Arc<ValidationCache> {
@@ -226,7 +221,7 @@ impl AppState {
             api_keys,
             rbac,
             audit,
-            bus,
+            bus: _,
             validation,
         } = domain;
         Ok(Self(Arc::new(Services {
@@ -245,7 +240,6 @@ impl AppState {
             api_keys,
             rbac,
             audit,
-            bus,
             validation,
             external,
             ready,
