@@ -260,3 +260,57 @@ impl IntoResponse for ApiError {
         response
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry_after(e: AuthError) -> u64 {
+        match ApiError::from(e) {
+            ApiError::Unavailable {
+                retry_after_secs, ..
+            }
+            | ApiError::RateLimited {
+                retry_after_secs, ..
+            } => retry_after_secs,
+            other => panic!("no Retry-After for {other:?}"),
+        }
+    }
+
+    /// The seconds the contract's clients have always seen: a breaker's
+    /// wait rounds up past a fraction (and a wait under a second is 2), a
+    /// limiter window's reset rounds down, neither is ever 0.
+    #[test]
+    fn durations_become_the_same_retry_after_seconds() {
+        let unavailable = |ms| AuthError::unavailable("database", Duration::from_millis(ms));
+        assert_eq!(retry_after(unavailable(0)), 1);
+        assert_eq!(retry_after(unavailable(500)), 2);
+        assert_eq!(retry_after(unavailable(1_000)), 1);
+        assert_eq!(retry_after(unavailable(5_000)), 5);
+        assert_eq!(retry_after(unavailable(5_200)), 6);
+        let limited = |ms| AuthError::RateLimited {
+            limit: 5,
+            retry_after: Duration::from_millis(ms),
+        };
+        assert_eq!(retry_after(limited(0)), 1);
+        assert_eq!(retry_after(limited(1_900)), 1);
+        assert_eq!(retry_after(limited(60_000)), 60);
+    }
+
+    #[test]
+    fn store_errors_keep_their_codes() {
+        let closed = StoreError::CircuitOpen {
+            dependency: "redis",
+            retry_after: Duration::from_millis(2_500),
+        };
+        assert_eq!(retry_after(AuthError::from(closed)), 3);
+        assert!(matches!(
+            ApiError::from(StoreError::Superseded),
+            ApiError::Revoked
+        ));
+        assert!(matches!(
+            ApiError::from(StoreError::ReadOnly),
+            ApiError::ReadOnly
+        ));
+    }
+}
