@@ -5,7 +5,7 @@
 //! stamped by the `Clock` the log was given.
 
 use crate::auth::clock::{self, Clock};
-use crate::error::ApiError;
+use crate::auth::error::AuthError;
 use crate::resilience::outbox::Outbox;
 use crate::store::{AuditEvent, AuditStore, UnixTime};
 use std::sync::Arc;
@@ -51,7 +51,7 @@ impl Audit {
         kind: &'static str,
         user_id: Option<Uuid>,
         detail: serde_json::Value,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), AuthError> {
         Ok(self
             .store
             .append_audit(&[event(kind, user_id, detail, self.clock.now())])
@@ -59,7 +59,7 @@ impl Audit {
     }
 
     /// Stored events at or after `since`, oldest first.
-    pub async fn since(&self, since: UnixTime, limit: i64) -> Result<Vec<AuditEvent>, ApiError> {
+    pub async fn since(&self, since: UnixTime, limit: i64) -> Result<Vec<AuditEvent>, AuthError> {
         Ok(self.store.audit_since(since, limit).await?)
     }
 }

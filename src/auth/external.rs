@@ -17,8 +17,8 @@ mod jwks;
 
 pub use jwks::{IdpError, MAX_JWKS_BYTES};
 
+use crate::auth::error::AuthError;
 use crate::config::IdpConfig;
-use crate::error::ApiError;
 use crate::resilience::breaker::State;
 use crate::resilience::{Call, DependencyGuard};
 use crate::store::{Probe, StoreError};
@@ -191,10 +191,10 @@ impl Idp {
         self.refresh().await
     }
 
-    fn unavailable(&self) -> ApiError {
-        ApiError::Unavailable {
+    fn unavailable(&self) -> AuthError {
+        AuthError::Unavailable {
             dependency: self.name.to_string(),
-            retry_after_secs: 5,
+            retry_after: Duration::from_secs(5),
         }
     }
 
@@ -206,8 +206,8 @@ impl Idp {
         &self,
         token: &str,
         header: &jsonwebtoken::Header,
-    ) -> Result<ExternalIdentity, ApiError> {
-        let kid = header.kid.as_deref().ok_or(ApiError::TokenInvalid)?;
+    ) -> Result<ExternalIdentity, AuthError> {
+        let kid = header.kid.as_deref().ok_or(AuthError::TokenInvalid)?;
         let cached = self.jwks.read().clone();
         let now = Instant::now();
         let key = match cached.as_ref().map_or(Cached::Unknown, |j| {
@@ -223,7 +223,7 @@ impl Idp {
         };
         let (decoding, algorithm) = key;
         if header.alg != algorithm {
-            return Err(ApiError::TokenInvalid);
+            return Err(AuthError::TokenInvalid);
         }
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[&self.config.issuer]);
@@ -234,13 +234,13 @@ impl Idp {
         validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<serde_json::Value>(token, &decoding, &validation)
             .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::TokenExpired,
-                _ => ApiError::TokenInvalid,
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::TokenExpired,
+                _ => AuthError::TokenInvalid,
             })?
             .claims;
         let sub = claims["sub"]
             .as_str()
-            .ok_or(ApiError::TokenInvalid)?
+            .ok_or(AuthError::TokenInvalid)?
             .to_string();
         let roles = match &self.config.roles_claim {
             Some(claim) => roles_of(&claims[claim.as_str()]),
@@ -253,12 +253,12 @@ impl Idp {
         })
     }
 
-    fn lookup(&self, kid: &str) -> Result<(DecodingKey, Algorithm), ApiError> {
+    fn lookup(&self, kid: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
         self.jwks
             .read()
             .as_ref()
             .and_then(|j| j.keys.get(kid).cloned())
-            .ok_or(ApiError::TokenInvalid)
+            .ok_or(AuthError::TokenInvalid)
     }
 
     /// An unknown `kid`: maybe the issuer rotated. Refetch, within budget.
@@ -266,7 +266,7 @@ impl Idp {
         &self,
         kid: &str,
         now: Instant,
-    ) -> Result<(DecodingKey, Algorithm), ApiError> {
+    ) -> Result<(DecodingKey, Algorithm), AuthError> {
         let never_fetched = self.jwks.read().is_none();
         if !self.is_reachable() && !never_fetched {
             // The issuer is down: we cannot tell a new key from a forged one.
@@ -278,7 +278,7 @@ impl Idp {
                 return Err(if never_fetched {
                     self.unavailable()
                 } else {
-                    ApiError::TokenInvalid
+                    AuthError::TokenInvalid
                 });
             }
             *last = Some(now);

@@ -20,8 +20,8 @@
 //! outside tests), also when a dropped attempt is refunded later.
 
 use crate::auth::clock::{self, Clock};
+use crate::auth::error::{AuthError, FieldError};
 use crate::config::{OnBackendFailure, RateLimitConfig};
-use crate::error::{ApiError, FieldError};
 use crate::store::memory_limiter::MemoryLimiter;
 use crate::store::{AccountWindows, Decision, LimiterStore, LoginSubject, Window};
 use std::sync::Arc;
@@ -39,9 +39,9 @@ pub const MAX_LOGIN_CHARS: usize = 254;
 /// store lookup or a hash: 422, as for any malformed field. It says nothing
 /// about any account (the rule is the same for all), and unlike 401 it
 /// does not pretend a password was checked.
-pub fn check_login(login: &str) -> Result<(), ApiError> {
+pub fn check_login(login: &str) -> Result<(), AuthError> {
     if login.trim().chars().nth(MAX_LOGIN_CHARS).is_some() {
-        return Err(ApiError::Validation(vec![FieldError::new(
+        return Err(AuthError::Validation(vec![FieldError::new(
             "login",
             format!("must be at most {MAX_LOGIN_CHARS} characters"),
         )]));
@@ -217,7 +217,7 @@ impl RateLimits {
     }
 
     /// Takes one slot of `limit` for `subject` (an IP address).
-    pub async fn check(&self, limit: Limit, subject: &str) -> Result<Decision, ApiError> {
+    pub async fn check(&self, limit: Limit, subject: &str) -> Result<Decision, AuthError> {
         let window = self.window(limit);
         let key = format!("{limit:?}:{subject}");
         let member = Uuid::new_v4().to_string();
@@ -243,7 +243,7 @@ impl RateLimits {
         &self,
         account: &str,
         address: &str,
-    ) -> Result<AccountAttempt, ApiError> {
+    ) -> Result<AccountAttempt, AuthError> {
         let subject = LoginSubject { account, address };
         let member = Uuid::new_v4().to_string();
         let now = self.clock.now_ms();
@@ -322,7 +322,7 @@ impl RateLimits {
     /// Reserves an API-key lookup from `address` on this node: 429 once the
     /// address has had `api_key_failures_per_ip` failed lookups, before
     /// any store is asked.
-    pub fn api_key_attempt(&self, address: &str) -> Result<ApiKeyAttempt, ApiError> {
+    pub fn api_key_attempt(&self, address: &str) -> Result<ApiKeyAttempt, AuthError> {
         let key = format!("ApiKeyFailuresPerIp:{address}");
         let member = Uuid::new_v4().to_string();
         let decision = self.local.reserve_now(
@@ -345,22 +345,22 @@ impl RateLimits {
 }
 
 /// The shared limiter could not answer and no fallback is allowed.
-fn unavailable(e: crate::store::StoreError) -> ApiError {
+fn unavailable(e: crate::store::StoreError) -> AuthError {
     if e.is_unavailable() {
         tracing::warn!(error = %e, "rate limiter unavailable: failing closed");
-        ApiError::Unavailable {
+        AuthError::Unavailable {
             dependency: "rate_limiter".into(),
-            retry_after_secs: 5,
+            retry_after: Duration::from_secs(5),
         }
     } else {
         e.into()
     }
 }
 
-fn limited(decision: Decision) -> ApiError {
-    ApiError::RateLimited {
+fn limited(decision: Decision) -> AuthError {
+    AuthError::RateLimited {
         limit: decision.limit,
-        retry_after_secs: decision.reset_after.as_secs().max(1),
+        retry_after: decision.reset_after,
     }
 }
 
@@ -374,7 +374,7 @@ mod tests {
         assert!(check_login(&format!("  {}  ", "é".repeat(254))).is_ok());
         assert!(matches!(
             check_login(&"a".repeat(255)),
-            Err(ApiError::Validation(_))
+            Err(AuthError::Validation(_))
         ));
     }
 

@@ -13,9 +13,9 @@
 //! paused time.
 
 use crate::auth::audit::Audit;
+use crate::auth::error::{AuthError, FieldError};
 use crate::cache::bus::{Bus, Invalidation, Subscriber};
 use crate::cache::{CacheView, CountedCache};
-use crate::error::{ApiError, FieldError};
 use crate::store::{Role, RoleStore, UnixTime, UserStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,17 +131,17 @@ impl Rbac {
 
     /// The permissions an active user holds now (database); a disabled user
     /// holds none. NOTFOUND for no such user.
-    pub async fn live_permissions(&self, user_id: Uuid) -> Result<Vec<String>, ApiError> {
+    pub async fn live_permissions(&self, user_id: Uuid) -> Result<Vec<String>, AuthError> {
         match self.roles.permissions_of(user_id).await? {
-            None => Err(ApiError::NotFound),
+            None => Err(AuthError::NotFound),
             Some((UserStatus::Disabled, _)) => Ok(Vec::new()),
             Some((UserStatus::Active, permissions)) => Ok(permissions),
         }
     }
 
-    pub async fn check(&self, user_id: Uuid, permission: &str) -> Result<AuthzAnswer, ApiError> {
+    pub async fn check(&self, user_id: Uuid, permission: &str) -> Result<AuthzAnswer, AuthError> {
         if !valid_permission(permission) || permission == "*" {
-            return Err(ApiError::Validation(vec![FieldError::new(
+            return Err(AuthError::Validation(vec![FieldError::new(
                 "permission",
                 "must be resource:action",
             )]));
@@ -173,7 +173,7 @@ impl Rbac {
                     stale: false,
                 })
             }
-            Err(ApiError::Unavailable { .. } | ApiError::ReadOnly)
+            Err(AuthError::Unavailable { .. } | AuthError::ReadOnly)
                 if cached.is_some_and(|d| d.age(Instant::now()) < self.ttl + self.max_stale) =>
             {
                 let d = cached.expect("checked above");
@@ -188,7 +188,7 @@ impl Rbac {
         }
     }
 
-    pub async fn roles(&self) -> Result<Vec<Role>, ApiError> {
+    pub async fn roles(&self) -> Result<Vec<Role>, AuthError> {
         Ok(self.roles.roles().await?)
     }
 
@@ -198,7 +198,7 @@ impl Rbac {
         name: &str,
         permissions: Vec<String>,
         now: UnixTime,
-    ) -> Result<Role, ApiError> {
+    ) -> Result<Role, AuthError> {
         let mut errors = Vec::new();
         if !valid_role_name(name) {
             errors.push(FieldError::new(
@@ -220,7 +220,7 @@ impl Rbac {
             }
         }
         if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
+            return Err(AuthError::Validation(errors));
         }
         let mut permissions = permissions;
         permissions.sort();
@@ -241,16 +241,16 @@ impl Rbac {
         Ok(role)
     }
 
-    pub async fn delete_role(&self, name: &str, now: UnixTime) -> Result<(), ApiError> {
+    pub async fn delete_role(&self, name: &str, now: UnixTime) -> Result<(), AuthError> {
         if name == ADMIN_ROLE {
-            return Err(ApiError::Validation(vec![FieldError::new(
+            return Err(AuthError::Validation(vec![FieldError::new(
                 "name",
                 "the built-in admin role cannot be deleted",
             )]));
         }
         let at_ms = crate::auth::now_ms();
         if !self.roles.delete_role(name, at_ms).await? {
-            return Err(ApiError::NotFound);
+            return Err(AuthError::NotFound);
         }
         self.bus.publish(Invalidation::RolesChanged, now);
         self.bus.publish(
@@ -274,7 +274,7 @@ impl Rbac {
         user_id: Uuid,
         roles: Vec<String>,
         now: UnixTime,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Vec<String>, AuthError> {
         let known = self.roles.roles().await?;
         let unknown: Vec<FieldError> = roles
             .iter()
@@ -282,7 +282,7 @@ impl Rbac {
             .map(|r| FieldError::new("roles", format!("no role named `{r}`")))
             .collect();
         if !unknown.is_empty() {
-            return Err(ApiError::Validation(unknown));
+            return Err(AuthError::Validation(unknown));
         }
         let mut roles = roles;
         roles.sort();
@@ -293,7 +293,7 @@ impl Rbac {
             .set_user_roles(user_id, &roles, now, at_ms)
             .await?
         {
-            return Err(ApiError::NotFound);
+            return Err(AuthError::NotFound);
         }
         self.bus.publish(
             Invalidation::UserRolesChanged {
