@@ -4,7 +4,7 @@
 //! scattered over the domain. Nothing in the service calls this module.
 
 use crate::auth::accounts::{Registration, check_registration};
-use crate::auth::keys::KeyError;
+use crate::auth::error::KeyError;
 use crate::auth::master_key::MasterKey;
 use crate::auth::policy::PasswordPolicy;
 use crate::config::{Config, ConfigError};

@@ -8,7 +8,8 @@
 //! (DESIGN.md §5).
 
 use crate::app::{AppState, StartError};
-use crate::auth::keys::{KeyError, KeyRing};
+use crate::auth::error::KeyError;
+use crate::auth::keys::KeyRing;
 use crate::auth::revocation::RevocationSet;
 use crate::cache::bus::Bus;
 use crate::http::error::ApiError;

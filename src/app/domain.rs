@@ -16,9 +16,9 @@ use crate::auth::rate_limit::RateLimits;
 use crate::auth::rbac::Rbac;
 use crate::auth::revocation::RevocationSet;
 use crate::auth::sessions::{SessionDeps, Sessions};
-use crate::auth::tokens::TokenService;
+use crate::auth::tokens::AccessTokens;
+use crate::auth::validation_cache::ValidationCache;
 use crate::cache::bus::Bus;
-use crate::cache::validation::ValidationCache;
 use crate::config::Config;
 use crate::store::SessionStore;
 use crate::store::layered::LayeredSessionStore;
@@ -28,7 +28,7 @@ use std::sync::Arc;
 pub(super) struct Domain {
     pub accounts: Arc<Accounts>,
     pub sessions: Arc<Sessions>,
-    pub tokens: Arc<TokenService>,
+    pub tokens: Arc<AccessTokens>,
     pub keys: Arc<KeyRing>,
     pub key_rotation: Arc<KeyRotation>,
     pub revocations: Arc<RevocationSet>,
@@ -142,9 +142,9 @@ fn bus(stores: &Stores) -> Arc<Bus> {
     )
 }
 
-type TokenServices = (
+type TokenParts = (
     Arc<KeyRing>,
-    Arc<TokenService>,
+    Arc<AccessTokens>,
     Arc<RevocationSet>,
     Arc<ValidationCache>,
 );
@@ -155,7 +155,7 @@ fn token_services(
     config: &Config,
     store: Arc<dyn crate::store::KeyStore>,
     master: MasterKey,
-) -> Result<TokenServices, StartError> {
+) -> Result<TokenParts, StartError> {
     let access_ttl = config.tokens.access_ttl.as_secs() as i64;
     let leeway = config.tokens.leeway.as_secs() as i64;
     let schedule = KeySchedule {
@@ -170,7 +170,7 @@ fn token_services(
         config.tokens.refresh_ttl.as_secs() as i64,
     ));
     let validation = Arc::new(ValidationCache::new(config.cache.validation_ttl));
-    let tokens = Arc::new(TokenService::new(
+    let tokens = Arc::new(AccessTokens::new(
         Arc::clone(&keys),
         Arc::clone(&revocations),
         Arc::clone(&validation),

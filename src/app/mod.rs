@@ -12,16 +12,17 @@ use crate::auth::accounts::Accounts;
 use crate::auth::api_keys::ApiKeys;
 use crate::auth::audit::Audit;
 use crate::auth::emergency::EmergencyVerifier;
+use crate::auth::error::KeyError;
 use crate::auth::external::ExternalIdps;
 use crate::auth::key_rotation::KeyRotation;
-use crate::auth::keys::{KeyError, KeyRing};
+use crate::auth::keys::KeyRing;
 use crate::auth::master_key::MasterKey;
 use crate::auth::rate_limit::RateLimits;
 use crate::auth::rbac::Rbac;
 use crate::auth::revocation::RevocationSet;
 use crate::auth::sessions::Sessions;
-use crate::auth::tokens::TokenService;
-use crate::cache::validation::ValidationCache;
+use crate::auth::tokens::AccessTokens;
+use crate::auth::validation_cache::ValidationCache;
 use crate::config::{Config, ConfigError, Environment};
 use crate::http;
 use crate::http::middleware::security_headers;
@@ -39,12 +40,12 @@ use stores::Stores;
 /// for every request, so cloning must be one reference-count increment
 /// (it was a dozen `Arc`s and a `Vec`, 11 % of a verification's CPU).
 #[derive(Clone)]
-pub struct AppState(Arc<Services>);
+pub struct AppState(Arc<Components>);
 
 impl std::ops::Deref for AppState {
-    type Target = Services;
+    type Target = Components;
 
-    fn deref(&self) -> &Services {
+    fn deref(&self) -> &Components {
         &self.0
     }
 }
@@ -52,11 +53,11 @@ impl std::ops::Deref for AppState {
 /// The domain services and the operator's views. No store is reachable
 /// from a handler (the one kept is for tests): a handler that needs one
 /// needs a domain operation instead.
-pub struct Services {
+pub struct Components {
     config: Arc<Config>,
     accounts: Arc<Accounts>,
     sessions: Arc<Sessions>,
-    tokens: Arc<TokenService>,
+    tokens: Arc<AccessTokens>,
     keys: Arc<KeyRing>,
     /// Rotate and revoke-all, announced and audited.
     key_rotation: Arc<KeyRotation>,
@@ -80,7 +81,7 @@ pub struct Services {
     users: Arc<dyn UserStore>,
 }
 
-impl Services {
+impl Components {
     pub fn config(&self) -> &Arc<Config> {
         &self.config
     }
@@ -93,7 +94,7 @@ impl Services {
         &self.sessions
     }
 
-    pub fn tokens(&self) -> &Arc<TokenService> {
+    pub fn tokens(&self) -> &Arc<AccessTokens> {
         &self.tokens
     }
 
@@ -224,7 +225,7 @@ impl AppState {
             bus: _,
             validation,
         } = domain;
-        Ok(Self(Arc::new(Services {
+        Ok(Self(Arc::new(Components {
             config,
             accounts,
             sessions,

@@ -3,7 +3,6 @@
 //! edge (`http::error`) maps it to the contract's codes in one place, the
 //! CLI prints it.
 
-use crate::auth::keys::KeyError;
 use crate::auth::passwords::HashError;
 use crate::store::StoreError;
 use serde::Serialize;
@@ -124,4 +123,16 @@ impl From<KeyError> for AuthError {
             other => AuthError::internal(other),
         }
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("master key: {0}")]
+    MasterKey(String),
+    #[error("signing key {kid} cannot be opened with this master key (wrong master key?)")]
+    WrongMasterKey { kid: String },
+    #[error("key generation failed")]
+    Generation,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

@@ -19,7 +19,7 @@ pub use jwks::{IdpError, MAX_JWKS_BYTES};
 
 use crate::auth::error::AuthError;
 use crate::config::IdpConfig;
-use crate::resilience::breaker::State;
+use crate::resilience::breaker::BreakerState;
 use crate::resilience::{Call, DependencyGuard};
 use crate::store::{Probe, StoreError};
 use base64::Engine;
@@ -184,7 +184,7 @@ impl Idp {
     /// An operator's "refetch now": tried even while the breaker is open
     /// (the breaker is reset first; a failure counts against it again).
     pub async fn refresh_now(&self) -> Result<(), IdpError> {
-        if self.guard.breaker().state() != State::Closed {
+        if self.guard.breaker().state() != BreakerState::Closed {
             tracing::warn!(idp = %self.config.name, "JWKS refresh forced by an admin; breaker reset");
             self.guard.breaker().reset();
         }
@@ -199,7 +199,8 @@ impl Idp {
     }
 
     fn is_reachable(&self) -> bool {
-        self.reachable.load(Ordering::Relaxed) && self.guard.breaker().state() == State::Closed
+        self.reachable.load(Ordering::Relaxed)
+            && self.guard.breaker().state() == BreakerState::Closed
     }
 
     pub async fn verify(

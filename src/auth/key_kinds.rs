@@ -10,7 +10,7 @@
 //! halves are PKCS#8 v1 for all three (Ed25519 v1 because `jsonwebtoken`
 //! refuses v2, DEPENDENCIES.md trap 2).
 
-use crate::auth::keys::KeyError;
+use crate::auth::error::KeyError;
 use crate::store::{StoredKey, UnixTime};
 use aws_lc_rs::encoding::AsDer;
 use aws_lc_rs::rand::SystemRandom;

@@ -4,7 +4,8 @@
 //! had already drifted apart in what they announced.
 
 use crate::auth::audit::Audit;
-use crate::auth::keys::{KeyError, KeyRing};
+use crate::auth::error::KeyError;
+use crate::auth::keys::KeyRing;
 use crate::cache::bus::{Bus, Invalidation, Subscriber};
 use crate::store::UnixTime;
 use serde_json::json;

@@ -15,6 +15,7 @@
 //! Each node re-reads the keys every `refresh_every` and re-derives the
 //! roles, which is also what promotes a standby on time.
 
+use crate::auth::error::KeyError;
 pub use crate::auth::key_kinds::{AlgorithmChange, KeyKind, algorithm_change};
 use crate::auth::master_key::MasterKey;
 use crate::store::{KeyStore, StoreError, StoredKey, UnixTime};
@@ -25,18 +26,6 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
-
-#[derive(Debug, thiserror::Error)]
-pub enum KeyError {
-    #[error("master key: {0}")]
-    MasterKey(String),
-    #[error("signing key {kid} cannot be opened with this master key (wrong master key?)")]
-    WrongMasterKey { kid: String },
-    #[error("key generation failed")]
-    Generation,
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
 
 /// The key that signs new tokens.
 pub struct SigningKey {

@@ -2,7 +2,7 @@
 //! rest (AES-256-GCM, the key id as associated data so a sealed blob cannot
 //! be swapped between rows). Never stored in the database.
 
-use crate::auth::keys::KeyError;
+use crate::auth::error::KeyError;
 use crate::config::{Config, Environment};
 use crate::store::KeyStore;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod audit;
+pub mod claims;
 pub mod clock;
 pub mod emergency;
 pub mod error;
@@ -21,6 +22,7 @@ pub mod rbac;
 pub mod revocation;
 pub mod sessions;
 pub mod tokens;
+pub mod validation_cache;
 
 /// SHA-256 of a high-entropy secret or token (refresh secrets, API keys,
 /// validation-cache keys): a fast hash is right where guessing is hopeless;

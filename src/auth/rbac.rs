@@ -86,12 +86,12 @@ pub struct AuthzAnswer {
 }
 
 #[derive(Clone, Copy)]
-struct Decision {
+struct CachedDecision {
     allowed: bool,
     decided: Instant,
 }
 
-impl Decision {
+impl CachedDecision {
     /// Its age at `now`, where `now` was read after it was made.
     fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.decided)
@@ -100,7 +100,7 @@ impl Decision {
 
 pub struct Rbac {
     roles: Arc<dyn RoleStore>,
-    decisions: CountedCache<(Uuid, String), Decision>,
+    decisions: CountedCache<(Uuid, String), CachedDecision>,
     ttl: Duration,
     max_stale: Duration,
     bus: Arc<Bus>,
@@ -161,7 +161,7 @@ impl Rbac {
         match self.live_permissions(user_id).await {
             Ok(permissions) => {
                 let allowed = permits(&permissions, permission);
-                let decision = Decision {
+                let decision = CachedDecision {
                     allowed,
                     decided: Instant::now(),
                 };

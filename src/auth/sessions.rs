@@ -9,7 +9,7 @@ use crate::auth::audit::Audit;
 use crate::auth::error::AuthError;
 use crate::auth::passwords::{HashSlot, PasswordHasher};
 use crate::auth::rate_limit::RateLimits;
-use crate::auth::tokens::TokenService;
+use crate::auth::tokens::AccessTokens;
 use crate::cache::bus::{Bus, Invalidation};
 use crate::store::{
     Rotation, Session, SessionStore, StoreError, UnixTime, User, UserStatus, UserStore,
@@ -43,7 +43,7 @@ pub struct Sessions {
     users: Arc<dyn UserStore>,
     sessions: Arc<dyn SessionStore>,
     hasher: Arc<PasswordHasher>,
-    tokens: Arc<TokenService>,
+    tokens: Arc<AccessTokens>,
     bus: Arc<Bus>,
     audit: Arc<Audit>,
     limits: Arc<RateLimits>,
@@ -55,7 +55,7 @@ pub struct SessionDeps {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub hasher: Arc<PasswordHasher>,
-    pub tokens: Arc<TokenService>,
+    pub tokens: Arc<AccessTokens>,
     pub bus: Arc<Bus>,
     pub audit: Arc<Audit>,
     pub limits: Arc<RateLimits>,

@@ -4,31 +4,18 @@
 //! and `nbf` are checked here against a passed-in `now` with the configured
 //! leeway, and revocations are consulted in memory. No I/O on this path.
 
+use crate::auth::claims::AccessClaims;
 use crate::auth::error::AuthError;
 use crate::auth::keys::KeyRing;
 use crate::auth::revocation::RevocationSet;
 use crate::auth::sha256;
-use crate::cache::validation::{ValidationCache, Verified};
+use crate::auth::validation_cache::{ValidationCache, Verified};
 use crate::store::{UnixTime, User};
 use jsonwebtoken::{Header, Validation};
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct AccessClaims {
-    pub iss: String,
-    pub sub: Uuid,
-    pub aud: String,
-    pub iat: UnixTime,
-    pub nbf: UnixTime,
-    pub exp: UnixTime,
-    pub jti: Uuid,
-    pub sid: Uuid,
-    pub roles: Vec<String>,
-}
-
-pub struct TokenService {
+pub struct AccessTokens {
     keys: Arc<KeyRing>,
     revocations: Arc<RevocationSet>,
     cache: Arc<ValidationCache>,
@@ -38,7 +25,7 @@ pub struct TokenService {
     leeway: i64,
 }
 
-impl TokenService {
+impl AccessTokens {
     pub fn new(
         keys: Arc<KeyRing>,
         revocations: Arc<RevocationSet>,
@@ -250,7 +237,7 @@ mod tests {
 
     const NOW: UnixTime = 1_800_000_000;
 
-    fn service() -> (TokenService, Arc<RevocationSet>) {
+    fn service() -> (AccessTokens, Arc<RevocationSet>) {
         let master = MasterKey::from_bytes(&[3u8; 32]).expect("master");
         let key = generate(&master, KeyKind::EdDsa, NOW, NOW).expect("key");
         let store = Arc::new(Keys(Mutex::new(vec![key])));
@@ -267,7 +254,7 @@ mod tests {
         ))
         .expect("ring");
         let revocations = Arc::new(RevocationSet::new(930));
-        let svc = TokenService::new(
+        let svc = AccessTokens::new(
             ring,
             Arc::clone(&revocations),
             Arc::new(ValidationCache::new(std::time::Duration::from_secs(300))),
@@ -406,7 +393,7 @@ mod tests {
 
     /// Signs `claims` with the ring's active key, as a forger holding the
     /// key (or a node with a broken clock) would.
-    fn sign(svc: &TokenService, claims: &AccessClaims) -> String {
+    fn sign(svc: &AccessTokens, claims: &AccessClaims) -> String {
         let set = svc.keys.snapshot();
         let key = set.signing.as_ref().expect("signing key");
         let mut header = Header::new(key.algorithm);

@@ -1,13 +1,12 @@
-//! In-memory caches of answers that would otherwise need a store (verified
-//! tokens, API keys, authorization decisions) and the bus that invalidates
-//! them on every node.
+//! In-memory caches of answers that would otherwise need a store (API keys,
+//! authorization decisions; the validation cache of verified tokens is
+//! `auth::validation_cache`) and the bus that invalidates them on every node.
 //!
 //! Every cache is a bounded `moka` cache with a time-to-live chosen per
 //! entry; `CountedCache` adds the hit, miss and eviction counts the admin
 //! view reports.
 
 pub mod bus;
-pub mod validation;
 
 use moka::notification::RemovalCause;
 use serde::Serialize;
@@ -38,7 +37,7 @@ pub trait CacheView: Send + Sync {
 }
 
 /// Hits per lookup, to three decimals.
-fn hit_rate(hits: u64, lookups: u64) -> f64 {
+pub fn hit_rate(hits: u64, lookups: u64) -> f64 {
     if lookups == 0 {
         0.0
     } else {

@@ -11,16 +11,16 @@ use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-mod access;
 mod breaker;
+mod caches_idps;
 mod defaults;
 mod env;
 mod parse;
 mod sections;
 mod validate;
 
-pub use access::{CacheConfig, IdpConfig};
 pub use breaker::{BreakerConfig, BreakerOverride};
+pub use caches_idps::{CacheConfig, IdpConfig};
 pub use parse::parse_rate;
 pub use sections::{
     AdminConfig, DatabaseConfig, EmergencyConfig, OnBackendFailure, PasswordConfig,

@@ -13,10 +13,10 @@
 
 use crate::app::AppState;
 use crate::auth::api_keys::ApiKeyPrincipal;
+use crate::auth::claims::AccessClaims;
 use crate::auth::emergency::{self, EmergencyClaims};
 use crate::auth::external::ExternalIdentity;
 use crate::auth::rbac::ADMIN_ROLE;
-use crate::auth::tokens::AccessClaims;
 use crate::http::error::ApiError;
 use crate::http::extract::client_address;
 use axum::extract::FromRequestParts;

@@ -5,7 +5,7 @@
 //! its durations become `Retry-After` seconds.
 
 use crate::auth::error::AuthError;
-use crate::auth::keys::KeyError;
+use crate::auth::error::KeyError;
 use crate::http::middleware::request_id;
 use crate::store::StoreError;
 use axum::http::{HeaderValue, StatusCode, header};

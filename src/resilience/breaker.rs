@@ -54,18 +54,18 @@ impl Default for BreakerSettings {
 /// Serialized as `as_str` spells it (the health report's `circuit_state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum State {
+pub enum BreakerState {
     Closed,
     Open,
     HalfOpen,
 }
 
-impl State {
+impl BreakerState {
     pub fn as_str(self) -> &'static str {
         match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
+            BreakerState::Closed => "closed",
+            BreakerState::Open => "open",
+            BreakerState::HalfOpen => "half_open",
         }
     }
 
@@ -73,9 +73,9 @@ impl State {
     /// §3), so the value grows with how far the dependency is from usable.
     pub fn as_gauge(self) -> f64 {
         match self {
-            State::Closed => 0.0,
-            State::HalfOpen => 1.0,
-            State::Open => 2.0,
+            BreakerState::Closed => 0.0,
+            BreakerState::HalfOpen => 1.0,
+            BreakerState::Open => 2.0,
         }
     }
 }
@@ -115,7 +115,7 @@ struct Bucket {
 
 #[derive(Debug)]
 struct Inner {
-    state: State,
+    state: BreakerState,
     /// Bumped at every transition; outcomes of older permits are ignored.
     generation: u64,
     buckets: [Bucket; BUCKETS],
@@ -127,15 +127,15 @@ struct Inner {
 
 /// What changed, logged once the lock is released.
 struct Transition {
-    from: State,
-    to: State,
+    from: BreakerState,
+    to: BreakerState,
     reason: String,
 }
 
 /// A point-in-time view for the admin endpoint and health.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    pub state: State,
+    pub state: BreakerState,
     pub failure_rate: f64,
     pub slow_call_rate: f64,
     pub calls: u32,
@@ -155,13 +155,13 @@ impl CircuitBreaker {
     pub fn new(name: &'static str, settings: BreakerSettings) -> Self {
         let wait = settings.open_wait;
         metrics::gauge!("holdfast_breaker_state", "dependency" => name)
-            .set(State::Closed.as_gauge());
+            .set(BreakerState::Closed.as_gauge());
         Self {
             name,
             settings,
             started: Instant::now(),
             inner: Mutex::new(Inner {
-                state: State::Closed,
+                state: BreakerState::Closed,
                 generation: 0,
                 buckets: [Bucket::default(); BUCKETS],
                 opened_at: None,
@@ -180,7 +180,7 @@ impl CircuitBreaker {
         &self.settings
     }
 
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> BreakerState {
         self.inner.lock().state
     }
 
@@ -190,7 +190,7 @@ impl CircuitBreaker {
         let (result, transition) = {
             let mut inner = self.inner.lock();
             let mut transition = None;
-            if inner.state == State::Open {
+            if inner.state == BreakerState::Open {
                 let (opened, _) = inner.opened_at.unwrap_or((now, SystemTime::now()));
                 let due = opened + inner.wait;
                 if now < due {
@@ -198,15 +198,18 @@ impl CircuitBreaker {
                         retry_after: due - now,
                     });
                 }
-                transition =
-                    Some(self.switch(&mut inner, State::HalfOpen, "open wait elapsed".into()));
+                transition = Some(self.switch(
+                    &mut inner,
+                    BreakerState::HalfOpen,
+                    "open wait elapsed".into(),
+                ));
             }
             let result = match inner.state {
-                State::Closed => Ok(Permit {
+                BreakerState::Closed => Ok(Permit {
                     generation: inner.generation,
                     half_open: false,
                 }),
-                State::HalfOpen if inner.probes_issued < self.settings.half_open_permits => {
+                BreakerState::HalfOpen if inner.probes_issued < self.settings.half_open_permits => {
                     inner.probes_issued += 1;
                     Ok(Permit {
                         generation: inner.generation,
@@ -232,8 +235,10 @@ impl CircuitBreaker {
                 return;
             }
             match inner.state {
-                State::Closed => self.record_closed(&mut inner, outcome, slow),
-                State::HalfOpen if permit.half_open => self.record_probe(&mut inner, outcome, slow),
+                BreakerState::Closed => self.record_closed(&mut inner, outcome, slow),
+                BreakerState::HalfOpen if permit.half_open => {
+                    self.record_probe(&mut inner, outcome, slow)
+                }
                 _ => None,
             }
         };
@@ -253,7 +258,11 @@ impl CircuitBreaker {
         let transition = {
             let mut inner = self.inner.lock();
             inner.wait = self.settings.open_wait;
-            Some(self.switch(&mut inner, State::Closed, "reset by an operator".into()))
+            Some(self.switch(
+                &mut inner,
+                BreakerState::Closed,
+                "reset by an operator".into(),
+            ))
         };
         self.log(transition);
     }
@@ -270,7 +279,7 @@ impl CircuitBreaker {
             }
         };
         let next_attempt_at = match (inner.state, inner.opened_at) {
-            (State::Open, Some((_, wall))) => Some(wall + inner.wait),
+            (BreakerState::Open, Some((_, wall))) => Some(wall + inner.wait),
             _ => None,
         };
         Snapshot {
@@ -331,7 +340,7 @@ impl CircuitBreaker {
             return None;
         };
         inner.wait = self.settings.open_wait;
-        Some(self.switch(inner, State::Open, reason))
+        Some(self.switch(inner, BreakerState::Open, reason))
     }
 
     fn record_probe(&self, inner: &mut Inner, outcome: Outcome, slow: bool) -> Option<Transition> {
@@ -340,7 +349,7 @@ impl CircuitBreaker {
             let why = if slow { "was slow" } else { "failed" };
             return Some(self.switch(
                 inner,
-                State::Open,
+                BreakerState::Open,
                 format!("half-open probe {why}; next wait {:?}", inner.wait),
             ));
         }
@@ -349,26 +358,26 @@ impl CircuitBreaker {
             inner.wait = self.settings.open_wait;
             return Some(self.switch(
                 inner,
-                State::Closed,
+                BreakerState::Closed,
                 "every half-open probe succeeded".into(),
             ));
         }
         None
     }
 
-    fn switch(&self, inner: &mut Inner, to: State, reason: String) -> Transition {
+    fn switch(&self, inner: &mut Inner, to: BreakerState, reason: String) -> Transition {
         let from = inner.state;
         inner.state = to;
         inner.generation += 1;
         inner.probes_issued = 0;
         inner.probes_succeeded = 0;
         match to {
-            State::Open => inner.opened_at = Some((Instant::now(), SystemTime::now())),
-            State::Closed => {
+            BreakerState::Open => inner.opened_at = Some((Instant::now(), SystemTime::now())),
+            BreakerState::Closed => {
                 inner.opened_at = None;
                 inner.buckets = [Bucket::default(); BUCKETS];
             }
-            State::HalfOpen => {}
+            BreakerState::HalfOpen => {}
         }
         Transition { from, to, reason }
     }
@@ -383,18 +392,18 @@ impl CircuitBreaker {
         .increment(1);
         metrics::gauge!("holdfast_breaker_state", "dependency" => dependency).set(t.to.as_gauge());
         match t.to {
-            State::Open => tracing::warn!(
+            BreakerState::Open => tracing::warn!(
                 dependency,
                 from = t.from.as_str(),
                 "circuit breaker {dependency} opened {}",
                 t.reason
             ),
-            State::HalfOpen => tracing::info!(
+            BreakerState::HalfOpen => tracing::info!(
                 dependency,
                 "circuit breaker {dependency} half-open: {}",
                 t.reason
             ),
-            State::Closed => tracing::info!(
+            BreakerState::Closed => tracing::info!(
                 dependency,
                 from = t.from.as_str(),
                 "circuit breaker {dependency} closed: {}",

@@ -23,7 +23,7 @@ fn open(b: &CircuitBreaker) {
     for _ in 0..4 {
         call(b, Outcome::Failure);
     }
-    assert_eq!(b.state(), State::Open);
+    assert_eq!(b.state(), BreakerState::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -32,7 +32,7 @@ async fn stays_closed_below_minimum_calls_and_below_threshold() {
     for _ in 0..3 {
         call(&b, Outcome::Failure);
     }
-    assert_eq!(b.state(), State::Closed, "3 calls < minimum 4");
+    assert_eq!(b.state(), BreakerState::Closed, "3 calls < minimum 4");
     let b = CircuitBreaker::new("db", settings());
     for outcome in [
         Outcome::Success,
@@ -42,7 +42,7 @@ async fn stays_closed_below_minimum_calls_and_below_threshold() {
     ] {
         call(&b, outcome);
     }
-    assert_eq!(b.state(), State::Closed, "25% < 50%");
+    assert_eq!(b.state(), BreakerState::Closed, "25% < 50%");
 }
 
 #[tokio::test(start_paused = true)]
@@ -56,7 +56,7 @@ async fn opens_at_the_failure_rate_and_rejects_at_once() {
     ] {
         call(&b, outcome);
     }
-    assert_eq!(b.state(), State::Open, "50% >= 50%");
+    assert_eq!(b.state(), BreakerState::Open, "50% >= 50%");
     let rejected = b.acquire().err().expect("rejected");
     assert_eq!(rejected.retry_after, Duration::from_secs(30));
     let snap = b.snapshot();
@@ -73,7 +73,7 @@ async fn old_outcomes_slide_out_of_the_window() {
     call(&b, Outcome::Failure);
     assert_eq!(
         b.state(),
-        State::Closed,
+        BreakerState::Closed,
         "the first three fell out of the window"
     );
     assert_eq!(b.snapshot().calls, 1);
@@ -86,13 +86,13 @@ async fn opens_on_slow_calls_only_at_their_rate() {
         let permit = b.acquire().expect("permitted");
         b.record(permit, Outcome::Success, Duration::from_millis(600));
     }
-    assert_eq!(b.state(), State::Open, "100% slow");
+    assert_eq!(b.state(), BreakerState::Open, "100% slow");
     let b = CircuitBreaker::new("db", settings());
     for took in [600, 600, 600, 10] {
         let permit = b.acquire().expect("permitted");
         b.record(permit, Outcome::Success, Duration::from_millis(took));
     }
-    assert_eq!(b.state(), State::Closed, "75% slow < 100%");
+    assert_eq!(b.state(), BreakerState::Closed, "75% slow < 100%");
 }
 
 #[tokio::test(start_paused = true)]
@@ -101,17 +101,17 @@ async fn half_open_lets_exactly_the_permits_through_and_closes_on_success() {
     open(&b);
     tokio::time::advance(Duration::from_secs(30)).await;
     let first = b.acquire().expect("probe 1");
-    assert_eq!(b.state(), State::HalfOpen);
+    assert_eq!(b.state(), BreakerState::HalfOpen);
     let second = b.acquire().expect("probe 2");
     assert!(b.acquire().is_err(), "no third concurrent probe");
     b.record(first, Outcome::Success, Duration::from_millis(1));
     assert_eq!(
         b.state(),
-        State::HalfOpen,
+        BreakerState::HalfOpen,
         "one of two probes is not enough"
     );
     b.record(second, Outcome::Success, Duration::from_millis(1));
-    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.state(), BreakerState::Closed);
     assert_eq!(
         b.snapshot().calls,
         0,
@@ -128,7 +128,7 @@ async fn a_failed_probe_reopens_with_a_doubled_wait_up_to_the_cap() {
         tokio::time::advance(b.acquire().err().expect("open").retry_after).await;
         let probe = b.acquire().expect("probe");
         b.record(probe, Outcome::Failure, Duration::from_millis(1));
-        assert_eq!(b.state(), State::Open);
+        assert_eq!(b.state(), BreakerState::Open);
         assert_eq!(
             b.acquire().err().expect("open").retry_after,
             Duration::from_secs(*wait)
@@ -138,7 +138,7 @@ async fn a_failed_probe_reopens_with_a_doubled_wait_up_to_the_cap() {
     tokio::time::advance(Duration::from_secs(100)).await;
     let probe = b.acquire().expect("probe");
     b.record(probe, Outcome::Success, Duration::from_secs(1));
-    assert_eq!(b.state(), State::Open);
+    assert_eq!(b.state(), BreakerState::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -149,10 +149,10 @@ async fn concurrent_half_open_probes_one_failing_reopens() {
     let first = b.acquire().expect("probe 1");
     let second = b.acquire().expect("probe 2");
     b.record(second, Outcome::Failure, Duration::from_millis(1));
-    assert_eq!(b.state(), State::Open);
+    assert_eq!(b.state(), BreakerState::Open);
     // The other probe's late success belongs to an old generation.
     b.record(first, Outcome::Success, Duration::from_millis(1));
-    assert_eq!(b.state(), State::Open);
+    assert_eq!(b.state(), BreakerState::Open);
 }
 
 #[tokio::test(start_paused = true)]
@@ -173,8 +173,8 @@ async fn outcomes_from_before_a_transition_are_ignored_and_reset_closes() {
     let stale = b.acquire().expect("permit");
     open(&b);
     b.record(stale, Outcome::Success, Duration::from_millis(1));
-    assert_eq!(b.state(), State::Open);
+    assert_eq!(b.state(), BreakerState::Open);
     b.reset();
-    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.state(), BreakerState::Closed);
     assert!(b.acquire().is_ok());
 }

@@ -11,7 +11,7 @@
 //! (`GuardedError::rejected`), which is what makes a dead dependency cost
 //! microseconds instead of a timeout.
 
-use crate::resilience::breaker::{BreakerSettings, CircuitBreaker, Outcome, Permit, State};
+use crate::resilience::breaker::{BreakerSettings, BreakerState, CircuitBreaker, Outcome, Permit};
 use crate::resilience::failure::{FailureKind, GuardedError};
 use parking_lot::Mutex;
 use std::future::Future;
@@ -146,7 +146,7 @@ impl DependencyGuard {
             let fast_failure = matches!(&result, Err(e) if e.failure().is_some_and(|(kind, _)| kind != FailureKind::Timeout));
             let retry = fast_failure
                 && retries < MAX_RETRIES
-                && self.breaker.state() == State::Closed
+                && self.breaker.state() == BreakerState::Closed
                 && started.elapsed() < self.timeout;
             if !retry {
                 return result;
@@ -268,7 +268,7 @@ mod tests {
         for _ in 0..2 {
             let _: Result<(), StoreError> = guard.run(Call::Write, async { Err(refused()) }).await;
         }
-        assert_eq!(guard.breaker().state(), State::Open);
+        assert_eq!(guard.breaker().state(), BreakerState::Open);
         let mut called = false;
         let result: Result<(), StoreError> = guard
             .run(Call::Read, async {
@@ -383,13 +383,17 @@ mod tests {
                 .await;
             assert_eq!(result, Err(Upstream::NotFound));
         }
-        assert_eq!(guard.breaker().state(), State::Closed, "answers only");
+        assert_eq!(
+            guard.breaker().state(),
+            BreakerState::Closed,
+            "answers only"
+        );
         for _ in 0..3 {
             let _: Result<(), _> = guard
                 .run(Call::Read, async { Err(Upstream::Down("502")) })
                 .await;
         }
-        assert_eq!(guard.breaker().state(), State::Open);
+        assert_eq!(guard.breaker().state(), BreakerState::Open);
         let result: Result<(), Upstream> = guard.run(Call::Read, async { Ok(()) }).await;
         assert_eq!(result, Err(Upstream::Refused));
         let failure = guard.stats().last_failure.expect("recorded");

@@ -7,7 +7,7 @@
 //! layer asks `Status::serving` rather than comparing strings.
 
 use crate::resilience::DependencyGuard;
-use crate::resilience::breaker::State;
+use crate::resilience::breaker::BreakerState;
 use crate::resilience::clock::ClockSkew;
 use crate::resilience::mode::{Mode, Modes};
 use crate::store::Probe;
@@ -47,7 +47,7 @@ impl Status {
 pub struct ComponentHealth {
     pub healthy: bool,
     pub latency_ms: f64,
-    pub circuit_state: State,
+    pub circuit_state: BreakerState,
     pub failure_count: u64,
     pub last_failure: Option<String>,
     pub backend: &'static str,
@@ -117,7 +117,7 @@ impl HealthMonitor {
                 };
                 monitor.modes.current();
                 for c in &monitor.components {
-                    if c.guard.breaker().state() != State::Closed {
+                    if c.guard.breaker().state() != BreakerState::Closed {
                         let _ = c.probe.ping().await;
                     }
                 }
@@ -159,7 +159,7 @@ impl HealthMonitor {
                 ComponentHealth {
                     healthy: true,
                     latency_ms: 0.0,
-                    circuit_state: State::Closed,
+                    circuit_state: BreakerState::Closed,
                     failure_count: 0,
                     last_failure: None,
                     backend,
@@ -168,7 +168,7 @@ impl HealthMonitor {
         }
         let all_healthy = components
             .values()
-            .all(|c| c.healthy && c.circuit_state == State::Closed);
+            .all(|c| c.healthy && c.circuit_state == BreakerState::Closed);
         let status = match (keys_ready, all_healthy) {
             (false, _) => Status::Unhealthy,
             (true, false) => Status::Degraded,
@@ -200,7 +200,11 @@ mod tests {
     /// The report's words come from the types, as DESIGN.md §3 spells them.
     #[test]
     fn states_and_statuses_serialize_as_the_contract_spells_them() {
-        for state in [State::Closed, State::Open, State::HalfOpen] {
+        for state in [
+            BreakerState::Closed,
+            BreakerState::Open,
+            BreakerState::HalfOpen,
+        ] {
             assert_eq!(
                 serde_json::to_value(state).ok(),
                 Some(state.as_str().into())

@@ -14,7 +14,7 @@
 //! one judge of "dead" with thresholds; one failed call is not an outage.
 
 use crate::resilience::DependencyGuard;
-use crate::resilience::breaker::State;
+use crate::resilience::breaker::BreakerState;
 use serde::Serialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -70,7 +70,7 @@ impl Mode {
 
 /// Whether a guarded dependency counts as answering.
 fn answers(guard: &DependencyGuard) -> bool {
-    guard.breaker().state() == State::Closed
+    guard.breaker().state() == BreakerState::Closed
 }
 
 /// The read-only rule, shared by the SQL routing and `Modes`: the primary
@@ -174,7 +174,7 @@ mod tests {
                 })
             })
             .await;
-        assert_ne!(guard.breaker().state(), State::Closed);
+        assert_ne!(guard.breaker().state(), BreakerState::Closed);
     }
 
     #[tokio::test]

@@ -7,8 +7,8 @@ use holdfast::auth::error::AuthError;
 use holdfast::auth::keys::{KeyKind, KeyRing, KeySchedule, generate};
 use holdfast::auth::master_key::MasterKey;
 use holdfast::auth::revocation::RevocationSet;
-use holdfast::auth::tokens::TokenService;
-use holdfast::cache::validation::ValidationCache;
+use holdfast::auth::tokens::AccessTokens;
+use holdfast::auth::validation_cache::ValidationCache;
 use holdfast::store::{KeyStore, StoreError, StoredKey, UnixTime};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -99,7 +99,7 @@ fn an_access_token_expiring_at_the_end_of_time_is_judged_without_overflow() {
         futures::executor::block_on(KeyRing::load(store, master, schedule, KeyKind::EdDsa, NOW))
             .expect("ring");
     let signing = ring.snapshot().signing.clone().expect("signing key");
-    let service = TokenService::new(
+    let service = AccessTokens::new(
         ring,
         Arc::new(RevocationSet::new(930)),
         Arc::new(ValidationCache::new(std::time::Duration::from_secs(300))),

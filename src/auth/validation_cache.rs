@@ -18,7 +18,7 @@
 //! with the moment it stops serving (`until`: the token's `exp`, or the
 //! TTL, whichever comes first). moka's own timer only reclaims memory.
 
-use crate::auth::tokens::AccessClaims;
+use crate::auth::claims::AccessClaims;
 use crate::cache::bus::{Invalidation, Subscriber};
 use crate::cache::{CacheStats, CacheView, CountedCache};
 use crate::store::UnixTime;
@@ -175,7 +175,7 @@ impl CacheView for ValidationCache {
             .map(|slot| slot.hits.load(Ordering::Relaxed))
             .sum::<u64>();
         let lookups = stats.hits + stats.misses;
-        stats.hit_rate = super::hit_rate(stats.hits, lookups);
+        stats.hit_rate = crate::cache::hit_rate(stats.hits, lookups);
         stats
     }
 
