@@ -3,7 +3,14 @@
 //! The folders are the architecture (DESIGN.md §7): `http` parses and maps,
 //! `auth` is the domain, `store` persists behind traits, `resilience` guards
 //! every call to a dependency.
-#![deny(clippy::unwrap_used)]
+// No panics in the service: errors are answered, not crashes. Start-up
+// code that cannot go on without a value says so with a local allow.
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::await_holding_lock
+)]
 
 pub mod app;
 pub mod auth;

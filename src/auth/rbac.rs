@@ -173,10 +173,12 @@ impl Rbac {
                     stale: false,
                 })
             }
-            Err(AuthError::Unavailable { .. } | AuthError::ReadOnly)
-                if cached.is_some_and(|d| d.age(Instant::now()) < self.ttl + self.max_stale) =>
-            {
-                let d = cached.expect("checked above");
+            Err(e @ (AuthError::Unavailable { .. } | AuthError::ReadOnly)) => {
+                let within_stale =
+                    cached.filter(|d| d.age(Instant::now()) < self.ttl + self.max_stale);
+                let Some(d) = within_stale else {
+                    return Err(e);
+                };
                 metrics::counter!("holdfast_authz_stale_total").increment(1);
                 Ok(AuthzAnswer {
                     allowed: d.allowed,
