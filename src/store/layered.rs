@@ -10,8 +10,10 @@
 //!
 //! A cache copy can go stale while the cache was unreachable. The ledger
 //! catches that, because the write-through is itself a compare-and-swap:
-//! presenting a hash the ledger knows as used is reuse, a session the ledger
-//! revoked is gone, and a ledger that merely missed rotations catches up.
+//! a hash the ledger knows as used is answered as `AlreadyRotated` (reuse
+//! or our own retry, which `auth::sessions` tells apart), a session the
+//! ledger revoked is gone, and a ledger that merely missed rotations
+//! catches up.
 
 use crate::resilience::failure::FailureKind;
 use crate::store::{
@@ -97,7 +99,7 @@ impl LayeredSessionStore {
             };
             let result = match &write {
                 Deferred::Rotation { id, used, next, at } => {
-                    self.ledger_rotation(*id, used, next, *at).await.map(|_| ())
+                    self.replay_rotation(*id, used, next, *at).await
                 }
                 Deferred::Revoke { id, at } => self.ledger.revoke(*id, *at).await,
                 Deferred::Create(session, version) => {
@@ -134,9 +136,27 @@ impl LayeredSessionStore {
         }
     }
 
+    /// A deferred write-through. The ledger knowing the used hash as used
+    /// already, with the session not at `next` (not an earlier replay of
+    /// this very write), means the cache copy that decided it was stale.
+    async fn replay_rotation(
+        &self,
+        id: Uuid,
+        used: &str,
+        next: &str,
+        at: UnixTime,
+    ) -> Result<(), StoreError> {
+        if let Rotation::AlreadyRotated(current) = self.ledger_rotation(id, used, next, at).await?
+            && !current.is_some_and(|s| s.holds(next, at))
+        {
+            self.cache.revoke(id, at).await.ok();
+        }
+        Ok(())
+    }
+
     /// The write-through of a rotation the cache decided, as a
     /// compare-and-swap in the ledger (see the module comment). Returns what
-    /// the caller should answer.
+    /// the caller should answer: the ledger's word where it knows better.
     async fn ledger_rotation(
         &self,
         id: Uuid,
@@ -164,11 +184,14 @@ impl LayeredSessionStore {
                 self.ledger.record_rotation(id, used, next, at).await?;
                 Ok(Rotation::Mismatch)
             }
-            // The cache copy was stale: the hash was used, or the session
-            // revoked, while the cache was unreachable.
-            stale @ (Rotation::Reused | Rotation::Gone) => {
+            // The hash was used before (a stale cache copy, or the ledger
+            // already has this very write): the domain tells which.
+            used @ Rotation::AlreadyRotated(_) => Ok(used),
+            // The cache copy was stale: the session was revoked while the
+            // cache was unreachable.
+            Rotation::Gone => {
                 self.cache.revoke(id, at).await.ok();
-                Ok(stale)
+                Ok(Rotation::Gone)
             }
         }
     }
@@ -261,7 +284,7 @@ impl SessionStore for LayeredSessionStore {
         next: &str,
         now: UnixTime,
     ) -> Result<Rotation, StoreError> {
-        let outcome = match self.cache.rotate(id, presented, next, now).await {
+        Ok(match self.cache.rotate(id, presented, next, now).await {
             Ok(Some(Rotation::Rotated(session))) => {
                 match self.ledger_rotation(id, presented, next, now).await {
                     Ok(Rotation::Rotated(_) | Rotation::Mismatch) => Rotation::Rotated(session),
@@ -280,7 +303,7 @@ impl SessionStore for LayeredSessionStore {
             }
             // The cache may have been refilled after the hash was used.
             Ok(Some(Rotation::Mismatch)) => match self.ledger.was_used(id, presented).await {
-                Ok(true) => Rotation::Reused,
+                Ok(true) => Rotation::AlreadyRotated(None),
                 Ok(false) => Rotation::Mismatch,
                 Err(e) if e.is_unavailable() => Rotation::Mismatch,
                 Err(e) => return Err(e),
@@ -296,11 +319,7 @@ impl SessionStore for LayeredSessionStore {
             }
             Err(e) if e.is_unavailable() => self.ledger.rotate(id, presented, next, now).await?,
             Err(e) => return Err(e),
-        };
-        if matches!(outcome, Rotation::Reused) {
-            self.revoke_everywhere(id, now).await?;
-        }
-        Ok(outcome)
+        })
     }
 
     async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {

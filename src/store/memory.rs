@@ -73,11 +73,7 @@ impl SessionCache for MemorySessionCache {
             return Ok(None);
         };
         if entry.used.contains(presented) {
-            // Our own retry of a rotation that already happened: replay.
-            if entry.session.refresh_hash == next && entry.session.is_live(now) {
-                return Ok(Some(Rotation::Rotated(entry.session.clone())));
-            }
-            return Ok(Some(Rotation::Reused));
+            return Ok(Some(Rotation::AlreadyRotated(Some(entry.session.clone()))));
         }
         if !entry.session.is_live(now) {
             return Ok(Some(Rotation::Gone));

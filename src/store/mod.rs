@@ -174,16 +174,24 @@ impl Session {
     pub fn is_live(&self, now: UnixTime) -> bool {
         self.revoked_at.is_none() && self.expires_at > now
     }
+
+    /// Live and holding the refresh hash `hash`.
+    pub fn holds(&self, hash: &str, now: UnixTime) -> bool {
+        self.refresh_hash == hash && self.is_live(now)
+    }
 }
 
-/// The answer to a refresh-token rotation attempt.
+/// What a compare-and-swap of a session's refresh hash found. Stores only
+/// report it; what it means — above all whether a used hash is our own
+/// retry or a stolen token — is decided once, in `auth::sessions`.
 #[derive(Debug, Clone)]
 pub enum Rotation {
-    /// The presented hash was current; the session now holds the new one.
+    /// The presented hash was current; the session now holds the next one.
     Rotated(Session),
-    /// The presented hash was current once and has been used: theft signal.
-    Reused,
-    /// Not this session's hash, now or ever.
+    /// The presented hash was current once and has been rotated away from:
+    /// the session as it stands now, when this store still has it.
+    AlreadyRotated(Option<Session>),
+    /// Not this session's hash, now or ever (as far as this store knows).
     Mismatch,
     /// No such session, or revoked, or expired.
     Gone,
@@ -251,7 +259,9 @@ pub trait SessionStore: Send + Sync {
     /// session a faster store already holds; logins always give one.
     async fn create(&self, session: &Session, user_version: Option<i64>) -> Result<(), StoreError>;
     async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
-    /// Compare-and-swap of the refresh hash, atomic per session.
+    /// Compare-and-swap of the refresh hash, atomic per session; safe to
+    /// retry with the same `next` (a retry finds `AlreadyRotated` with the
+    /// session holding `next`).
     async fn rotate(
         &self,
         id: Uuid,
@@ -274,7 +284,8 @@ pub trait SessionStore: Send + Sync {
 
 /// A fast copy of sessions in front of the ledger (Redis in production,
 /// process memory embedded). It may lose entries at any time (a Redis
-/// restart); the ledger refills it. Rotation is atomic inside the cache.
+/// restart); the ledger refills it. Rotation is atomic inside the cache and
+/// answers as `SessionStore::rotate` does.
 #[async_trait]
 pub trait SessionCache: Send + Sync {
     fn backend(&self) -> &'static str;

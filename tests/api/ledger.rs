@@ -60,7 +60,7 @@ async fn replayed_rotations_only_move_forward() {
     ));
     assert!(matches!(
         ledger.rotate(id, "h1", "h9", 5).await.expect("rotate"),
-        Rotation::Reused
+        Rotation::AlreadyRotated(Some(s)) if s.refresh_hash == "h3" && !s.holds("h9", 5)
     ));
 }
 

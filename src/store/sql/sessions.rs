@@ -76,11 +76,7 @@ impl SqlStore {
                     )
                     .await?;
                 match (used, current) {
-                    // Our own retry of a rotation that already happened.
-                    (Some(_), Some(s)) if s.refresh_hash == next && s.is_live(now) => {
-                        Rotation::Rotated(s)
-                    }
-                    (Some(_), _) => Rotation::Reused,
+                    (Some(()), current) => Rotation::AlreadyRotated(current),
                     (None, Some(s)) if s.is_live(now) => Rotation::Mismatch,
                     (None, _) => Rotation::Gone,
                 }
