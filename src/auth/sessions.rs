@@ -12,7 +12,7 @@ use crate::auth::tokens::TokenService;
 use crate::cache::bus::{Bus, Invalidation};
 use crate::error::ApiError;
 use crate::store::{
-    Rotation, Session, SessionStore, StoreError, UnixTime, User, UserStatus, UserStore,
+    Rotation, Session, SessionStore, StoreError, Swap, UnixTime, User, UserStatus, UserStore,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -205,7 +205,12 @@ impl Sessions {
         let (next_secret, next_hash) = new_refresh_secret()?;
         let session = match self
             .sessions
-            .rotate(sid, &presented, &next_hash, now)
+            .rotate(Swap {
+                id: sid,
+                presented: &presented,
+                next: &next_hash,
+                at: now,
+            })
             .await?
         {
             Rotation::Rotated(session) => session,

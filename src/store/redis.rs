@@ -8,7 +8,7 @@
 
 use crate::resilience::failure::FailureKind;
 use crate::resilience::{Call, DependencyGuard};
-use crate::store::{Probe, Rotation, Session, SessionCache, StoreError, UnixTime};
+use crate::store::{Probe, Rotation, Session, SessionCache, StoreError, Swap, UnixTime};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
@@ -146,19 +146,13 @@ impl SessionCache for RedisSessionCache {
         raw.as_deref().map(decode).transpose()
     }
 
-    async fn rotate(
-        &self,
-        id: Uuid,
-        presented: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Result<Option<Rotation>, StoreError> {
-        let mut invocation = self.rotate.key(Self::session_key(id));
+    async fn rotate(&self, swap: Swap<'_>) -> Result<Option<Rotation>, StoreError> {
+        let mut invocation = self.rotate.key(Self::session_key(swap.id));
         invocation
-            .key(Self::used_key(id))
-            .arg(presented)
-            .arg(next)
-            .arg(now);
+            .key(Self::used_key(swap.id))
+            .arg(swap.presented)
+            .arg(swap.next)
+            .arg(swap.at);
         let answer: String = self
             .guard
             .run_idempotent(|| {

@@ -16,7 +16,7 @@ use holdfast::store::memory::MemorySessionCache;
 use holdfast::store::redis::{RedisSessionCache, connect};
 use holdfast::store::sql::SqlStore;
 use holdfast::store::{
-    Rotation, Session, SessionCache, SessionStore, UnixTime, User, UserStatus, UserStore,
+    Rotation, Session, SessionCache, SessionStore, Swap, UnixTime, User, UserStatus, UserStore,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,13 +28,7 @@ trait Subject: Send + Sync {
     /// What `rotate` answers for a session the store never had.
     const MISSING: Missing;
     async fn put(&self, session: &Session);
-    async fn rotate(
-        &self,
-        id: Uuid,
-        presented: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Option<Rotation>;
+    async fn rotate(&self, swap: Swap<'_>) -> Option<Rotation>;
     async fn revoke(&self, id: Uuid, now: UnixTime);
 }
 
@@ -55,17 +49,8 @@ impl Subject for Cache {
         self.0.put(session).await.expect("put");
     }
 
-    async fn rotate(
-        &self,
-        id: Uuid,
-        presented: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Option<Rotation> {
-        self.0
-            .rotate(id, presented, next, now)
-            .await
-            .expect("rotate")
+    async fn rotate(&self, swap: Swap<'_>) -> Option<Rotation> {
+        self.0.rotate(swap).await.expect("rotate")
     }
 
     async fn revoke(&self, id: Uuid, now: UnixTime) {
@@ -121,15 +106,9 @@ impl Subject for Ledger {
             .expect("create");
     }
 
-    async fn rotate(
-        &self,
-        id: Uuid,
-        presented: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Option<Rotation> {
+    async fn rotate(&self, swap: Swap<'_>) -> Option<Rotation> {
         Some(
-            SessionStore::rotate(&*self.store, id, presented, next, now)
+            SessionStore::rotate(&*self.store, swap)
                 .await
                 .expect("rotate"),
         )
@@ -148,6 +127,15 @@ fn guard(name: &'static str) -> Arc<DependencyGuard> {
         Duration::from_secs(5),
         BreakerSettings::default(),
     ))
+}
+
+fn swap<'a>(id: Uuid, presented: &'a str, next: &'a str, at: UnixTime) -> Swap<'a> {
+    Swap {
+        id,
+        presented,
+        next,
+        at,
+    }
 }
 
 /// Now in real seconds: Redis expires a session at its `expires_at`.
@@ -191,7 +179,7 @@ async fn conforms<S: Subject>(subject: S) {
     unknown_hashes_mismatch(&subject, t).await;
     revoked_and_expired_are_gone(&subject, t).await;
     used_hashes_stay_used_after_revocation(&subject, t).await;
-    let missing = subject.rotate(Uuid::new_v4(), "h0", "h1", t).await;
+    let missing = subject.rotate(swap(Uuid::new_v4(), "h0", "h1", t)).await;
     match S::MISSING {
         Missing::NotCached => assert!(missing.is_none(), "{missing:?}"),
         Missing::Gone => assert!(matches!(missing, Some(Rotation::Gone)), "{missing:?}"),
@@ -204,7 +192,10 @@ async fn conforms<S: Subject>(subject: S) {
 /// finds the session not holding it: reuse.
 async fn rotation_and_retry(subject: &impl Subject, t: UnixTime) {
     let s = session(subject, t).await;
-    match subject.rotate(s.id, &h(&s, 0), &h(&s, 1), t + 1).await {
+    match subject
+        .rotate(swap(s.id, &h(&s, 0), &h(&s, 1), t + 1))
+        .await
+    {
         Some(Rotation::Rotated(now)) => {
             assert_eq!(now.refresh_hash, h(&s, 1));
             assert_eq!(now.last_used_at, t + 1);
@@ -212,18 +203,27 @@ async fn rotation_and_retry(subject: &impl Subject, t: UnixTime) {
         }
         other => panic!("the current hash must rotate: {other:?}"),
     }
-    match subject.rotate(s.id, &h(&s, 0), &h(&s, 1), t + 2).await {
+    match subject
+        .rotate(swap(s.id, &h(&s, 0), &h(&s, 1), t + 2))
+        .await
+    {
         Some(Rotation::AlreadyRotated(Some(now))) => assert!(now.holds(&h(&s, 1), t + 2)),
         other => panic!("a retry finds the hash used and the session at next: {other:?}"),
     }
-    match subject.rotate(s.id, &h(&s, 0), &h(&s, 9), t + 3).await {
+    match subject
+        .rotate(swap(s.id, &h(&s, 0), &h(&s, 9), t + 3))
+        .await
+    {
         Some(Rotation::AlreadyRotated(Some(now))) => {
             assert!(!now.holds(&h(&s, 9), t + 3));
             assert_eq!(now.refresh_hash, h(&s, 1), "a used hash never swaps");
         }
         other => panic!("a used hash is reported as used: {other:?}"),
     }
-    match subject.rotate(s.id, &h(&s, 1), &h(&s, 2), t + 4).await {
+    match subject
+        .rotate(swap(s.id, &h(&s, 1), &h(&s, 2), t + 4))
+        .await
+    {
         Some(Rotation::Rotated(now)) => assert_eq!(now.refresh_hash, h(&s, 2)),
         other => panic!("the client's current hash still rotates: {other:?}"),
     }
@@ -232,10 +232,12 @@ async fn rotation_and_retry(subject: &impl Subject, t: UnixTime) {
 async fn unknown_hashes_mismatch(subject: &impl Subject, t: UnixTime) {
     let s = session(subject, t).await;
     let answer = subject
-        .rotate(s.id, &format!("{}:never", s.id), &h(&s, 1), t + 1)
+        .rotate(swap(s.id, &format!("{}:never", s.id), &h(&s, 1), t + 1))
         .await;
     assert!(matches!(answer, Some(Rotation::Mismatch)), "{answer:?}");
-    let answer = subject.rotate(s.id, &h(&s, 0), &h(&s, 1), t + 2).await;
+    let answer = subject
+        .rotate(swap(s.id, &h(&s, 0), &h(&s, 1), t + 2))
+        .await;
     assert!(
         matches!(answer, Some(Rotation::Rotated(_))),
         "a mismatch changes nothing: {answer:?}"
@@ -246,7 +248,7 @@ async fn revoked_and_expired_are_gone(subject: &impl Subject, t: UnixTime) {
     let revoked = session(subject, t).await;
     subject.revoke(revoked.id, t + 1).await;
     let answer = subject
-        .rotate(revoked.id, &h(&revoked, 0), &h(&revoked, 1), t + 2)
+        .rotate(swap(revoked.id, &h(&revoked, 0), &h(&revoked, 1), t + 2))
         .await;
     assert!(
         matches!(answer, Some(Rotation::Gone)),
@@ -255,7 +257,7 @@ async fn revoked_and_expired_are_gone(subject: &impl Subject, t: UnixTime) {
     let expired = session(subject, t).await;
     let after = expired.expires_at;
     let answer = subject
-        .rotate(expired.id, &h(&expired, 0), &h(&expired, 1), after)
+        .rotate(swap(expired.id, &h(&expired, 0), &h(&expired, 1), after))
         .await;
     assert!(
         matches!(answer, Some(Rotation::Gone)),
@@ -268,11 +270,16 @@ async fn revoked_and_expired_are_gone(subject: &impl Subject, t: UnixTime) {
 async fn used_hashes_stay_used_after_revocation(subject: &impl Subject, t: UnixTime) {
     let s = session(subject, t).await;
     assert!(matches!(
-        subject.rotate(s.id, &h(&s, 0), &h(&s, 1), t + 1).await,
+        subject
+            .rotate(swap(s.id, &h(&s, 0), &h(&s, 1), t + 1))
+            .await,
         Some(Rotation::Rotated(_))
     ));
     subject.revoke(s.id, t + 2).await;
-    match subject.rotate(s.id, &h(&s, 0), &h(&s, 9), t + 3).await {
+    match subject
+        .rotate(swap(s.id, &h(&s, 0), &h(&s, 9), t + 3))
+        .await
+    {
         Some(Rotation::AlreadyRotated(Some(now))) => {
             assert!(now.revoked_at.is_some());
             assert!(

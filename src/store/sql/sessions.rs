@@ -3,7 +3,7 @@
 
 use super::SqlStore;
 use super::pool::{Arg, Columns, arg, split};
-use crate::store::{Rotation, Session, SessionLedger, SessionStore, StoreError, UnixTime};
+use crate::store::{Rotation, Session, SessionLedger, SessionStore, StoreError, Swap, UnixTime};
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, FromRow};
 use uuid::Uuid;
@@ -43,41 +43,40 @@ fn select_sessions(clause: &str) -> String {
 impl SqlStore {
     /// The compare-and-swap of `rotate`, in one transaction: the swap, or
     /// else what the session's rows say about the presented hash.
-    async fn rotate_in_tx(
-        &self,
-        id: Uuid,
-        presented: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Result<Rotation, StoreError> {
+    async fn rotate_in_tx(&self, swap: Swap<'_>) -> Result<Rotation, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let swap = AssertSqlSafe(format!(
+        let sql = AssertSqlSafe(format!(
             "UPDATE sessions SET refresh_hash = $3, last_used_at = $4 \
              WHERE id = $1 AND refresh_hash = $2 AND revoked_at IS NULL AND expires_at > $4 \
              RETURNING {SESSION_COLUMNS}"
         ));
-        let args = [arg(id), arg(presented), arg(next), arg(now)];
-        let outcome = match tx.exec().fetch_optional::<Session>(swap, &args).await? {
+        let args = [
+            arg(swap.id),
+            arg(swap.presented),
+            arg(swap.next),
+            arg(swap.at),
+        ];
+        let outcome = match tx.exec().fetch_optional::<Session>(sql, &args).await? {
             Some(session) => {
-                let mark = [arg(presented), arg(id), arg(now)];
+                let mark = [arg(swap.presented), arg(swap.id), arg(swap.at)];
                 tx.exec().execute(MARK_USED, &mark).await?;
                 Rotation::Rotated(session)
             }
             None => {
                 let used = tx
                     .exec()
-                    .fetch_optional::<()>(WAS_USED, &[arg(presented), arg(id)])
+                    .fetch_optional::<()>(WAS_USED, &[arg(swap.presented), arg(swap.id)])
                     .await?;
                 let current = tx
                     .exec()
                     .fetch_optional::<Session>(
                         AssertSqlSafe(select_sessions("id = $1")),
-                        &[arg(id)],
+                        &[arg(swap.id)],
                     )
                     .await?;
                 match (used, current) {
                     (Some(()), current) => Rotation::AlreadyRotated(current),
-                    (None, Some(s)) if s.is_live(now) => Rotation::Mismatch,
+                    (None, Some(s)) if s.is_live(swap.at) => Rotation::Mismatch,
                     (None, _) => Rotation::Gone,
                 }
             }
@@ -89,13 +88,13 @@ impl SqlStore {
     /// Forward only: if `next` was already used, a later rotation was
     /// recorded first (replays from several nodes arrive in any order) and
     /// must not be undone.
-    async fn record_in_tx(
-        &self,
-        id: Uuid,
-        used: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
+    async fn record_in_tx(&self, swap: Swap<'_>) -> Result<(), StoreError> {
+        let Swap {
+            id,
+            presented: used,
+            next,
+            at: now,
+        } = swap;
         let mut tx = self.pool.begin().await?;
         tx.exec()
             .execute(
@@ -154,15 +153,8 @@ impl SessionStore for SqlStore {
             .await
     }
 
-    async fn rotate(
-        &self,
-        id: Uuid,
-        presented: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Result<Rotation, StoreError> {
-        self.write(self.rotate_in_tx(id, presented, next, now))
-            .await
+    async fn rotate(&self, swap: Swap<'_>) -> Result<Rotation, StoreError> {
+        self.write(self.rotate_in_tx(swap)).await
     }
 
     async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
@@ -207,14 +199,8 @@ impl SessionStore for SqlStore {
 
 #[async_trait]
 impl SessionLedger for SqlStore {
-    async fn record_rotation(
-        &self,
-        id: Uuid,
-        used: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Result<(), StoreError> {
-        self.write(self.record_in_tx(id, used, next, now)).await
+    async fn record_rotation(&self, swap: Swap<'_>) -> Result<(), StoreError> {
+        self.write(self.record_in_tx(swap)).await
     }
 
     async fn was_used(&self, id: Uuid, hash: &str) -> Result<bool, StoreError> {
