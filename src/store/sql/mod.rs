@@ -8,7 +8,6 @@
 mod access;
 mod keys;
 mod migrations;
-#[macro_use]
 mod pool;
 mod sessions;
 mod users;
