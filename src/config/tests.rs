@@ -1,5 +1,6 @@
 //! Unit tests of `config`, kept beside it so the module stays readable.
 use super::*;
+use std::time::Duration;
 
 fn load_toml(text: &str) -> Result<Config, ConfigError> {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -61,7 +61,13 @@ async fn verify_independently(app: &TestApp, token: &str, alg: &str) -> Value {
         .expect("verifies with jsonwebtoken")
         .claims;
 
-    // 2. The signature by hand, from the JWK's members.
+    verify_signature_by_hand(jwk, token, alg);
+    assert_kid_is_thumbprint(jwk, &kid, alg);
+    claims
+}
+
+/// The signature checked with aws-lc-rs, from the JWK's members only.
+fn verify_signature_by_hand(jwk: &Value, token: &str, alg: &str) {
     use aws_lc_rs::signature as sig;
     let parts: Vec<&str> = token.split('.').collect();
     let message = format!("{}.{}", parts[0], parts[1]);
@@ -100,7 +106,10 @@ async fn verify_independently(app: &TestApp, token: &str, alg: &str) -> Value {
         other => panic!("unexpected algorithm {other}"),
     };
     checked.expect("signature verifies from the JWK's members");
-    // The kid is the RFC 7638 thumbprint of the published key.
+}
+
+/// The kid is the RFC 7638 thumbprint of the published key.
+fn assert_kid_is_thumbprint(jwk: &Value, kid: &str, alg: &str) {
     let canonical = match alg {
         "EdDSA" => format!(
             r#"{{"crv":"Ed25519","kty":"OKP","x":"{}"}}"#,
@@ -119,7 +128,6 @@ async fn verify_independently(app: &TestApp, token: &str, alg: &str) -> Value {
     };
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, canonical.as_bytes());
     assert_eq!(kid, URL_SAFE_NO_PAD.encode(digest.as_ref()));
-    claims
 }
 
 /// Refreshes until the access token is signed by a key other than `old`
@@ -176,11 +184,17 @@ async fn one_algorithm_end_to_end(alg: &str) {
         }
     }
 
-    // Rotation: a standby of the same kind, published first, then signing;
-    // the old key's tokens keep verifying.
+    let rotated = rotate_to_a_standby(app, &root, &first, alg).await;
+    let (fresh, served) = revoke_all_keys(app, &root, [&first, &rotated], alg).await;
+    forged_tokens_are_refused(app, &fresh, &served, alg).await;
+}
+
+/// Rotation: a standby of the same kind, published first, then signing;
+/// the old key's tokens keep verifying. Returns tokens the new key signed.
+async fn rotate_to_a_standby(app: &TestApp, root: &str, first: &Tokens, alg: &str) -> Tokens {
     let old_kid = kid(&first.access);
     let reply = app
-        .call(Method::POST, "/api/v1/admin/keys/rotate", Some(&root), None)
+        .call(Method::POST, "/api/v1/admin/keys/rotate", Some(root), None)
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let new_kid = reply.body["kid"].as_str().expect("kid").to_string();
@@ -198,13 +212,22 @@ async fn one_algorithm_end_to_end(alg: &str) {
         app.verify(&first.access).await.status,
         StatusCode::NO_CONTENT
     );
+    rotated
+}
 
-    // Revoke all: every key gone, a new one of the same kind signs at once.
+/// Revoke all: every key gone, a new one of the same kind signs at once.
+/// Returns fresh tokens and the one key now served.
+async fn revoke_all_keys(
+    app: &TestApp,
+    root: &str,
+    old_tokens: [&Tokens; 2],
+    alg: &str,
+) -> (Tokens, Vec<Value>) {
     let reply = app
         .call(
             Method::POST,
             "/api/v1/admin/keys/revoke-all",
-            Some(&root),
+            Some(root),
             None,
         )
         .await;
@@ -212,8 +235,8 @@ async fn one_algorithm_end_to_end(alg: &str) {
     let served = jwks(app).await;
     assert_eq!(served.len(), 1, "{served:?}");
     assert_eq!(served[0]["alg"], alg);
-    for old in [&first.access, &rotated.access] {
-        app.verify(old).await.expect_error(401, "AUTH003");
+    for old in old_tokens {
+        app.verify(&old.access).await.expect_error(401, "AUTH003");
     }
     let fresh = app.login_ok("ann").await;
     assert_eq!(kid(&fresh.access), served[0]["kid"].as_str().expect("kid"));
@@ -222,9 +245,12 @@ async fn one_algorithm_end_to_end(alg: &str) {
         app.verify(&fresh.access).await.status,
         StatusCode::NO_CONTENT
     );
+    (fresh, served)
+}
 
-    // From the attacker's side: the same token with its header's alg
-    // swapped, and an HS256 token keyed with the published key, are refused.
+/// From the attacker's side: the same token with its header's alg swapped,
+/// and an HS256 token keyed with the published key, are refused.
+async fn forged_tokens_are_refused(app: &TestApp, fresh: &Tokens, served: &[Value], alg: &str) {
     let parts: Vec<&str> = fresh.access.split('.').collect();
     let mut forged_header: Value = serde_json::from_slice(&b64(parts[0])).expect("header");
     for other in ["EdDSA", "ES256", "RS256", "none"]

@@ -6,7 +6,7 @@ use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::{Backend, Stack, TestApp};
+use support::{Backend, Stack, TestApp, Tokens};
 
 const FAST_DB: &str =
     "[database]\ntimeout = \"500ms\"\n[breaker.database]\nminimum_calls = 2\nopen_wait = \"30s\"\n";
@@ -38,8 +38,17 @@ async fn keys_are_minted_scoped_hashed_and_revoked_at_once() {
 
     let (id, key) = app.api_key(&alice.access, &["users"]).await;
     assert!(key.starts_with("hf_"), "{key}");
+    shown_once_and_stored_hashed(&stack, &alice, &id, &key).await;
+    both_headers_work_and_name_the_owner(app, &key, &alice_id).await;
+    scopes_are_enforced(app, &alice, &key).await;
+    wrong_secrets_are_refused(app, &key).await;
+    deletion_is_immediate_and_owner_only(app, &alice, &id, &key).await;
+}
 
-    // Shown once: the list has neither the key nor its hash.
+/// Shown once: the list has neither the key nor its hash; the database
+/// holds its SHA-256 only.
+async fn shown_once_and_stored_hashed(stack: &Stack, alice: &Tokens, id: &str, key: &str) {
+    let app = &stack.app;
     let list = app.get("/api/v1/api-keys", Some(&alice.access)).await;
     assert_eq!(list.status, StatusCode::OK);
     let items = list.body["items"].as_array().expect("items");
@@ -48,7 +57,6 @@ async fn keys_are_minted_scoped_hashed_and_revoked_at_once() {
     assert!(items[0].get("key").is_none() && items[0].get("secret_hash").is_none());
     assert!(!list.body.to_string().contains(&key[16..]));
 
-    // Stored as SHA-256 only.
     let pool = sqlx::PgPool::connect(&stack.pg.as_ref().expect("pg").url())
         .await
         .expect("pg");
@@ -56,13 +64,15 @@ async fn keys_are_minted_scoped_hashed_and_revoked_at_once() {
         .fetch_one(&pool)
         .await
         .expect("row");
-    assert_eq!(stored.0, sha256_hex(&key));
+    assert_eq!(stored.0, sha256_hex(key));
+}
 
-    // Both headers work; the method and owner are reported.
-    let verified = app.verify_key(&key).await;
+/// Both headers work; the method and owner are reported.
+async fn both_headers_work_and_name_the_owner(app: &TestApp, key: &str, alice_id: &str) {
+    let verified = app.verify_key(key).await;
     assert_eq!(verified.status, StatusCode::NO_CONTENT, "{}", verified.body);
     assert_eq!(verified.header("x-auth-method"), Some("api_key"));
-    assert_eq!(verified.header("x-auth-user-id"), Some(alice_id.as_str()));
+    assert_eq!(verified.header("x-auth-user-id"), Some(alice_id));
     let auth = format!("ApiKey {key}");
     let profile = app
         .call_with(
@@ -73,17 +83,20 @@ async fn keys_are_minted_scoped_hashed_and_revoked_at_once() {
         )
         .await;
     assert_eq!(profile.status, StatusCode::OK, "{}", profile.body);
+}
 
-    // Scopes are enforced, and a key cannot mint keys.
+/// Scopes are enforced, and a key cannot mint keys nor get a scope beyond
+/// the user's own permissions; unknown scopes are refused.
+async fn scopes_are_enforced(app: &TestApp, alice: &Tokens, key: &str) {
     for path in ["/api/v1/admin/circuit-breakers", "/api/v1/admin/audit"] {
-        app.call_with(Method::GET, path, &[("x-api-key", &key)], None)
+        app.call_with(Method::GET, path, &[("x-api-key", key)], None)
             .await
             .expect_error(403, "AUTH005");
     }
     app.call_with(
         Method::POST,
         "/api/v1/authz/check",
-        &[("x-api-key", &key)],
+        &[("x-api-key", key)],
         Some(json!({"permission": "docs:read"})),
     )
     .await
@@ -91,13 +104,12 @@ async fn keys_are_minted_scoped_hashed_and_revoked_at_once() {
     app.call_with(
         Method::POST,
         "/api/v1/api-keys",
-        &[("x-api-key", &key)],
+        &[("x-api-key", key)],
         Some(json!({"name": "n", "scopes": ["users"]})),
     )
     .await
     .expect_error(401, "AUTH003");
 
-    // No scope beyond the user's own permissions; unknown scopes refused.
     let mint = |scopes: Value| {
         app.post(
             "/api/v1/api-keys",
@@ -111,8 +123,10 @@ async fn keys_are_minted_scoped_hashed_and_revoked_at_once() {
         .expect_error(403, "AUTH005");
     mint(json!(["root"])).await.expect_error(422, "VAL001");
     mint(json!([])).await.expect_error(422, "VAL001");
+}
 
-    // Wrong secrets, garbage and a near miss are refused, never cached.
+/// Wrong secrets, garbage and a near miss are refused, never cached.
+async fn wrong_secrets_are_refused(app: &TestApp, key: &str) {
     let near_miss = format!(
         "{}{}",
         &key[..key.len() - 1],
@@ -121,8 +135,11 @@ async fn keys_are_minted_scoped_hashed_and_revoked_at_once() {
     for bad in [near_miss.as_str(), "hf_nothing", "garbage"] {
         app.verify_key(bad).await.expect_error(401, "AUTH003");
     }
+}
 
-    // Deleted: refused at once, although the key was cached a moment ago.
+/// Deleted: refused at once, although the key was cached a moment ago;
+/// another user cannot delete someone else's key.
+async fn deletion_is_immediate_and_owner_only(app: &TestApp, alice: &Tokens, id: &str, key: &str) {
     let deleted = app
         .call(
             Method::DELETE,
@@ -132,7 +149,7 @@ async fn keys_are_minted_scoped_hashed_and_revoked_at_once() {
         )
         .await;
     assert_eq!(deleted.status, StatusCode::NO_CONTENT);
-    app.verify_key(&key).await.expect_error(401, "AUTH004");
+    app.verify_key(key).await.expect_error(401, "AUTH004");
     app.call(
         Method::DELETE,
         &format!("/api/v1/api-keys/{id}"),
@@ -141,7 +158,6 @@ async fn keys_are_minted_scoped_hashed_and_revoked_at_once() {
     )
     .await
     .expect_error(404, "NOTFOUND");
-    // Another user cannot delete someone else's key.
     let (other_id, _) = app.api_key(&alice.access, &["users"]).await;
     let bob = app.user("bob").await;
     app.call(
@@ -217,7 +233,7 @@ async fn introspection_follows_rfc_7662() {
     let state = &app.state;
     let sub = uuid::Uuid::parse_str(carol_id(app, &carol.access).await.as_str()).expect("uuid");
     let expired = state
-        .tokens
+        .tokens()
         .issue_for(sub, &[], uuid::Uuid::new_v4(), holdfast::auth::now() - 7200)
         .expect("issue");
     let foreign = {

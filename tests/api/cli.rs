@@ -110,7 +110,15 @@ fn bad_configuration_names_every_bad_key() {
         "listen = \"127.0.0.1:1\"\n[tokens]\naccess_ttl = \"soon\"\n[databse]\nurl = \"x\"\n",
     )
     .expect("write");
-    let out = holdfast(dir.path())
+    keys_in_the_file_and_environment_are_named(dir.path(), &config);
+    misspelt_keys_in_a_section_list_the_valid_ones(dir.path());
+    unknown_variables_warn_in_development(dir.path());
+    unknown_variables_are_refused_in_production(dir.path());
+}
+
+/// A bad file key, a bad value and a bad variable: each named (exit 2).
+fn keys_in_the_file_and_environment_are_named(dir: &Path, config: &Path) {
+    let out = holdfast(dir)
         .args(["--config", config.to_str().expect("utf8"), "migrate"])
         .output()
         .expect("run");
@@ -118,8 +126,8 @@ fn bad_configuration_names_every_bad_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("databse"), "{stderr}");
 
-    std::fs::write(&config, "[tokens]\naccess_ttl = \"soon\"\n").expect("write");
-    let out = holdfast(dir.path())
+    std::fs::write(config, "[tokens]\naccess_ttl = \"soon\"\n").expect("write");
+    let out = holdfast(dir)
         .args(["--config", config.to_str().expect("utf8"), "migrate"])
         .output()
         .expect("run");
@@ -127,7 +135,7 @@ fn bad_configuration_names_every_bad_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("tokens.access_ttl"), "{stderr}");
 
-    let out = holdfast(dir.path())
+    let out = holdfast(dir)
         .env("HOLDFAST_PASSWORDS__HASH_WORKERS", "0")
         .arg("migrate")
         .output()
@@ -135,10 +143,12 @@ fn bad_configuration_names_every_bad_key() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr.contains("passwords.hash_workers"), "{stderr}");
+}
 
-    // A misspelt key in a section that exists is refused, naming the valid
-    // keys (DESIGN §6).
-    let out = holdfast(dir.path())
+/// A misspelt key in a section that exists is refused, naming the valid
+/// keys (DESIGN §6).
+fn misspelt_keys_in_a_section_list_the_valid_ones(dir: &Path) {
+    let out = holdfast(dir)
         .env("HOLDFAST_DATABASE__ULR", "postgres://x@127.0.0.1:1/x")
         .arg("migrate")
         .output()
@@ -149,10 +159,12 @@ fn bad_configuration_names_every_bad_key() {
         stderr.contains("ulr") && stderr.contains("replica_url") && stderr.contains("pool_size"),
         "{stderr}"
     );
+}
 
-    // A variable that names no section (a wrapper script's, or a typo of
-    // a top-level key) is a warning in development, naming it...
-    let out = holdfast(dir.path())
+/// A variable that names no section (a wrapper script's, or a typo of a
+/// top-level key) is a warning in development, naming it...
+fn unknown_variables_warn_in_development(dir: &Path) {
+    let out = holdfast(dir)
         .env("HOLDFAST_WRAPPER_PID", "4242")
         .env("HOLDFAST_ENVIRONMENT", "production")
         .arg("migrate")
@@ -164,22 +176,26 @@ fn bad_configuration_names_every_bad_key() {
         stderr.contains("HOLDFAST_WRAPPER_PID") && stderr.contains("HOLDFAST_ENVIRONMENT"),
         "{stderr}"
     );
+}
 
-    // ...and refused in production, before anything is opened.
-    let production = |cmd: &mut Command| {
-        cmd.env("HOLDFAST_ENV", "production")
-            .env("HOLDFAST_ISSUER", "https://auth.example.com")
-            .env(
-                "HOLDFAST_MASTER_KEY",
-                "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-            )
-            .env(
-                "HOLDFAST_DATABASE__URL",
-                "postgres://holdfast@127.0.0.1:1/holdfast",
-            )
-            .env("HOLDFAST_REDIS__URL", "redis://127.0.0.1:1/0");
-    };
-    let mut cmd = holdfast(dir.path());
+/// A valid production configuration, all from the environment.
+fn production(cmd: &mut Command) {
+    cmd.env("HOLDFAST_ENV", "production")
+        .env("HOLDFAST_ISSUER", "https://auth.example.com")
+        .env(
+            "HOLDFAST_MASTER_KEY",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .env(
+            "HOLDFAST_DATABASE__URL",
+            "postgres://holdfast@127.0.0.1:1/holdfast",
+        )
+        .env("HOLDFAST_REDIS__URL", "redis://127.0.0.1:1/0");
+}
+
+/// ...and refused in production, before anything is opened.
+fn unknown_variables_are_refused_in_production(dir: &Path) {
+    let mut cmd = holdfast(dir);
     production(&mut cmd);
     let out = cmd
         .env("HOLDFAST_WRAPPER_PID", "4242")
@@ -194,7 +210,7 @@ fn bad_configuration_names_every_bad_key() {
     );
     // Without it the same configuration passes validation (and then fails
     // to reach the database, which is not a configuration error).
-    let mut cmd = holdfast(dir.path());
+    let mut cmd = holdfast(dir);
     production(&mut cmd);
     let out = cmd.arg("migrate").output().expect("run");
     assert_ne!(
@@ -228,28 +244,54 @@ fn production_refuses_to_start_without_a_master_key() {
     );
 }
 
+/// `holdfast` in `dir`, listening on `port` (every command of one node).
+fn holdfast_on(dir: &Path, port: u16) -> Command {
+    let mut cmd = holdfast(dir);
+    cmd.env("HOLDFAST_LISTEN", format!("127.0.0.1:{port}"));
+    cmd
+}
+
 #[test]
 fn embedded_migrate_user_create_serve_and_healthcheck() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let env = |cmd: &mut Command| {
-        cmd.env("HOLDFAST_LISTEN", format!("127.0.0.1:{port}"));
-    };
-
-    let mut migrate = holdfast(dir.path());
-    env(&mut migrate);
-    let out = migrate.arg("migrate").output().expect("migrate");
+    let out = holdfast_on(dir.path(), port)
+        .arg("migrate")
+        .output()
+        .expect("migrate");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(dir.path().join("holdfast-data/holdfast.db").exists());
+    first_serve_says_how_to_create_the_admin(dir.path(), port);
+    user_create_refuses_weak_passwords_and_creates_the_admin(dir.path(), port);
 
-    // Serve before any user exists: the banner says how to create the admin.
-    let mut serve = holdfast(dir.path());
-    env(&mut serve);
-    let server = Server::start(serve);
+    let server = Server::start(holdfast_on(dir.path(), port));
+    assert!(!server.banner.join("\n").contains("No users yet"));
+    let rt = tokio::runtime::Runtime::new().expect("rt");
+    rt.block_on(admin_logs_in_and_verifies(port));
+    assert!(healthcheck(dir.path(), port), "healthcheck while serving");
+    keys_rotate_reaches_the_running_node(dir.path(), port, &rt);
+    drop(server);
+    assert!(!healthcheck(dir.path(), port), "healthcheck once stopped");
+}
+
+/// `holdfast healthcheck` against the node on `port`: did it exit 0?
+fn healthcheck(dir: &Path, port: u16) -> bool {
+    holdfast_on(dir, port)
+        .arg("healthcheck")
+        .output()
+        .expect("healthcheck")
+        .status
+        .success()
+}
+
+/// Serve before any user exists: the banner says how to create the admin,
+/// and the generated master key is owner-only.
+fn first_serve_says_how_to_create_the_admin(dir: &Path, port: u16) {
+    let server = Server::start(holdfast_on(dir, port));
     let banner = server.banner.join("\n");
     assert!(
         banner.contains(&format!("http://127.0.0.1:{port}")),
@@ -260,15 +302,17 @@ fn embedded_migrate_user_create_serve_and_healthcheck() {
         "{banner}"
     );
     drop(server);
-    let key = dir.path().join("holdfast-data/master.key");
+    let key = dir.join("holdfast-data/master.key");
     let mode = std::fs::metadata(&key).map(|m| {
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o777
     });
     assert_eq!(mode.ok(), Some(0o600), "master key must be owner-only");
+}
 
-    let mut weak = holdfast(dir.path());
-    env(&mut weak);
+/// `user create` reads the password from stdin: a weak one is refused.
+fn user_create_refuses_weak_passwords_and_creates_the_admin(dir: &Path, port: u16) {
+    let mut weak = holdfast_on(dir, port);
     weak.args([
         "user",
         "create",
@@ -281,8 +325,7 @@ fn embedded_migrate_user_create_serve_and_healthcheck() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("password"));
 
-    let mut create = holdfast(dir.path());
-    env(&mut create);
+    let mut create = holdfast_on(dir, port);
     create.args([
         "user",
         "create",
@@ -300,46 +343,31 @@ fn embedded_migrate_user_create_serve_and_healthcheck() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("created user"));
+}
 
-    let mut serve = holdfast(dir.path());
-    env(&mut serve);
-    let server = Server::start(serve);
-    assert!(!server.banner.join("\n").contains("No users yet"));
-    let rt = tokio::runtime::Runtime::new().expect("rt");
-    rt.block_on(async {
-        let client = reqwest::Client::new();
-        let login = client
-            .post(format!("http://127.0.0.1:{port}/api/v1/auth/login"))
-            .json(&json!({"login": "root", "password": "a-long-admin-passphrase"}))
-            .send()
-            .await
-            .expect("login");
-        assert_eq!(login.status(), StatusCode::OK);
-        let body: serde_json::Value = login.json().await.expect("json");
-        let verify = client
-            .get(format!("http://127.0.0.1:{port}/api/v1/auth/verify"))
-            .bearer_auth(body["access_token"].as_str().expect("token"))
-            .send()
-            .await
-            .expect("verify");
-        assert_eq!(verify.headers()["x-auth-roles"], "admin");
-    });
+/// The admin the CLI created logs in, and its token carries the role.
+async fn admin_logs_in_and_verifies(port: u16) {
+    let client = reqwest::Client::new();
+    let login = client
+        .post(format!("http://127.0.0.1:{port}/api/v1/auth/login"))
+        .json(&json!({"login": "root", "password": "a-long-admin-passphrase"}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), StatusCode::OK);
+    let body: serde_json::Value = login.json().await.expect("json");
+    let verify = client
+        .get(format!("http://127.0.0.1:{port}/api/v1/auth/verify"))
+        .bearer_auth(body["access_token"].as_str().expect("token"))
+        .send()
+        .await
+        .expect("verify");
+    assert_eq!(verify.headers()["x-auth-roles"], "admin");
+}
 
-    let mut check = holdfast(dir.path());
-    env(&mut check);
-    assert!(
-        check
-            .arg("healthcheck")
-            .output()
-            .expect("healthcheck")
-            .status
-            .success()
-    );
-
-    // `keys rotate` from the CLI: the running node publishes the standby.
-    let mut rotate = holdfast(dir.path());
-    env(&mut rotate);
-    let out = rotate
+/// `keys rotate` from the CLI: the running node publishes the standby.
+fn keys_rotate_reaches_the_running_node(dir: &Path, port: u16, rt: &tokio::runtime::Runtime) {
+    let out = holdfast_on(dir, port)
         .args(["keys", "rotate"])
         .output()
         .expect("keys rotate");
@@ -369,17 +397,6 @@ fn embedded_migrate_user_create_serve_and_healthcheck() {
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     });
-    drop(server);
-    let mut check = holdfast(dir.path());
-    env(&mut check);
-    assert!(
-        !check
-            .arg("healthcheck")
-            .output()
-            .expect("healthcheck")
-            .status
-            .success()
-    );
 }
 
 #[test]

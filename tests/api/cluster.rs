@@ -75,6 +75,13 @@ async fn published(node: &TestApp) -> Vec<String> {
 /// The invalidations that need a user and a role: run once with pub/sub
 /// and once without, each bounded by `limit`.
 async fn user_invalidations(one: &TestApp, two: &TestApp, admin: &str, tag: &str, limit: Duration) {
+    sessions_end(one, two, tag, limit).await;
+    accounts_and_keys_are_withdrawn(one, two, admin, tag, limit).await;
+    role_changes_reach_cached_decisions(one, two, admin, tag, limit).await;
+}
+
+/// Logout, logout-all and a password change end sessions on node two.
+async fn sessions_end(one: &TestApp, two: &TestApp, tag: &str, limit: Duration) {
     let name = |n: &str| format!("{n}{tag}");
     // Logout.
     let a = one.user(&name("logout")).await;
@@ -110,7 +117,18 @@ async fn user_invalidations(one: &TestApp, two: &TestApp, admin: &str, tag: &str
         .await;
     assert_eq!(changed.status, StatusCode::NO_CONTENT, "{}", changed.body);
     within("password change", limit, || refused(two, &c2.access)).await;
+}
 
+/// A user disabled by an admin, and a deleted API key, stop working on
+/// node two.
+async fn accounts_and_keys_are_withdrawn(
+    one: &TestApp,
+    two: &TestApp,
+    admin: &str,
+    tag: &str,
+    limit: Duration,
+) {
+    let name = |n: &str| format!("{n}{tag}");
     // Disable (by an admin).
     let d = one.user(&name("gone")).await;
     let me = one.get("/api/v1/users/me", Some(&d.access)).await;
@@ -137,8 +155,17 @@ async fn user_invalidations(one: &TestApp, two: &TestApp, admin: &str, tag: &str
     )
     .await;
     within("api key deletion", limit, || key_refused(two, &key)).await;
+}
 
-    // Role change: node two cached the decision for ten minutes.
+/// Role change: node two cached the decision for ten minutes.
+async fn role_changes_reach_cached_decisions(
+    one: &TestApp,
+    two: &TestApp,
+    admin: &str,
+    tag: &str,
+    limit: Duration,
+) {
+    let name = |n: &str| format!("{n}{tag}");
     let f = one.user(&name("role")).await;
     let me = one.get("/api/v1/users/me", Some(&f.access)).await;
     let f_id = me.body["id"].as_str().expect("id").to_string();

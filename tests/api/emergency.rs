@@ -45,26 +45,29 @@ fn issue(dir: &Path, ttl: &str) -> std::process::Output {
     ])
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn emergency_tokens_work_with_both_stores_down() {
-    let keys = tempfile::tempdir().expect("tempdir");
-    keygen(keys.path());
-    let mode = std::fs::metadata(keys.path().join("emergency.key")).map(|m| {
+/// `keygen` writes an owner-only private key; `issue` refuses a TTL over
+/// an hour and prints a 30-minute token.
+fn keygen_and_issue(keys: &Path) -> String {
+    keygen(keys);
+    let mode = std::fs::metadata(keys.join("emergency.key")).map(|m| {
         use std::os::unix::fs::PermissionsExt;
         m.permissions().mode() & 0o777
     });
     assert_eq!(mode.ok(), Some(0o600));
-    assert!(
-        !issue(keys.path(), "2h").status.success(),
-        "TTL over 1h refused"
-    );
-    let out = issue(keys.path(), "30m");
+    assert!(!issue(keys, "2h").status.success(), "TTL over 1h refused");
+    let out = issue(keys, "30m");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emergency_tokens_work_with_both_stores_down() {
+    let keys = tempfile::tempdir().expect("tempdir");
+    let token = keygen_and_issue(keys.path());
 
     let config = format!(
         "[emergency]\npublic_key_file = \"{}\"\n[breaker]\nopen_wait = \"1s\"\nopen_wait_max = \"2s\"\n",
@@ -104,9 +107,12 @@ async fn emergency_tokens_work_with_both_stores_down() {
             .is_some_and(|m| m.contains("holdfast_emergency_token_uses_total")),
         "every use is counted"
     );
+    uses_reach_the_audit_log_once_postgres_is_back(&mut stack, &token).await;
+}
 
-    // Each use went to the audit log too, buffered while PostgreSQL was
-    // down and written once it is back.
+/// Each use went to the audit log too, buffered while PostgreSQL was
+/// down and written once it is back.
+async fn uses_reach_the_audit_log_once_postgres_is_back(stack: &mut Stack, token: &str) {
     // Uses from now on are at or after `restarted`; only earlier ones count.
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let restarted = holdfast::auth::now();
@@ -122,7 +128,7 @@ async fn emergency_tokens_work_with_both_stores_down() {
     };
     let mut found = false;
     for _ in 0..100 {
-        let audit = app.get("/api/v1/admin/audit", Some(&token)).await;
+        let audit = app.get("/api/v1/admin/audit", Some(token)).await;
         if audit.body["items"].as_array().is_some_and(|items| {
             items
                 .iter()

@@ -20,16 +20,9 @@ async fn authz(app: &TestApp, token: &str, permission: &str) -> support::Reply {
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_keys_authz_and_external_tokens_across_failures() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (upstream, _server) = start_upstream(listener).await;
-    let upstream_key = UpstreamKey::new("k1");
-    upstream.publish(&[&upstream_key]);
-    let config = format!(
+/// Small breakers and caches, and the upstream IdP at `addr`.
+fn access_config(addr: std::net::SocketAddr) -> String {
+    format!(
         r#"
 [database]
 timeout = "500ms"
@@ -51,23 +44,34 @@ jwks_url = "http://{addr}/jwks"
 audience = "holdfast-tests"
 timeout = "500ms"
 "#
-    );
-    let mut stack = Stack::start_with(Backend::PostgresRedis, &config).await;
-    let app = &stack.app;
-    let admin = app.admin_token().await;
+    )
+}
+
+/// Ivy's credentials of every kind, each seen once while all was well
+/// (except `unseen`, never looked up).
+struct Credentials {
+    access: String,
+    seen: String,
+    unseen: String,
+    external: String,
+}
+
+/// A `reader` called ivy with two API keys; her key, her decision and an
+/// upstream token are verified once so the caches hold them.
+async fn credentials(app: &TestApp, admin: &str, upstream_key: &UpstreamKey) -> Credentials {
     let ivy = app.user("ivy").await;
     let me = app.get("/api/v1/users/me", Some(&ivy.access)).await;
     let ivy_id = me.body["id"].as_str().expect("id").to_string();
     app.post(
         "/api/v1/admin/roles",
-        Some(&admin),
+        Some(admin),
         json!({"name": "reader", "permissions": ["docs:read"]}),
     )
     .await;
     app.call(
         Method::PUT,
         &format!("/api/v1/admin/users/{ivy_id}/roles"),
-        Some(&admin),
+        Some(admin),
         Some(json!({"roles": ["reader"]})),
     )
     .await;
@@ -80,35 +84,75 @@ timeout = "500ms"
     );
     let external = upstream_key.token("upstream-user");
     assert_eq!(app.verify(&external).await.status, StatusCode::NO_CONTENT);
+    Credentials {
+        access: ivy.access,
+        seen,
+        unseen,
+        external,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_keys_authz_and_external_tokens_across_failures() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (upstream, _server) = start_upstream(listener).await;
+    let upstream_key = UpstreamKey::new("k1");
+    upstream.publish(&[&upstream_key]);
+    let mut stack = Stack::start_with(Backend::PostgresRedis, &access_config(addr)).await;
+    let admin = stack.app.admin_token().await;
+    let ivy = credentials(&stack.app, &admin, &upstream_key).await;
 
     // Upstream IdP down: everything of ours works; its cached keys still
     // verify; a kid never seen is 503.
     upstream.break_it();
-    let refreshed = app
+    upstream_down(&stack.app, &admin, &ivy).await;
+    upstream.publish(&[&upstream_key]);
+    let refreshed = stack
+        .app
         .post("/api/v1/admin/jwks/refresh", Some(&admin), json!({}))
+        .await;
+    assert_eq!(refreshed.body["idps"]["upstream"]["refreshed"], true);
+
+    stack.redis.as_mut().expect("redis").kill();
+    let fresh = redis_down(&stack.app, &ivy).await;
+    stack.pg.as_mut().expect("pg").kill();
+    tokio::time::sleep(Duration::from_millis(1200)).await; // authz_ttl passes
+    both_stores_down(&stack.app, &ivy, &fresh).await;
+}
+
+/// The upstream IdP broken: logins, our keys and live decisions work; its
+/// cached keys still verify; a kid never seen is 503; health is degraded.
+async fn upstream_down(app: &TestApp, admin: &str, ivy: &Credentials) {
+    let refreshed = app
+        .post("/api/v1/admin/jwks/refresh", Some(admin), json!({}))
         .await;
     assert_eq!(refreshed.body["idps"]["upstream"]["refreshed"], false);
     assert!(!app.login_ok("ivy").await.access.is_empty());
-    assert_eq!(app.verify_key(&seen).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.verify_key(&ivy.seen).await.status,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(
         authz(app, &ivy.access, "docs:write").await.body["source"],
         "live"
     );
-    assert_eq!(app.verify(&external).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.verify(&ivy.external).await.status,
+        StatusCode::NO_CONTENT
+    );
     app.verify(&UpstreamKey::new("k9").token("x"))
         .await
         .expect_error(503, "SVC001");
     let health = app.get("/api/v1/health", None).await;
     assert_eq!(health.body["status"], "degraded", "{}", health.body);
-    upstream.publish(&[&upstream_key]);
-    let refreshed = app
-        .post("/api/v1/admin/jwks/refresh", Some(&admin), json!({}))
-        .await;
-    assert_eq!(refreshed.body["idps"]["upstream"]["refreshed"], true);
+}
 
-    // Redis down: API keys and authz answer from PostgreSQL.
-    stack.redis.as_mut().expect("redis").kill();
-    let app = &stack.app;
+/// Redis down: API keys and authz answer from PostgreSQL. Returns a key
+/// minted (and so cached) while Redis is down.
+async fn redis_down(app: &TestApp, ivy: &Credentials) -> String {
     let (_, fresh) = app.api_key(&ivy.access, &["users"]).await;
     assert_eq!(app.verify_key(&fresh).await.status, StatusCode::NO_CONTENT);
     let reply = authz(app, &ivy.access, "docs:write").await;
@@ -120,16 +164,21 @@ timeout = "500ms"
         ),
         (Some(false), Some(false))
     );
-    assert_eq!(app.verify(&external).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.verify(&ivy.external).await.status,
+        StatusCode::NO_CONTENT
+    );
+    fresh
+}
 
-    // Both down: cached keys and decisions only; external tokens unaffected.
-    stack.pg.as_mut().expect("pg").kill();
-    tokio::time::sleep(Duration::from_millis(1200)).await; // authz_ttl passes
-    let app = &stack.app;
-    for key in [&seen, &fresh] {
+/// Both down: cached keys and decisions only; external tokens unaffected.
+async fn both_stores_down(app: &TestApp, ivy: &Credentials, fresh: &str) {
+    for key in [ivy.seen.as_str(), fresh] {
         assert_eq!(app.verify_key(key).await.status, StatusCode::NO_CONTENT);
     }
-    app.verify_key(&unseen).await.expect_error(503, "SVC001");
+    app.verify_key(&ivy.unseen)
+        .await
+        .expect_error(503, "SVC001");
     let reply = authz(app, &ivy.access, "docs:read").await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     assert_eq!(
@@ -139,7 +188,10 @@ timeout = "500ms"
     authz(app, &ivy.access, "docs:delete")
         .await
         .expect_error(503, "SVC001");
-    assert_eq!(app.verify(&external).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.verify(&ivy.external).await.status,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(app.verify(&ivy.access).await.status, StatusCode::NO_CONTENT);
 }
 

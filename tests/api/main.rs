@@ -13,6 +13,7 @@ mod authz;
 mod caches;
 mod cli;
 mod cluster;
+mod docs_checks;
 mod emergency;
 mod external_idp;
 mod failure_matrix;

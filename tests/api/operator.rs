@@ -221,6 +221,29 @@ fn run_for(mut cmd: Command, limit: Duration) -> Output {
     }
 }
 
+/// A node's configuration on `pg`, sealed with the master key in `key`.
+fn write_sealed_config(config: &Path, key: &Path, pg_url: &str) {
+    std::fs::write(
+        config,
+        format!(
+            "issuer = \"http://holdfast.test\"\naudience = \"holdfast-tests\"\n\
+             listen = \"127.0.0.1:{}\"\nmaster_key_file = \"{}\"\n\
+             [database]\nurl = \"{}\"\n[tokens]\njwks_max_age = \"1s\"\n",
+            support::procs::free_port(),
+            key.display(),
+            pg_url
+        ),
+    )
+    .expect("config");
+}
+
+/// `holdfast --config CONFIG ARGS...` in `dir`, given a minute at most.
+fn cli(dir: &Path, config: &Path, args: &[&str]) -> Output {
+    let mut cmd = holdfast(dir);
+    cmd.arg("--config").arg(config).args(args);
+    run_for(cmd, Duration::from_secs(60))
+}
+
 #[tokio::test]
 async fn master_key_rotate_reseals_every_key_under_a_live_deployment() {
     let pg = tokio::task::spawn_blocking(support::procs::Postgres::start)
@@ -231,26 +254,9 @@ async fn master_key_rotate_reseals_every_key_under_a_live_deployment() {
     std::fs::write(&old, [1u8; 32]).expect("old key");
     std::fs::write(&new, [2u8; 32]).expect("new key");
     let config = dir.path().join("holdfast.toml");
-    let write_config = |key: &Path| {
-        std::fs::write(
-            &config,
-            format!(
-                "issuer = \"http://holdfast.test\"\naudience = \"holdfast-tests\"\n\
-                 listen = \"127.0.0.1:{}\"\nmaster_key_file = \"{}\"\n\
-                 [database]\nurl = \"{}\"\n[tokens]\njwks_max_age = \"1s\"\n",
-                support::procs::free_port(),
-                key.display(),
-                pg.url()
-            ),
-        )
-        .expect("config");
-    };
+    let write_config = |key: &Path| write_sealed_config(&config, key, &pg.url());
     write_config(&old);
-    let cli = |args: &[&str]| {
-        let mut cmd = holdfast(dir.path());
-        cmd.arg("--config").arg(&config).args(args);
-        run_for(cmd, Duration::from_secs(60))
-    };
+    let cli = |args: &[&str]| cli(dir.path(), &config, args);
     // Two keys: the first signer and a rotated one.
     let out = cli(&["keys", "rotate"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -273,23 +279,8 @@ async fn master_key_rotate_reseals_every_key_under_a_live_deployment() {
         StatusCode::NO_CONTENT
     );
 
-    // With the new key a node opens the keys, signs with the rotated one
-    // and verifies what the live node signed.
     write_config(&new);
-    let fresh = support::TestApp::spawn(&config, None).await;
-    assert_eq!(
-        fresh.verify(&early.access).await.status,
-        StatusCode::NO_CONTENT
-    );
-    let late = fresh.login_ok("early").await;
-    assert_eq!(
-        fresh.verify(&late.access).await.status,
-        StatusCode::NO_CONTENT
-    );
-    assert_eq!(
-        live.verify(&late.access).await.status,
-        StatusCode::NO_CONTENT
-    );
+    let fresh = new_key_node_verifies_both_ways(&config, &live, &early).await;
     // Running it again changes nothing and succeeds.
     let out = cli(&["master-key", "rotate", "--new", new.to_str().expect("utf8")]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -304,6 +295,30 @@ async fn master_key_rotate_reseals_every_key_under_a_live_deployment() {
         "{text}"
     );
     drop((live, fresh));
+}
+
+/// With the new key a node opens the keys, signs with the rotated one and
+/// verifies what the live node signed; the live node verifies its tokens.
+async fn new_key_node_verifies_both_ways(
+    config: &Path,
+    live: &support::TestApp,
+    early: &support::Tokens,
+) -> support::TestApp {
+    let fresh = support::TestApp::spawn(config, None).await;
+    assert_eq!(
+        fresh.verify(&early.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    let late = fresh.login_ok("early").await;
+    assert_eq!(
+        fresh.verify(&late.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        live.verify(&late.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    fresh
 }
 
 /// A break-glass key pair in `dir` and a token signed with it.
@@ -365,6 +380,35 @@ async fn start_during_an_outage(existing: bool) {
     pg.kill();
 
     let app = support::TestApp::spawn(&config, urls).await;
+    outage_answers(&app, earlier.as_ref(), &token).await;
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.restart();
+        pg
+    })
+    .await
+    .expect("restart postgres");
+    ready_once_postgres_is_back(&app).await;
+    let fresh = if existing {
+        let earlier = earlier.expect("earlier tokens");
+        assert_eq!(
+            app.verify(&earlier.access).await.status,
+            StatusCode::NO_CONTENT
+        );
+        app.login_ok("alice").await
+    } else {
+        app.user("bob").await
+    };
+    assert_eq!(
+        app.verify(&fresh.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    drop((app, pg, redis));
+}
+
+/// Started without PostgreSQL: alive, not ready, metrics and health served;
+/// logins, registrations and earlier tokens are 503; break-glass works.
+async fn outage_answers(app: &support::TestApp, earlier: Option<&support::Tokens>, token: &str) {
     assert_eq!(app.get("/livez", None).await.status, StatusCode::OK);
     assert_eq!(
         app.get("/readyz", None).await.status,
@@ -383,21 +427,18 @@ async fn start_during_an_outage(existing: bool) {
     app.register("bob@example.com", "bob")
         .await
         .expect_error(503, "SVC001");
-    if let Some(earlier) = &earlier {
+    if let Some(earlier) = earlier {
         app.verify(&earlier.access)
             .await
             .expect_error(503, "SVC001");
     }
-    let reply = app.verify(&token).await;
+    let reply = app.verify(token).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
     assert_eq!(reply.header("x-auth-method"), Some("emergency"));
+}
 
-    let pg = tokio::task::spawn_blocking(move || {
-        pg.restart();
-        pg
-    })
-    .await
-    .expect("restart postgres");
+/// Ready by itself within 10 s of PostgreSQL's return.
+async fn ready_once_postgres_is_back(app: &support::TestApp) {
     let back = Instant::now();
     while app.get("/readyz", None).await.status != StatusCode::OK {
         assert!(
@@ -407,21 +448,6 @@ async fn start_during_an_outage(existing: bool) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let fresh = if existing {
-        let earlier = earlier.expect("earlier tokens");
-        assert_eq!(
-            app.verify(&earlier.access).await.status,
-            StatusCode::NO_CONTENT
-        );
-        app.login_ok("alice").await
-    } else {
-        app.user("bob").await
-    };
-    assert_eq!(
-        app.verify(&fresh.access).await.status,
-        StatusCode::NO_CONTENT
-    );
-    drop((app, pg, redis));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,8 +92,42 @@ async fn primary_down_with_a_replica_is_read_only() {
     stack.await_replica("rex").await;
 
     stack.primary.kill();
+    let during = reads_are_served_by_the_replica(&app, &before).await;
+    writes_are_refused_and_health_says_read_only(&app, &during).await;
 
-    // Login: the lookup is served by the replica, the session by Redis.
+    // The primary returns: normal mode by itself, deferred writes replayed.
+    stack.primary.restart();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while mode(&app).await != ("normal".into(), "healthy".into()) {
+        assert!(
+            Instant::now() < deadline,
+            "no recovery: {:?}",
+            mode(&app).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let put = app
+        .call(
+            Method::PUT,
+            "/api/v1/users/me",
+            Some(&during.access),
+            Some(json!({"username": "rex2"})),
+        )
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Lose Redis and restart the node: the session started in read-only
+    // mode must be in PostgreSQL now.
+    tokio::task::block_in_place(|| stack.redis.restart());
+    drop(app);
+    app = stack.app().await;
+    let reply = app.refresh(&during.refresh).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}
+
+/// Login: the lookup is served by the replica, the session by Redis;
+/// refresh and profile reads work. Returns the tokens of that login.
+async fn reads_are_served_by_the_replica(app: &TestApp, before: &Tokens) -> Tokens {
     let started = Instant::now();
     let reply = app.login("rex", PASSWORD).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
@@ -108,8 +142,11 @@ async fn primary_down_with_a_replica_is_read_only() {
     let me = app.get("/api/v1/users/me", Some(&during.access)).await;
     assert_eq!(me.status, StatusCode::OK, "{}", me.body);
     assert_eq!(me.body["username"], "rex");
+    during
+}
 
-    // Writes: 503 SVC002, with Retry-After.
+/// Writes: 503 SVC002, with Retry-After; health reports read-only mode.
+async fn writes_are_refused_and_health_says_read_only(app: &TestApp, during: &Tokens) {
     let put = app
         .call(
             Method::PUT,
@@ -140,35 +177,6 @@ async fn primary_down_with_a_replica_is_read_only() {
         health.body["components"]["database_replica"]["healthy"],
         true
     );
-
-    // The primary returns: normal mode by itself, deferred writes replayed.
-    stack.primary.restart();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while mode(&app).await != ("normal".into(), "healthy".into()) {
-        assert!(
-            Instant::now() < deadline,
-            "no recovery: {:?}",
-            mode(&app).await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let put = app
-        .call(
-            Method::PUT,
-            "/api/v1/users/me",
-            Some(&during.access),
-            Some(json!({"username": "rex2"})),
-        )
-        .await;
-    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    // Lose Redis and restart the node: the session started in read-only
-    // mode must be in PostgreSQL now.
-    tokio::task::block_in_place(|| stack.redis.restart());
-    drop(app);
-    app = stack.app().await;
-    let reply = app.refresh(&during.refresh).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

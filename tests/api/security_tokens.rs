@@ -165,36 +165,7 @@ impl Drop for Served {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_the_deny_list_of_a_running_server() {
     let dir = tempfile::tempdir().expect("tempdir");
-    emergency_keys(dir.path());
-    let out = Command::new(BIN)
-        .args(["emergency", "issue", "--reason", "INC-11", "--ttl", "10m"])
-        .args(["--issuer", ISS, "--audience", AUD, "--key"])
-        .arg(dir.path().join("emergency.key"))
-        .env("HOLDFAST_LOG", "error")
-        .output()
-        .expect("issue");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains(&format!("iss={ISS:?}")) && stderr.contains(&format!("aud={AUD:?}")),
-        "{stderr}"
-    );
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let payload = token.split('.').nth(1).expect("payload");
-    let claims: Value = serde_json::from_slice(
-        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
-            .expect("base64"),
-    )
-    .expect("claims");
-    assert_eq!(
-        (claims["iss"].as_str(), claims["aud"].as_str()),
-        (Some(ISS), Some(AUD))
-    );
-    let jti: Uuid = claims["jti"]
-        .as_str()
-        .and_then(|j| j.parse().ok())
-        .expect("jti");
-
+    let (token, jti) = issue_from_the_cli(dir.path());
     let port = support::procs::free_port();
     let config = |deny: &[Uuid]| {
         format!(
@@ -205,19 +176,7 @@ async fn sighup_reloads_the_deny_list_of_a_running_server() {
     };
     let file = dir.path().join("holdfast.toml");
     std::fs::write(&file, config(&[])).expect("write config");
-    let mut serve = Command::new(BIN);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("HOLDFAST_")) {
-        serve.env_remove(key);
-    }
-    let child = serve
-        .args(["serve", "--config"])
-        .arg(&file)
-        .env("HOLDFAST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn serve");
-    let mut served = Served(child);
+    let mut served = serve(&file);
     let client = reqwest::Client::new();
     let verify = || {
         client
@@ -259,6 +218,58 @@ async fn sighup_reloads_the_deny_list_of_a_running_server() {
         served.0.try_wait().expect("try_wait").is_none(),
         "still serving"
     );
+}
+
+/// `holdfast serve --config FILE` with a clean `HOLDFAST_*` environment.
+fn serve(file: &Path) -> Served {
+    let mut serve = Command::new(BIN);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("HOLDFAST_")) {
+        serve.env_remove(key);
+    }
+    let child = serve
+        .args(["serve", "--config"])
+        .arg(file)
+        .env("HOLDFAST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    Served(child)
+}
+
+/// Break-glass keys in `dir` and a token from `emergency issue`, which
+/// names the issuer and audience it signed for. Returns the token and jti.
+fn issue_from_the_cli(dir: &Path) -> (String, Uuid) {
+    emergency_keys(dir);
+    let out = Command::new(BIN)
+        .args(["emergency", "issue", "--reason", "INC-11", "--ttl", "10m"])
+        .args(["--issuer", ISS, "--audience", AUD, "--key"])
+        .arg(dir.join("emergency.key"))
+        .env("HOLDFAST_LOG", "error")
+        .output()
+        .expect("issue");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("iss={ISS:?}")) && stderr.contains(&format!("aud={AUD:?}")),
+        "{stderr}"
+    );
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let payload = token.split('.').nth(1).expect("payload");
+    let claims: Value = serde_json::from_slice(
+        &base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, payload)
+            .expect("base64"),
+    )
+    .expect("claims");
+    assert_eq!(
+        (claims["iss"].as_str(), claims["aud"].as_str()),
+        (Some(ISS), Some(AUD))
+    );
+    let jti: Uuid = claims["jti"]
+        .as_str()
+        .and_then(|j| j.parse().ok())
+        .expect("jti");
+    (token, jti)
 }
 
 fn idp_config(name: &str, issuer: &str, url: &str) -> String {
@@ -398,7 +409,7 @@ async fn insert_user(stack: &Stack, name: &str, password_hash: String) {
     stack
         .app
         .state
-        .users
+        .user_store()
         .create(&User {
             id: Uuid::new_v4(),
             email: format!("{name}@example.com"),
@@ -416,7 +427,13 @@ async fn insert_user(stack: &Stack, name: &str, password_hash: String) {
 }
 
 async fn stored_hash(stack: &Stack, name: &str) -> String {
-    let user = stack.app.state.users.by_login(name).await.expect("read");
+    let user = stack
+        .app
+        .state
+        .user_store()
+        .by_login(name)
+        .await
+        .expect("read");
     user.expect("user").password_hash
 }
 

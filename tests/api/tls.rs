@@ -210,9 +210,13 @@ async fn tls_speaks_http1_and_http2_by_alpn_and_refuses_plain_http() {
         .expect("https, h2");
     assert_eq!(h2.status(), StatusCode::OK);
     assert_eq!(h2.version(), Version::HTTP_2);
+    sessions_name_the_tcp_peer(&node, &client).await;
+    plain_http_gets_no_http_answer(&node).await;
+}
 
-    // Handlers still see the TCP peer (ConnectInfo): it is recorded on
-    // the session a login creates.
+/// Handlers still see the TCP peer (ConnectInfo): it is recorded on the
+/// session a login creates.
+async fn sessions_name_the_tcp_peer(node: &TlsNode, client: &reqwest::Client) {
     let register = client
         .post(node.url("/api/v1/auth/register"))
         .json(&json!({"email": "tls@example.com", "username": "tls", "password": "a-long-tls-passphrase"}))
@@ -243,8 +247,10 @@ async fn tls_speaks_http1_and_http2_by_alpn_and_refuses_plain_http() {
         sessions.to_string().contains("127.0.0.1"),
         "the session names the client address: {sessions}"
     );
+}
 
-    // Plain HTTP on the TLS port: no HTTP answer, only a close or an alert.
+/// Plain HTTP on the TLS port: no HTTP answer, only a close or an alert.
+async fn plain_http_gets_no_http_answer(node: &TlsNode) {
     let mut plain = TcpStream::connect(node.addr).expect("connect");
     plain
         .set_read_timeout(Some(Duration::from_secs(15)))

@@ -42,9 +42,18 @@ impl Caller {
 
 /// `(method, path, auth, body template)`: `BAD` in the template is replaced
 /// by each bad value, raw.
-fn json_cases(user_id: &str) -> Vec<(Method, String, Auth, &'static str)> {
+fn json_cases(user_id: &str) -> Vec<JsonCase> {
+    let mut cases = auth_cases();
+    cases.extend(account_cases());
+    cases.extend(admin_cases(user_id));
+    cases
+}
+
+type JsonCase = (Method, String, Auth, &'static str);
+
+/// Registration, login, refresh and logout.
+fn auth_cases() -> Vec<JsonCase> {
     let p = |s: &str| s.to_string();
-    let roles = format!("/api/v1/admin/users/{user_id}/roles");
     vec![
         (
             Method::POST,
@@ -88,6 +97,13 @@ fn json_cases(user_id: &str) -> Vec<(Method, String, Auth, &'static str)> {
             Auth::FreshUser,
             r#"{"refresh_token":BAD}"#,
         ),
+    ]
+}
+
+/// The caller's own profile, password and API keys.
+fn account_cases() -> Vec<JsonCase> {
+    let p = |s: &str| s.to_string();
+    vec![
         (
             Method::PUT,
             p("/api/v1/users/me"),
@@ -136,6 +152,14 @@ fn json_cases(user_id: &str) -> Vec<(Method, String, Auth, &'static str)> {
             Auth::User,
             r#"{"name":"k","scopes":["users"],"expires_in":BAD}"#,
         ),
+    ]
+}
+
+/// Authorization checks, role administration and introspection.
+fn admin_cases(user_id: &str) -> Vec<JsonCase> {
+    let p = |s: &str| s.to_string();
+    let roles = format!("/api/v1/admin/users/{user_id}/roles");
+    vec![
         (
             Method::POST,
             p("/api/v1/authz/check"),
@@ -289,6 +313,12 @@ async fn form_fields_never_fail(app: &TestApp, caller: &Caller) {
 }
 
 async fn queries_and_paths_never_fail(app: &TestApp, caller: &Caller) {
+    queries_never_fail(app, caller).await;
+    path_segments_never_fail(app, caller).await;
+}
+
+/// Malformed, duplicate and oversized query strings.
+async fn queries_never_fail(app: &TestApp, caller: &Caller) {
     // Under and over the 8 KiB query limit, and far over it (the longest
     // URI the client library can send).
     let long = "a".repeat(8_000);
@@ -322,6 +352,10 @@ async fn queries_and_paths_never_fail(app: &TestApp, caller: &Caller) {
             reply.expect_error(413, "REQ002");
         }
     }
+}
+
+/// Malformed, non-UUID and oversized path segments.
+async fn path_segments_never_fail(app: &TestApp, caller: &Caller) {
     let segments = [
         "%00",
         "a%00b",
