@@ -12,7 +12,7 @@ use crate::auth::rate_limit::RateLimits;
 use crate::auth::tokens::AccessTokens;
 use crate::cache::bus::{Bus, Invalidation};
 use crate::store::{
-    Rotation, Session, SessionStore, StoreError, UnixTime, User, UserStatus, UserStore,
+    Rotation, Session, SessionStore, StoreError, Swap, UnixTime, User, UserStatus, UserStore,
 };
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -93,46 +93,7 @@ impl Sessions {
         client: Client,
         now: UnixTime,
     ) -> Result<TokenPair, AuthError> {
-        let user = self.users.by_login(login.trim()).await?;
-        // Unknown logins are limited too, under the name tried, so a lock
-        // says nothing about whether an account exists.
-        let account = user
-            .as_ref()
-            .map_or_else(|| login.trim().to_lowercase(), |u| u.id.to_string());
-        let address = client.rate_key.as_deref().unwrap_or("unknown");
-        let attempt = self.limits.reserve_account(&account, address).await?;
-        let phc = user.as_ref().map(|u| u.password_hash.clone());
-        let matched = match slot.verify(password, phc).await {
-            Ok(matched) => matched,
-            Err(e) => {
-                // No verdict (the hashing failed): the attempt does not count.
-                self.limits.account_undecided(attempt).await;
-                return Err(e.into());
-            }
-        };
-        let user = match (user, matched) {
-            (Some(user), true) => {
-                self.limits.account_succeeded(attempt).await;
-                user
-            }
-            (user, _) => {
-                let user_id = user.map(|u| u.id);
-                let login: String = login.trim().chars().take(64).collect();
-                if let Some(lock) = self.limits.account_failed(attempt).await {
-                    self.audit.record(
-                        "account_locked",
-                        user_id,
-                        serde_json::json!({"login": login, "lock_secs": lock.as_secs()}),
-                    );
-                }
-                self.audit.record(
-                    "login_failed",
-                    user_id,
-                    serde_json::json!({"login": login, "ip": client.ip}),
-                );
-                return Err(AuthError::InvalidCredentials);
-            }
-        };
+        let user = self.check_password(slot, login, password, &client).await?;
         if user.status == UserStatus::Disabled {
             self.audit.record(
                 "login_failed",
@@ -154,25 +115,7 @@ impl Sessions {
             revoked_at: None,
             roles: user.roles.clone(),
         };
-        // Only if no password change, deactivation or logout-all was
-        // answered since `user` was read: a login racing one of them yields
-        // nothing (DESIGN.md §3).
-        match self
-            .sessions
-            .create(&session, Some(user.security_version))
-            .await
-        {
-            Ok(()) => {}
-            Err(StoreError::Superseded) => {
-                self.audit.record(
-                    "login_failed",
-                    Some(user.id),
-                    serde_json::json!({"reason": "superseded", "ip": session.ip}),
-                );
-                return Err(AuthError::InvalidCredentials);
-            }
-            Err(e) => return Err(e.into()),
-        }
+        self.start(&user, &session).await?;
         self.audit.record(
             "login_succeeded",
             Some(user.id),
@@ -181,6 +124,82 @@ impl Sessions {
         self.pair(&user, &session, &secret, now)
     }
 
+    /// The user whose password `password` is, counted against the
+    /// account's rate limits; a failure is audited.
+    async fn check_password(
+        &self,
+        slot: HashSlot<'_>,
+        login: &str,
+        password: String,
+        client: &Client,
+    ) -> Result<User, AuthError> {
+        let user = self.users.by_login(login.trim()).await?;
+        // Unknown logins are limited too, under the name tried, so a lock
+        // says nothing about whether an account exists.
+        let account = user
+            .as_ref()
+            .map_or_else(|| login.trim().to_lowercase(), |u| u.id.to_string());
+        let address = client.rate_key.as_deref().unwrap_or("unknown");
+        let attempt = self.limits.reserve_account(&account, address).await?;
+        let phc = user.as_ref().map(|u| u.password_hash.clone());
+        let matched = match slot.verify(password, phc).await {
+            Ok(matched) => matched,
+            Err(e) => {
+                // No verdict (the hashing failed): the attempt does not count.
+                self.limits.account_undecided(attempt).await;
+                return Err(e.into());
+            }
+        };
+        match (user, matched) {
+            (Some(user), true) => {
+                self.limits.account_succeeded(attempt).await;
+                Ok(user)
+            }
+            (user, _) => {
+                let user_id = user.map(|u| u.id);
+                let login: String = login.trim().chars().take(64).collect();
+                if let Some(lock) = self.limits.account_failed(attempt).await {
+                    self.audit.record(
+                        "account_locked",
+                        user_id,
+                        serde_json::json!({"login": login, "lock_secs": lock.as_secs()}),
+                    );
+                }
+                self.audit.record(
+                    "login_failed",
+                    user_id,
+                    serde_json::json!({"login": login, "ip": client.ip}),
+                );
+                Err(AuthError::InvalidCredentials)
+            }
+        }
+    }
+
+    /// Stores the new session only if no password change, deactivation or
+    /// logout-all was answered since `user` was read: a login racing one of
+    /// them yields nothing (DESIGN.md §3).
+    async fn start(&self, user: &User, session: &Session) -> Result<(), AuthError> {
+        match self
+            .sessions
+            .create(session, Some(user.security_version))
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(StoreError::Superseded) => {
+                self.audit.record(
+                    "login_failed",
+                    Some(user.id),
+                    serde_json::json!({"reason": "superseded", "ip": session.ip}),
+                );
+                Err(AuthError::InvalidCredentials)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Rotation with reuse detection (RFC 6819 §5.2.2.3). The one place
+    /// that decides what a used refresh hash means: the stores only report
+    /// that it was rotated away from, and how the session stands now.
     pub async fn refresh(
         &self,
         refresh_token: &str,
@@ -188,50 +207,77 @@ impl Sessions {
     ) -> Result<TokenPair, AuthError> {
         let (sid, presented) = parse_refresh_token(refresh_token)?;
         let (next_secret, next_hash) = new_refresh_secret()?;
-        match self
+        let session = match self
             .sessions
-            .rotate(sid, &presented, &next_hash, now)
+            .rotate(Swap {
+                id: sid,
+                presented: &presented,
+                next: &next_hash,
+                at: now,
+            })
             .await?
         {
-            Rotation::Rotated(session) => match self.users.by_id(session.user_id).await {
-                Ok(Some(user)) if user.status == UserStatus::Disabled => {
-                    self.sessions.revoke(sid, now).await?;
-                    self.bus.publish(Invalidation::SessionRevoked { sid }, now);
-                    Err(AuthError::AccountDisabled)
-                }
-                Ok(Some(user)) => self.pair(&user, &session, &next_secret, now),
-                Ok(None) => Err(AuthError::Revoked),
-                // The session came from the cache and is live; a disabled
-                // account would have had it revoked. Issue with the roles
-                // the session recorded at login (explicit degradation).
-                Err(e) if e.is_unavailable() => {
-                    tracing::warn!(session_id = %sid, "refresh served without the database: roles from the session, less any known lost");
-                    let roles = self.tokens.snapshot_roles(session.user_id, &session.roles);
-                    self.pair_for(session.user_id, &roles, &session, &next_secret, now)
-                }
-                Err(e) => Err(e.into()),
-            },
-            Rotation::Reused => {
+            Rotation::Rotated(session) => session,
+            // Our own retry of a rotation whose answer was lost: the session
+            // already holds the hash we asked for, 256 fresh random bits
+            // nobody else has.
+            Rotation::AlreadyRotated(Some(session)) if session.holds(&next_hash, now) => session,
+            // Anybody else presenting a used hash: theft signal.
+            Rotation::AlreadyRotated(_) => return self.reused(sid, now).await,
+            Rotation::Mismatch => return Err(AuthError::TokenInvalid),
+            Rotation::Gone => return Err(AuthError::Revoked),
+        };
+        self.refreshed(session, &next_secret, now).await
+    }
+
+    /// The tokens of a rotated session, for its user as they are now.
+    async fn refreshed(
+        &self,
+        session: Session,
+        secret: &str,
+        now: UnixTime,
+    ) -> Result<TokenPair, AuthError> {
+        let sid = session.id;
+        match self.users.by_id(session.user_id).await {
+            Ok(Some(user)) if user.status == UserStatus::Disabled => {
+                self.sessions.revoke(sid, now).await?;
                 self.bus.publish(Invalidation::SessionRevoked { sid }, now);
-                // Whose session was stolen, for the audit log (best effort:
-                // the revocation above does not depend on it).
-                let user_id = match self.sessions.get(sid).await {
-                    Ok(session) => session.map(|s| s.user_id),
-                    Err(e) => {
-                        tracing::warn!(error = %e, session_id = %sid, "refresh reuse audited without its user");
-                        None
-                    }
-                };
-                self.audit.record(
-                    "refresh_reuse",
-                    user_id,
-                    serde_json::json!({"session_id": sid}),
-                );
-                Err(AuthError::RefreshReuse)
+                Err(AuthError::AccountDisabled)
             }
-            Rotation::Mismatch => Err(AuthError::TokenInvalid),
-            Rotation::Gone => Err(AuthError::Revoked),
+            Ok(Some(user)) => self.pair(&user, &session, secret, now),
+            Ok(None) => Err(AuthError::Revoked),
+            // The session came from the cache and is live; a disabled
+            // account would have had it revoked. Issue with the roles
+            // the session recorded at login (explicit degradation).
+            Err(e) if e.is_unavailable() => {
+                tracing::warn!(session_id = %sid, "refresh served without the database: roles from the session, less any known lost");
+                let roles = self.tokens.snapshot_roles(session.user_id, &session.roles);
+                self.pair_for(session.user_id, &roles, &session, secret, now)
+            }
+            Err(e) => Err(e.into()),
         }
+    }
+
+    /// A used refresh token presented again: the whole session is revoked,
+    /// everywhere, and the reuse audited.
+    async fn reused(&self, sid: Uuid, now: UnixTime) -> Result<TokenPair, AuthError> {
+        self.sessions.revoke(sid, now).await?;
+        self.bus.publish(Invalidation::SessionRevoked { sid }, now);
+        // Whose session was stolen, for the audit log (best effort: the
+        // revocation above does not depend on it).
+        let user_id = match self.sessions.get(sid).await {
+            Ok(session) => session.map(|s| s.user_id),
+            Err(e) => {
+                tracing::warn!(error = %e, session_id = %sid, "refresh reuse audited without its user");
+                None
+            }
+        };
+        self.audit.record(
+            "refresh_reuse",
+            user_id,
+            serde_json::json!({"session_id": sid}),
+        );
+        Err(AuthError::RefreshReuse)
     }
 
     /// Revokes the caller's session, and the session of `refresh_token` if

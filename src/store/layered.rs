@@ -10,12 +10,14 @@
 //!
 //! A cache copy can go stale while the cache was unreachable. The ledger
 //! catches that, because the write-through is itself a compare-and-swap:
-//! presenting a hash the ledger knows as used is reuse, a session the ledger
-//! revoked is gone, and a ledger that merely missed rotations catches up.
+//! a hash the ledger knows as used is answered as `AlreadyRotated` (reuse
+//! or our own retry, which `auth::sessions` tells apart), a session the
+//! ledger revoked is gone, and a ledger that merely missed rotations
+//! catches up.
 
 use crate::resilience::failure::FailureKind;
 use crate::store::{
-    Rotation, Session, SessionCache, SessionLedger, SessionStore, StoreError, UnixTime,
+    Rotation, Session, SessionCache, SessionLedger, SessionStore, StoreError, Swap, UnixTime,
 };
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -97,7 +99,13 @@ impl LayeredSessionStore {
             };
             let result = match &write {
                 Deferred::Rotation { id, used, next, at } => {
-                    self.ledger_rotation(*id, used, next, *at).await.map(|_| ())
+                    self.replay_rotation(Swap {
+                        id: *id,
+                        presented: used,
+                        next,
+                        at: *at,
+                    })
+                    .await
                 }
                 Deferred::Revoke { id, at } => self.ledger.revoke(*id, *at).await,
                 Deferred::Create(session, version) => {
@@ -134,22 +142,29 @@ impl LayeredSessionStore {
         }
     }
 
+    /// A deferred write-through. The ledger knowing the used hash as used
+    /// already, with the session not at `next` (not an earlier replay of
+    /// this very write), means the cache copy that decided it was stale.
+    async fn replay_rotation(&self, swap: Swap<'_>) -> Result<(), StoreError> {
+        if let Rotation::AlreadyRotated(current) = self.ledger_rotation(swap).await?
+            && !current.is_some_and(|s| s.holds(swap.next, swap.at))
+        {
+            self.cache.revoke(swap.id, swap.at).await.ok();
+        }
+        Ok(())
+    }
+
     /// The write-through of a rotation the cache decided, as a
     /// compare-and-swap in the ledger (see the module comment). Returns what
-    /// the caller should answer.
-    async fn ledger_rotation(
-        &self,
-        id: Uuid,
-        used: &str,
-        next: &str,
-        at: UnixTime,
-    ) -> Result<Rotation, StoreError> {
-        match self.ledger.rotate(id, used, next, at).await? {
+    /// the caller should answer: the ledger's word where it knows better.
+    async fn ledger_rotation(&self, swap: Swap<'_>) -> Result<Rotation, StoreError> {
+        let Swap { id, at, .. } = swap;
+        match self.ledger.rotate(swap).await? {
             rotated @ Rotation::Rotated(_) => Ok(rotated),
             // The ledger missed earlier rotations (deferred, or lost with a
             // node): the cache is ahead, so the ledger catches up.
             Rotation::Mismatch => {
-                self.ledger.record_rotation(id, used, next, at).await?;
+                self.ledger.record_rotation(swap).await?;
                 Ok(Rotation::Mismatch)
             }
             // The ledger never got this session: it was started while the
@@ -161,14 +176,17 @@ impl LayeredSessionStore {
                 };
                 tracing::warn!(session_id = %id, "session missing from the database; restored from the cache");
                 self.ledger.create(&session, None).await?;
-                self.ledger.record_rotation(id, used, next, at).await?;
+                self.ledger.record_rotation(swap).await?;
                 Ok(Rotation::Mismatch)
             }
-            // The cache copy was stale: the hash was used, or the session
-            // revoked, while the cache was unreachable.
-            stale @ (Rotation::Reused | Rotation::Gone) => {
+            // The hash was used before (a stale cache copy, or the ledger
+            // already has this very write): the domain tells which.
+            used @ Rotation::AlreadyRotated(_) => Ok(used),
+            // The cache copy was stale: the session was revoked while the
+            // cache was unreachable.
+            Rotation::Gone => {
                 self.cache.revoke(id, at).await.ok();
-                Ok(stale)
+                Ok(Rotation::Gone)
             }
         }
     }
@@ -254,53 +272,43 @@ impl SessionStore for LayeredSessionStore {
         Ok(Some(session))
     }
 
-    async fn rotate(
-        &self,
-        id: Uuid,
-        presented: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Result<Rotation, StoreError> {
-        let outcome = match self.cache.rotate(id, presented, next, now).await {
-            Ok(Some(Rotation::Rotated(session))) => {
-                match self.ledger_rotation(id, presented, next, now).await {
-                    Ok(Rotation::Rotated(_) | Rotation::Mismatch) => Rotation::Rotated(session),
-                    Ok(stale) => stale,
-                    Err(e) if e.is_unavailable() => {
-                        self.defer(Deferred::Rotation {
-                            id,
-                            used: presented.to_string(),
-                            next: next.to_string(),
-                            at: now,
-                        })?;
-                        Rotation::Rotated(session)
-                    }
+    async fn rotate(&self, swap: Swap<'_>) -> Result<Rotation, StoreError> {
+        Ok(match self.cache.rotate(swap).await {
+            Ok(Some(Rotation::Rotated(session))) => match self.ledger_rotation(swap).await {
+                Ok(Rotation::Rotated(_) | Rotation::Mismatch) => Rotation::Rotated(session),
+                Ok(stale) => stale,
+                Err(e) if e.is_unavailable() => {
+                    self.defer(Deferred::Rotation {
+                        id: swap.id,
+                        used: swap.presented.to_string(),
+                        next: swap.next.to_string(),
+                        at: swap.at,
+                    })?;
+                    Rotation::Rotated(session)
+                }
+                Err(e) => return Err(e),
+            },
+            // The cache may have been refilled after the hash was used.
+            Ok(Some(Rotation::Mismatch)) => {
+                match self.ledger.was_used(swap.id, swap.presented).await {
+                    Ok(true) => Rotation::AlreadyRotated(None),
+                    Ok(false) => Rotation::Mismatch,
+                    Err(e) if e.is_unavailable() => Rotation::Mismatch,
                     Err(e) => return Err(e),
                 }
             }
-            // The cache may have been refilled after the hash was used.
-            Ok(Some(Rotation::Mismatch)) => match self.ledger.was_used(id, presented).await {
-                Ok(true) => Rotation::Reused,
-                Ok(false) => Rotation::Mismatch,
-                Err(e) if e.is_unavailable() => Rotation::Mismatch,
-                Err(e) => return Err(e),
-            },
             Ok(Some(other)) => other,
             // Not cached, or the cache is unreachable: the ledger decides.
             Ok(None) => {
-                let outcome = self.ledger.rotate(id, presented, next, now).await?;
+                let outcome = self.ledger.rotate(swap).await?;
                 if let Rotation::Rotated(session) = &outcome {
                     self.cache.put(session).await.ok();
                 }
                 outcome
             }
-            Err(e) if e.is_unavailable() => self.ledger.rotate(id, presented, next, now).await?,
+            Err(e) if e.is_unavailable() => self.ledger.rotate(swap).await?,
             Err(e) => return Err(e),
-        };
-        if matches!(outcome, Rotation::Reused) {
-            self.revoke_everywhere(id, now).await?;
-        }
-        Ok(outcome)
+        })
     }
 
     async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {

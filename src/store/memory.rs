@@ -2,7 +2,7 @@
 //! without Redis). Bounded: past `capacity` it drops dead entries first, then
 //! arbitrary ones, which is safe because the SQL ledger holds the truth.
 
-use crate::store::{Rotation, Session, SessionCache, StoreError, UnixTime};
+use crate::store::{Rotation, Session, SessionCache, StoreError, Swap, UnixTime};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
@@ -61,33 +61,23 @@ impl SessionCache for MemorySessionCache {
         Ok(self.entries.lock().get(&id).map(|e| e.session.clone()))
     }
 
-    async fn rotate(
-        &self,
-        id: Uuid,
-        presented: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Result<Option<Rotation>, StoreError> {
+    async fn rotate(&self, swap: Swap<'_>) -> Result<Option<Rotation>, StoreError> {
         let mut entries = self.entries.lock();
-        let Some(entry) = entries.get_mut(&id) else {
+        let Some(entry) = entries.get_mut(&swap.id) else {
             return Ok(None);
         };
-        if entry.used.contains(presented) {
-            // Our own retry of a rotation that already happened: replay.
-            if entry.session.refresh_hash == next && entry.session.is_live(now) {
-                return Ok(Some(Rotation::Rotated(entry.session.clone())));
-            }
-            return Ok(Some(Rotation::Reused));
+        if entry.used.contains(swap.presented) {
+            return Ok(Some(Rotation::AlreadyRotated(Some(entry.session.clone()))));
         }
-        if !entry.session.is_live(now) {
+        if !entry.session.is_live(swap.at) {
             return Ok(Some(Rotation::Gone));
         }
-        if entry.session.refresh_hash != presented {
+        if entry.session.refresh_hash != swap.presented {
             return Ok(Some(Rotation::Mismatch));
         }
-        entry.used.insert(presented.to_string());
-        entry.session.refresh_hash = next.to_string();
-        entry.session.last_used_at = now;
+        entry.used.insert(swap.presented.to_string());
+        entry.session.refresh_hash = swap.next.to_string();
+        entry.session.last_used_at = swap.at;
         Ok(Some(Rotation::Rotated(entry.session.clone())))
     }
 

@@ -174,16 +174,34 @@ impl Session {
     pub fn is_live(&self, now: UnixTime) -> bool {
         self.revoked_at.is_none() && self.expires_at > now
     }
+
+    /// Live and holding the refresh hash `hash`.
+    pub fn holds(&self, hash: &str, now: UnixTime) -> bool {
+        self.refresh_hash == hash && self.is_live(now)
+    }
 }
 
-/// The answer to a refresh-token rotation attempt.
+/// A compare-and-swap of a session's refresh hash: `presented` (the hash
+/// of the token the client sent) for `next` (the hash of a fresh secret).
+#[derive(Debug, Clone, Copy)]
+pub struct Swap<'a> {
+    pub id: Uuid,
+    pub presented: &'a str,
+    pub next: &'a str,
+    pub at: UnixTime,
+}
+
+/// What a compare-and-swap of a session's refresh hash found. Stores only
+/// report it; what it means — above all whether a used hash is our own
+/// retry or a stolen token — is decided once, in `auth::sessions`.
 #[derive(Debug, Clone)]
 pub enum Rotation {
-    /// The presented hash was current; the session now holds the new one.
+    /// The presented hash was current; the session now holds the next one.
     Rotated(Session),
-    /// The presented hash was current once and has been used: theft signal.
-    Reused,
-    /// Not this session's hash, now or ever.
+    /// The presented hash was current once and has been rotated away from:
+    /// the session as it stands now, when this store still has it.
+    AlreadyRotated(Option<Session>),
+    /// Not this session's hash, now or ever (as far as this store knows).
     Mismatch,
     /// No such session, or revoked, or expired.
     Gone,
@@ -251,14 +269,10 @@ pub trait SessionStore: Send + Sync {
     /// session a faster store already holds; logins always give one.
     async fn create(&self, session: &Session, user_version: Option<i64>) -> Result<(), StoreError>;
     async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
-    /// Compare-and-swap of the refresh hash, atomic per session.
-    async fn rotate(
-        &self,
-        id: Uuid,
-        presented: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Result<Rotation, StoreError>;
+    /// Compare-and-swap of the refresh hash, atomic per session; safe to
+    /// retry with the same `next` (a retry finds `AlreadyRotated` with the
+    /// session holding `next`).
+    async fn rotate(&self, swap: Swap<'_>) -> Result<Rotation, StoreError>;
     async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError>;
     /// Revokes every live session of the user except `keep`; returns the ids.
     async fn revoke_user(
@@ -274,20 +288,15 @@ pub trait SessionStore: Send + Sync {
 
 /// A fast copy of sessions in front of the ledger (Redis in production,
 /// process memory embedded). It may lose entries at any time (a Redis
-/// restart); the ledger refills it. Rotation is atomic inside the cache.
+/// restart); the ledger refills it. Rotation is atomic inside the cache and
+/// answers as `SessionStore::rotate` does.
 #[async_trait]
 pub trait SessionCache: Send + Sync {
     fn backend(&self) -> &'static str;
     async fn put(&self, session: &Session) -> Result<(), StoreError>;
     async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError>;
     /// `None` when the session is not cached: ask the ledger.
-    async fn rotate(
-        &self,
-        id: Uuid,
-        presented: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Result<Option<Rotation>, StoreError>;
+    async fn rotate(&self, swap: Swap<'_>) -> Result<Option<Rotation>, StoreError>;
     /// Marks a cached session revoked (kept, so a later refresh is `Gone`).
     async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError>;
 }
@@ -295,16 +304,11 @@ pub trait SessionCache: Send + Sync {
 /// What only the durable (SQL) session store can answer.
 #[async_trait]
 pub trait SessionLedger: SessionStore {
-    /// Records a rotation already decided by a faster store (write-through).
+    /// Records a rotation already decided by a faster store (write-through):
+    /// `swap.presented` used, `swap.next` current.
     /// Forward only: a rotation older than one already recorded only adds
     /// its used hash.
-    async fn record_rotation(
-        &self,
-        id: Uuid,
-        used: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Result<(), StoreError>;
+    async fn record_rotation(&self, swap: Swap<'_>) -> Result<(), StoreError>;
     /// Was `hash` ever a refresh hash of this session that has been used?
     async fn was_used(&self, id: Uuid, hash: &str) -> Result<bool, StoreError>;
     /// Sessions revoked after `since` that have not expired (warm-up of the

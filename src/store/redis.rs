@@ -8,7 +8,7 @@
 
 use crate::resilience::failure::FailureKind;
 use crate::resilience::{Call, DependencyGuard};
-use crate::store::{Probe, Rotation, Session, SessionCache, StoreError, UnixTime};
+use crate::store::{Probe, Rotation, Session, SessionCache, StoreError, Swap, UnixTime};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
@@ -17,21 +17,21 @@ use uuid::Uuid;
 
 pub const DEPENDENCY: &str = "redis";
 
-/// Rotation as one atomic step. Returns the updated session JSON, or one of
-/// `miss`, `reused`, `gone`, `mismatch`. Idempotent: retried with the same
-/// fresh hash (ours, 256 random bits) it answers the session again instead
-/// of mistaking our own retry for reuse, so the guard may retry it.
+/// Rotation as one atomic step. Returns the updated session JSON, `used:`
+/// and the session JSON when the presented hash was already rotated away
+/// from (`used` alone once the session has expired from the cache), or one
+/// of `miss`, `gone`, `mismatch`. Safe for the guard to retry: a retry
+/// finds `used:` with the session already holding the fresh hash, which
+/// `auth::sessions` recognises as its own.
 const ROTATE: &str = r#"
 local raw = redis.call('GET', KEYS[1])
-local reused = redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1
-if not raw then
-  if reused then return 'reused' end
-  return 'miss'
+local used = redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 1
+if used then
+  if raw then return 'used:' .. raw end
+  return 'used'
 end
+if not raw then return 'miss' end
 local s = cjson.decode(raw)
--- A retry of a rotation that already happened (same fresh hash): replay.
-if reused and s.refresh_hash == ARGV[2] then return raw end
-if reused then return 'reused' end
 local now = tonumber(ARGV[3])
 if s.revoked_at ~= cjson.null or s.expires_at <= now then return 'gone' end
 if s.refresh_hash ~= ARGV[1] then return 'mismatch' end
@@ -146,19 +146,13 @@ impl SessionCache for RedisSessionCache {
         raw.as_deref().map(decode).transpose()
     }
 
-    async fn rotate(
-        &self,
-        id: Uuid,
-        presented: &str,
-        next: &str,
-        now: UnixTime,
-    ) -> Result<Option<Rotation>, StoreError> {
-        let mut invocation = self.rotate.key(Self::session_key(id));
+    async fn rotate(&self, swap: Swap<'_>) -> Result<Option<Rotation>, StoreError> {
+        let mut invocation = self.rotate.key(Self::session_key(swap.id));
         invocation
-            .key(Self::used_key(id))
-            .arg(presented)
-            .arg(next)
-            .arg(now);
+            .key(Self::used_key(swap.id))
+            .arg(swap.presented)
+            .arg(swap.next)
+            .arg(swap.at);
         let answer: String = self
             .guard
             .run_idempotent(|| {
@@ -167,9 +161,12 @@ impl SessionCache for RedisSessionCache {
                 async move { invocation.invoke_async(&mut conn).await.map_err(classify) }
             })
             .await?;
+        if let Some(json) = answer.strip_prefix("used:") {
+            return Ok(Some(Rotation::AlreadyRotated(Some(decode(json)?))));
+        }
         Ok(match answer.as_str() {
             "miss" => None,
-            "reused" => Some(Rotation::Reused),
+            "used" => Some(Rotation::AlreadyRotated(None)),
             "gone" => Some(Rotation::Gone),
             "mismatch" => Some(Rotation::Mismatch),
             json => Some(Rotation::Rotated(decode(json)?)),

@@ -152,6 +152,17 @@ fn login_keys(s: LoginSubject<'_>) -> LoginKeys {
     }
 }
 
+/// A script's answer (allowed as 0/1, members counted, ms until a slot
+/// frees) as a `Decision` against `limit`.
+fn decision(allowed: i64, limit: u32, count: i64, reset_ms: i64) -> Decision {
+    Decision {
+        allowed: allowed == 1,
+        limit,
+        remaining: limit.saturating_sub(count.max(0) as u32),
+        reset_after: Duration::from_millis(reset_ms.max(0) as u64),
+    }
+}
+
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -177,12 +188,7 @@ impl LimiterStore for RedisLimiter {
             .arg(member);
         // ZADD of the same member is idempotent, so a retry is safe.
         let (allowed, count, reset_ms): (i64, i64, i64) = self.idempotent(&invocation).await?;
-        Ok(Decision {
-            allowed: allowed == 1,
-            limit: window.limit,
-            remaining: window.limit.saturating_sub(count.max(0) as u32),
-            reset_after: Duration::from_millis(reset_ms.max(0) as u64),
-        })
+        Ok(decision(allowed, window.limit, count, reset_ms))
     }
 
     async fn reserve_login(
@@ -210,12 +216,7 @@ impl LimiterStore for RedisLimiter {
         // Both ZADDs are of the same member: a retry is safe.
         let (allowed, count, reset_ms, limit): (i64, i64, i64, u32) =
             self.idempotent(&invocation).await?;
-        Ok(Decision {
-            allowed: allowed == 1,
-            limit,
-            remaining: limit.saturating_sub(count.max(0) as u32),
-            reset_after: Duration::from_millis(reset_ms.max(0) as u64),
-        })
+        Ok(decision(allowed, limit, count, reset_ms))
     }
 
     async fn refund_login(

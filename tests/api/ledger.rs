@@ -4,7 +4,7 @@
 use holdfast::resilience::DependencyGuard;
 use holdfast::resilience::breaker::BreakerSettings;
 use holdfast::store::sql::SqliteStore;
-use holdfast::store::{Rotation, Session, SessionLedger, SessionStore, StoreError};
+use holdfast::store::{Rotation, Session, SessionLedger, SessionStore, StoreError, Swap};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -21,6 +21,15 @@ async fn ledger(dir: &tempfile::TempDir) -> SqliteStore {
         .expect("open");
     store.migrate().await.expect("migrate");
     store
+}
+
+fn swap<'a>(id: Uuid, presented: &'a str, next: &'a str, at: i64) -> Swap<'a> {
+    Swap {
+        id,
+        presented,
+        next,
+        at,
+    }
 }
 
 #[tokio::test]
@@ -44,8 +53,14 @@ async fn replayed_rotations_only_move_forward() {
     };
     ledger.create(&session, Some(0)).await.expect("create");
     // Node B's later rotation (h1 -> h2) is replayed before node A's (h0 -> h1).
-    ledger.record_rotation(id, "h1", "h2", 3).await.expect("b");
-    ledger.record_rotation(id, "h0", "h1", 2).await.expect("a");
+    ledger
+        .record_rotation(swap(id, "h1", "h2", 3))
+        .await
+        .expect("b");
+    ledger
+        .record_rotation(swap(id, "h0", "h1", 2))
+        .await
+        .expect("a");
     let now = ledger.get(id).await.expect("get").expect("session");
     assert_eq!(
         now.refresh_hash, "h2",
@@ -55,12 +70,15 @@ async fn replayed_rotations_only_move_forward() {
     assert!(ledger.was_used(id, "h1").await.expect("used"));
     // The client's current token rotates; an old one is reuse.
     assert!(matches!(
-        ledger.rotate(id, "h2", "h3", 4).await.expect("rotate"),
+        ledger
+            .rotate(swap(id, "h2", "h3", 4))
+            .await
+            .expect("rotate"),
         Rotation::Rotated(_)
     ));
     assert!(matches!(
-        ledger.rotate(id, "h1", "h9", 5).await.expect("rotate"),
-        Rotation::Reused
+        ledger.rotate(swap(id, "h1", "h9", 5)).await.expect("rotate"),
+        Rotation::AlreadyRotated(Some(s)) if s.refresh_hash == "h3" && !s.holds("h9", 5)
     ));
 }
 

@@ -30,4 +30,5 @@ mod security_edge;
 mod security_limits;
 mod security_tokens;
 mod slow_dependencies;
+mod store_conformance;
 mod tls;

@@ -1,24 +1,25 @@
 //! The durable stores on sqlx: PostgreSQL in production, SQLite embedded.
 //!
-//! The SQL text is the same for both (BIGINT times, `$N` placeholders, which
-//! sqlx's SQLite driver binds by number), so each capability is written once
-//! as a `macro_rules!` body in its own file and stamped out for `PgStore` and
-//! `SqliteStore`. Generic code over `sqlx::Database` would need a bound per
-//! bound type on every method; the macro keeps the queries readable.
-//! Every query runs through the database's `DependencyGuard`.
+//! One `SqlStore` serves both databases: each capability is written once
+//! in its own file against `pool::Pool`, which hides which driver runs the
+//! statement. Every query runs through the database's `DependencyGuard`,
+//! and reads fall back to a read replica when one is configured.
 
 mod access;
 mod keys;
+mod migrations;
+mod pool;
 mod sessions;
 mod users;
 
 use crate::resilience::failure::FailureKind;
 use crate::resilience::{Call, DependencyGuard};
 use crate::store::{Probe, StoreError};
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use pool::{Arg, Pool, Record};
+use sqlx::AssertSqlSafe;
+use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use sqlx::{PgPool, SqlSafeStr, SqlitePool};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,105 +30,119 @@ pub const DEPENDENCY: &str = "database";
 /// The health and guard name of the read replica.
 pub const REPLICA: &str = "database_replica";
 
-pub struct PgStore {
-    pool: PgPool,
+/// Every SQL capability (`UserStore`, `SessionLedger`, `KeyStore`, …) on
+/// one database, PostgreSQL or SQLite.
+pub struct SqlStore {
+    pool: Pool,
     guard: Arc<DependencyGuard>,
-    replica: Option<Replica<PgPool>>,
+    /// Only PostgreSQL has one.
+    replica: Option<Replica>,
 }
 
-pub struct SqliteStore {
-    pool: SqlitePool,
-    guard: Arc<DependencyGuard>,
-    /// Always `None`; present so both stores share the routing code.
-    replica: Option<Replica<SqlitePool>>,
-}
+/// The store on PostgreSQL (`connect`), as the start-up wiring names it.
+pub type PgStore = SqlStore;
+
+/// The store on SQLite (`open`), as the start-up wiring names it.
+pub type SqliteStore = SqlStore;
 
 /// A streaming read replica: where reads go while the primary cannot
 /// answer. Writes never go there; they become `StoreError::ReadOnly`.
-pub struct Replica<P> {
-    pool: P,
+struct Replica {
+    pool: Pool,
     guard: Arc<DependencyGuard>,
 }
 
-/// Read/write routing, the same for both stores.
-macro_rules! routing {
-    ($store:ty, $pool:ty) => {
-        impl $store {
-            /// Read-only mode (`resilience::mode`): the primary's breaker
-            /// is not closed and the replica's is. Then nothing waits on
-            /// the primary; only the breaker's half-open probes (the
-            /// health monitor's pings) reach it.
-            fn read_only(&self) -> Option<&Replica<$pool>> {
-                self.replica
-                    .as_ref()
-                    .filter(|r| crate::resilience::mode::read_only(&self.guard, &r.guard))
-            }
+impl SqlStore {
+    /// Read-only mode (`resilience::mode`): the primary's breaker is not
+    /// closed and the replica's is. Then nothing waits on the primary; only
+    /// the breaker's half-open probes (the health monitor's pings) reach it.
+    fn read_only(&self) -> Option<&Replica> {
+        self.replica
+            .as_ref()
+            .filter(|r| crate::resilience::mode::read_only(&self.guard, &r.guard))
+    }
 
-            /// A read (idempotent, so retried on fast failures): the
-            /// primary, or the replica when the primary is unavailable —
-            /// straight to the replica in read-only mode.
-            async fn read<T, F, Fut>(&self, query: F) -> Result<T, StoreError>
-            where
-                F: Fn($pool) -> Fut,
-                Fut: std::future::Future<Output = Result<T, StoreError>>,
-            {
-                if let Some(replica) = self.read_only() {
-                    return replica
-                        .guard
-                        .run_idempotent(|| query(replica.pool.clone()))
-                        .await;
-                }
-                let primary = self.guard.run_idempotent(|| query(self.pool.clone())).await;
-                match (&self.replica, primary) {
-                    (Some(replica), Err(e)) if e.is_unavailable() => {
-                        replica
-                            .guard
-                            .run_idempotent(|| query(replica.pool.clone()))
-                            .await
-                    }
-                    (_, result) => result,
-                }
-            }
-
-            /// A write, on the primary only. With a replica configured, an
-            /// unavailable primary means read-only mode; in that mode the
-            /// write is refused before it starts.
-            async fn write<T, Fut>(&self, fut: Fut) -> Result<T, StoreError>
-            where
-                Fut: std::future::Future<Output = Result<T, StoreError>>,
-            {
-                if self.read_only().is_some() {
-                    return Err(StoreError::ReadOnly);
-                }
-                match self.guard.run(Call::Write, fut).await {
-                    Err(e) if e.is_unavailable() && self.replica.is_some() => {
-                        Err(StoreError::ReadOnly)
-                    }
-                    other => other,
-                }
-            }
+    /// A read (idempotent, so retried on fast failures): the primary, or
+    /// the replica when the primary is unavailable — straight to the
+    /// replica in read-only mode.
+    async fn read<T, F, Fut>(&self, query: F) -> Result<T, StoreError>
+    where
+        F: Fn(Pool) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        if let Some(replica) = self.read_only() {
+            return replica
+                .guard
+                .run_idempotent(|| query(replica.pool.clone()))
+                .await;
         }
-    };
-}
-routing!(PgStore, PgPool);
-routing!(SqliteStore, SqlitePool);
+        let primary = self.guard.run_idempotent(|| query(self.pool.clone())).await;
+        match (&self.replica, primary) {
+            (Some(replica), Err(e)) if e.is_unavailable() => {
+                replica
+                    .guard
+                    .run_idempotent(|| query(replica.pool.clone()))
+                    .await
+            }
+            (_, result) => result,
+        }
+    }
 
-impl PgStore {
-    /// Connects lazily: the pool opens connections on first use, each
-    /// acquire bounded by the guard's timeout.
+    /// A write, on the primary only. With a replica configured, an
+    /// unavailable primary means read-only mode; in that mode the write is
+    /// refused before it starts.
+    async fn write<T, Fut>(&self, fut: Fut) -> Result<T, StoreError>
+    where
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        if self.read_only().is_some() {
+            return Err(StoreError::ReadOnly);
+        }
+        match self.guard.run(Call::Write, fut).await {
+            Err(e) if e.is_unavailable() && self.replica.is_some() => Err(StoreError::ReadOnly),
+            other => other,
+        }
+    }
+
+    /// The rows `sql` returns, as a read (primary or replica).
+    async fn read_all<T: Record>(&self, sql: &str, args: &[Arg<'_>]) -> Result<Vec<T>, StoreError> {
+        self.read(|pool| async move { pool.fetch_all(AssertSqlSafe(sql.to_owned()), args).await })
+            .await
+    }
+
+    /// The row `sql` returns, if any, as a read (primary or replica).
+    async fn read_optional<T: Record>(
+        &self,
+        sql: &str,
+        args: &[Arg<'_>],
+    ) -> Result<Option<T>, StoreError> {
+        self.read(|pool| async move {
+            pool.fetch_optional(AssertSqlSafe(sql.to_owned()), args)
+                .await
+        })
+        .await
+    }
+
+    /// One statement on the primary, as a write; rows affected.
+    async fn execute(&self, sql: &'static str, args: &[Arg<'_>]) -> Result<u64, StoreError> {
+        self.write(self.pool.execute(sql, args)).await
+    }
+
+    /// Connects to PostgreSQL lazily: the pool opens connections on first
+    /// use, each acquire bounded by the guard's timeout.
     pub fn connect(
         url: &str,
         pool_size: u32,
         guard: Arc<DependencyGuard>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
-            pool: pg_pool(url, pool_size, &guard)?,
+            pool: Pool::Pg(pg_pool(url, pool_size, &guard)?),
             guard,
             replica: None,
         })
     }
 
-    /// Adds a read replica with its own pool and guard.
+    /// Adds a PostgreSQL read replica with its own pool and guard.
     pub fn with_replica(
         mut self,
         url: &str,
@@ -135,7 +150,7 @@ impl PgStore {
         guard: Arc<DependencyGuard>,
     ) -> Result<Self, StoreError> {
         self.replica = Some(Replica {
-            pool: pg_pool(url, pool_size, &guard)?,
+            pool: Pool::Pg(pg_pool(url, pool_size, &guard)?),
             guard,
         });
         Ok(self)
@@ -152,23 +167,6 @@ impl PgStore {
         })
     }
 
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        postgres_migrator()
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Unavailable {
-                dependency: DEPENDENCY,
-                kind: FailureKind::of_error(&e),
-                reason: format!("migration failed: {e}"),
-            })
-    }
-
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-}
-
-impl SqliteStore {
     /// Opens (creating if needed) the SQLite file in WAL mode.
     pub async fn open(path: &str, guard: Arc<DependencyGuard>) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::new()
@@ -184,17 +182,32 @@ impl SqliteStore {
             .await
             .map_err(classify)?;
         Ok(Self {
-            pool,
+            pool: Pool::Sqlite(pool),
             guard,
             replica: None,
         })
     }
 
+    /// Brings the schema up to date. A PostgreSQL failure counts as the
+    /// database being unavailable (`startup` waits for it); a SQLite one,
+    /// on a local file, is not something waiting fixes.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlite_migrator()
-            .run(&self.pool)
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}")))
+        match &self.pool {
+            Pool::Pg(pool) => {
+                migrations::postgres()
+                    .run(pool)
+                    .await
+                    .map_err(|e| StoreError::Unavailable {
+                        dependency: DEPENDENCY,
+                        kind: FailureKind::of_error(&e),
+                        reason: format!("migration failed: {e}"),
+                    })
+            }
+            Pool::Sqlite(pool) => migrations::sqlite()
+                .run(pool)
+                .await
+                .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}"))),
+        }
     }
 }
 
@@ -213,22 +226,37 @@ fn pg_pool(url: &str, size: u32, guard: &DependencyGuard) -> Result<PgPool, Stor
 /// database guard like every query, never retried (a retry would measure a
 /// longer round trip).
 #[async_trait::async_trait]
-impl crate::resilience::clock::ServerClock for PgStore {
+impl crate::resilience::clock::ServerClock for SqlStore {
     async fn server_epoch(&self) -> Result<f64, StoreError> {
+        // Wired only for PostgreSQL; SQLite has no such function.
         self.guard
-            .run(Call::Read, async {
-                sqlx::query_scalar::<_, f64>("SELECT extract(epoch from clock_timestamp())::float8")
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(classify)
-            })
+            .run(
+                Call::Read,
+                self.pool
+                    .scalar("SELECT extract(epoch from clock_timestamp())::float8", &[]),
+            )
             .await
+    }
+}
+
+#[async_trait::async_trait]
+impl Probe for SqlStore {
+    fn name(&self) -> &'static str {
+        DEPENDENCY
+    }
+
+    fn backend(&self) -> &'static str {
+        self.pool.dialect().name
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        ping(&self.guard, &self.pool).await
     }
 }
 
 /// Pings the replica through its own guard.
 struct ReplicaProbe {
-    pool: PgPool,
+    pool: Pool,
     guard: Arc<DependencyGuard>,
 }
 
@@ -243,98 +271,19 @@ impl Probe for ReplicaProbe {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.guard
-            .run(Call::Read, async {
-                sqlx::query("SELECT 1")
-                    .execute(&self.pool)
-                    .await
-                    .map_err(classify)?;
-                Ok(())
-            })
-            .await
+        ping(&self.guard, &self.pool).await
     }
 }
 
-/// Migrations are compiled into the binary so a deployed `holdfast` needs no
-/// migrations folder beside it.
-fn postgres_migrator() -> Migrator {
-    Migrator::with_migrations(vec![
-        migration(
-            1,
-            "init",
-            include_str!("../../../migrations/postgres/0001_init.sql"),
-        ),
-        migration(
-            2,
-            "session roles",
-            include_str!("../../../migrations/postgres/0002_session_roles.sql"),
-        ),
-        migration(
-            3,
-            "key schedule",
-            include_str!("../../../migrations/postgres/0003_key_schedule.sql"),
-        ),
-        migration(
-            4,
-            "access",
-            include_str!("../../../migrations/postgres/0004_access.sql"),
-        ),
-        migration(
-            5,
-            "security version",
-            include_str!("../../../migrations/postgres/0005_security_version.sql"),
-        ),
-        migration(
-            6,
-            "password normalization",
-            include_str!("../../../migrations/postgres/0006_password_normalization.sql"),
-        ),
-    ])
-}
-
-fn sqlite_migrator() -> Migrator {
-    Migrator::with_migrations(vec![
-        migration(
-            1,
-            "init",
-            include_str!("../../../migrations/sqlite/0001_init.sql"),
-        ),
-        migration(
-            2,
-            "session roles",
-            include_str!("../../../migrations/sqlite/0002_session_roles.sql"),
-        ),
-        migration(
-            3,
-            "key schedule",
-            include_str!("../../../migrations/sqlite/0003_key_schedule.sql"),
-        ),
-        migration(
-            4,
-            "access",
-            include_str!("../../../migrations/sqlite/0004_access.sql"),
-        ),
-        migration(
-            5,
-            "security version",
-            include_str!("../../../migrations/sqlite/0005_security_version.sql"),
-        ),
-        migration(
-            6,
-            "password normalization",
-            include_str!("../../../migrations/sqlite/0006_password_normalization.sql"),
-        ),
-    ])
-}
-
-fn migration(version: i64, description: &'static str, sql: &'static str) -> Migration {
-    Migration::new(
-        version,
-        description.into(),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )
+/// `SELECT 1` through `guard`, a single attempt: health reports what a
+/// caller would meet now.
+async fn ping(guard: &DependencyGuard, pool: &Pool) -> Result<(), StoreError> {
+    guard
+        .run(Call::Read, async {
+            pool.execute("SELECT 1", &[]).await?;
+            Ok(())
+        })
+        .await
 }
 
 /// Sorts a sqlx error into an answer (conflict) or an infrastructure failure.

@@ -1,303 +1,220 @@
 //! `SessionStore` and `SessionLedger` on SQL: the durable record every
 //! session is written through to, whatever sits in front of it.
 
-use super::{PgStore, SqliteStore, classify};
-use crate::store::{Rotation, Session, SessionLedger, SessionStore, StoreError, UnixTime};
+use super::SqlStore;
+use super::pool::{Arg, Columns, arg, split};
+use crate::store::{Rotation, Session, SessionLedger, SessionStore, StoreError, Swap, UnixTime};
 use async_trait::async_trait;
-use sqlx::Row;
+use sqlx::{AssertSqlSafe, FromRow};
 use uuid::Uuid;
 
 const SESSION_COLUMNS: &str = "id, user_id, refresh_hash, created_at, last_used_at, expires_at, \
      user_agent, ip, revoked_at, roles";
 
-fn session_from_row<R: Row>(row: &R) -> Result<Session, StoreError>
-where
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    Uuid: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    String: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<String>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    i64: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    Option<i64>: for<'r> sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    Ok(Session {
-        id: row.try_get("id").map_err(classify)?,
-        user_id: row.try_get("user_id").map_err(classify)?,
-        refresh_hash: row.try_get("refresh_hash").map_err(classify)?,
-        created_at: row.try_get("created_at").map_err(classify)?,
-        last_used_at: row.try_get("last_used_at").map_err(classify)?,
-        expires_at: row.try_get("expires_at").map_err(classify)?,
-        user_agent: row.try_get("user_agent").map_err(classify)?,
-        ip: row.try_get("ip").map_err(classify)?,
-        revoked_at: row.try_get("revoked_at").map_err(classify)?,
-        roles: {
-            let roles: String = row.try_get("roles").map_err(classify)?;
-            roles
-                .split(',')
-                .filter(|r| !r.is_empty())
-                .map(str::to_string)
-                .collect()
-        },
-    })
+/// Remembers a hash the session rotated away from.
+const MARK_USED: &str = "INSERT INTO used_refresh_tokens (token_hash, session_id, used_at) \
+     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING";
+
+const WAS_USED: &str =
+    "SELECT 1 AS used FROM used_refresh_tokens WHERE token_hash = $1 AND session_id = $2";
+
+impl<'r, R: Columns> FromRow<'r, R> for Session {
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(Session {
+            id: row.col("id")?,
+            user_id: row.col("user_id")?,
+            refresh_hash: row.col("refresh_hash")?,
+            created_at: row.col("created_at")?,
+            last_used_at: row.col("last_used_at")?,
+            expires_at: row.col("expires_at")?,
+            user_agent: row.col("user_agent")?,
+            ip: row.col("ip")?,
+            revoked_at: row.col("revoked_at")?,
+            roles: split(&row.col::<String>("roles")?, ','),
+        })
+    }
 }
 
-macro_rules! sql_session_store {
-    ($store:ty, $lock:literal) => {
-        #[async_trait]
-        impl SessionStore for $store {
-            async fn create(&self, s: &Session, user_version: Option<i64>) -> Result<(), StoreError> {
-                self.write(async {
-                        // `$lock` (PostgreSQL: FOR SHARE) holds the user's row
-                        // until this insert commits, so a password change,
-                        // deactivation or logout-all either waits for it (and
-                        // then its sweep revokes this session) or committed
-                        // first (and then no row matches). SQLite runs one
-                        // writer at a time, which gives the same order.
-                        let sql = sqlx::AssertSqlSafe(concat!(
-                            "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, \
-                             expires_at, user_agent, ip, revoked_at, roles) \
-                             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM users \
-                             WHERE id = $2 AND status = 'active' \
-                             AND ($11 IS NULL OR security_version = $11) ",
-                            $lock
-                        ));
-                        let inserted = sqlx::query(sql)
-                        .bind(s.id)
-                        .bind(s.user_id)
-                        .bind(&s.refresh_hash)
-                        .bind(s.created_at)
-                        .bind(s.last_used_at)
-                        .bind(s.expires_at)
-                        .bind(&s.user_agent)
-                        .bind(&s.ip)
-                        .bind(s.revoked_at)
-                        .bind(s.roles.join(","))
-                        .bind(user_version)
-                        .execute(&self.pool)
-                        .await
-                        .map_err(classify)?
-                        .rows_affected();
-                        if inserted == 0 {
-                            return Err(StoreError::Superseded);
-                        }
-                        Ok(())
-                    })
-                    .await
-            }
-
-            async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
-                self.read(|pool| async move {
-                        let sql = sqlx::AssertSqlSafe(format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"));
-                        let row = sqlx::query(sql)
-                            .bind(id)
-                            .fetch_optional(&pool)
-                            .await
-                            .map_err(classify)?;
-                        row.as_ref().map(session_from_row).transpose()
-                    })
-                    .await
-            }
-
-            async fn rotate(
-                &self,
-                id: Uuid,
-                presented: &str,
-                next: &str,
-                now: UnixTime,
-            ) -> Result<Rotation, StoreError> {
-                self.write(async {
-                        let mut tx = self.pool.begin().await.map_err(classify)?;
-                        let sql = sqlx::AssertSqlSafe(format!(
-                            "UPDATE sessions SET refresh_hash = $3, last_used_at = $4 \
-                             WHERE id = $1 AND refresh_hash = $2 AND revoked_at IS NULL AND expires_at > $4 \
-                             RETURNING {SESSION_COLUMNS}"
-                        ));
-                        let row = sqlx::query(sql)
-                            .bind(id)
-                            .bind(presented)
-                            .bind(next)
-                            .bind(now)
-                            .fetch_optional(&mut *tx)
-                            .await
-                            .map_err(classify)?;
-                        let outcome = match row {
-                            Some(row) => {
-                                sqlx::query(
-                                    "INSERT INTO used_refresh_tokens (token_hash, session_id, used_at) \
-                                     VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                                )
-                                .bind(presented)
-                                .bind(id)
-                                .bind(now)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(classify)?;
-                                Rotation::Rotated(session_from_row(&row)?)
-                            }
-                            None => {
-                                let used = sqlx::query(
-                                    "SELECT 1 AS used FROM used_refresh_tokens WHERE token_hash = $1 AND session_id = $2",
-                                )
-                                .bind(presented)
-                                .bind(id)
-                                .fetch_optional(&mut *tx)
-                                .await
-                                .map_err(classify)?;
-                                let sql = sqlx::AssertSqlSafe(format!(
-                                    "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"
-                                ));
-                                let current = sqlx::query(sql)
-                                    .bind(id)
-                                    .fetch_optional(&mut *tx)
-                                    .await
-                                    .map_err(classify)?
-                                    .as_ref()
-                                    .map(session_from_row)
-                                    .transpose()?;
-                                match (used, current) {
-                                    // Our own retry of a rotation that already happened.
-                                    (Some(_), Some(s)) if s.refresh_hash == next && s.is_live(now) => {
-                                        Rotation::Rotated(s)
-                                    }
-                                    (Some(_), _) => Rotation::Reused,
-                                    (None, Some(s)) if s.is_live(now) => Rotation::Mismatch,
-                                    (None, _) => Rotation::Gone,
-                                }
-                            }
-                        };
-                        tx.commit().await.map_err(classify)?;
-                        Ok(outcome)
-                    })
-                    .await
-            }
-
-            async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
-                self.write(async {
-                        sqlx::query("UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL")
-                            .bind(id)
-                            .bind(now)
-                            .execute(&self.pool)
-                            .await
-                            .map_err(classify)?;
-                        Ok(())
-                    })
-                    .await
-            }
-
-            async fn revoke_user(
-                &self,
-                user_id: Uuid,
-                keep: Option<Uuid>,
-                now: UnixTime,
-            ) -> Result<Vec<Uuid>, StoreError> {
-                self.write(async {
-                        let rows = sqlx::query(
-                            "UPDATE sessions SET revoked_at = $2 \
-                             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND id <> $3 \
-                             RETURNING id",
-                        )
-                        .bind(user_id)
-                        .bind(now)
-                        .bind(keep.unwrap_or(Uuid::nil()))
-                        .fetch_all(&self.pool)
-                        .await
-                        .map_err(classify)?;
-                        rows.iter()
-                            .map(|r| r.try_get::<Uuid, _>("id").map_err(classify))
-                            .collect()
-                    })
-                    .await
-            }
-
-            async fn list_for_user(&self, user_id: Uuid, now: UnixTime) -> Result<Vec<Session>, StoreError> {
-                self.read(|pool| async move {
-                        let sql = sqlx::AssertSqlSafe(format!(
-                            "SELECT {SESSION_COLUMNS} FROM sessions \
-                             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
-                             ORDER BY created_at DESC"
-                        ));
-                        let rows = sqlx::query(sql)
-                            .bind(user_id)
-                            .bind(now)
-                            .fetch_all(&pool)
-                            .await
-                            .map_err(classify)?;
-                        rows.iter().map(session_from_row).collect()
-                    })
-                    .await
-            }
-        }
-
-        #[async_trait]
-        impl SessionLedger for $store {
-            async fn record_rotation(
-                &self,
-                id: Uuid,
-                used: &str,
-                next: &str,
-                now: UnixTime,
-            ) -> Result<(), StoreError> {
-                self.write(async {
-                        let mut tx = self.pool.begin().await.map_err(classify)?;
-                        // Forward only: if `next` was already used, a later
-                        // rotation was recorded first (replays from several
-                        // nodes arrive in any order) and must not be undone.
-                        sqlx::query(
-                            "UPDATE sessions SET refresh_hash = $2, last_used_at = $3 WHERE id = $1 \
-                             AND NOT EXISTS (SELECT 1 FROM used_refresh_tokens \
-                                             WHERE token_hash = $2 AND session_id = $1)",
-                        )
-                        .bind(id)
-                        .bind(next)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(classify)?;
-                        sqlx::query(
-                            "INSERT INTO used_refresh_tokens (token_hash, session_id, used_at) \
-                             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(used)
-                        .bind(id)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(classify)?;
-                        tx.commit().await.map_err(classify)
-                    })
-                    .await
-            }
-
-            async fn was_used(&self, id: Uuid, hash: &str) -> Result<bool, StoreError> {
-                self.read(|pool| async move {
-                        let row = sqlx::query(
-                            "SELECT 1 AS used FROM used_refresh_tokens WHERE token_hash = $1 AND session_id = $2",
-                        )
-                        .bind(hash)
-                        .bind(id)
-                        .fetch_optional(&pool)
-                        .await
-                        .map_err(classify)?;
-                        Ok(row.is_some())
-                    })
-                    .await
-            }
-
-            async fn revoked_since(&self, since: UnixTime) -> Result<Vec<Uuid>, StoreError> {
-                self.read(|pool| async move {
-                        let rows = sqlx::query("SELECT id FROM sessions WHERE revoked_at > $1")
-                            .bind(since)
-                            .fetch_all(&pool)
-                            .await
-                            .map_err(classify)?;
-                        rows.iter()
-                            .map(|r| r.try_get::<Uuid, _>("id").map_err(classify))
-                            .collect()
-                    })
-                    .await
-            }
-        }
-    };
+/// `SELECT <session columns> FROM sessions WHERE <clause>`.
+fn select_sessions(clause: &str) -> String {
+    format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE {clause}")
 }
 
-sql_session_store!(PgStore, "FOR SHARE");
-sql_session_store!(SqliteStore, "");
+impl SqlStore {
+    /// The compare-and-swap of `rotate`, in one transaction: the swap, or
+    /// else what the session's rows say about the presented hash.
+    async fn rotate_in_tx(&self, swap: Swap<'_>) -> Result<Rotation, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let sql = AssertSqlSafe(format!(
+            "UPDATE sessions SET refresh_hash = $3, last_used_at = $4 \
+             WHERE id = $1 AND refresh_hash = $2 AND revoked_at IS NULL AND expires_at > $4 \
+             RETURNING {SESSION_COLUMNS}"
+        ));
+        let args = [
+            arg(swap.id),
+            arg(swap.presented),
+            arg(swap.next),
+            arg(swap.at),
+        ];
+        let outcome = match tx.exec().fetch_optional::<Session>(sql, &args).await? {
+            Some(session) => {
+                let mark = [arg(swap.presented), arg(swap.id), arg(swap.at)];
+                tx.exec().execute(MARK_USED, &mark).await?;
+                Rotation::Rotated(session)
+            }
+            None => {
+                let used = tx
+                    .exec()
+                    .fetch_optional::<()>(WAS_USED, &[arg(swap.presented), arg(swap.id)])
+                    .await?;
+                let current = tx
+                    .exec()
+                    .fetch_optional::<Session>(
+                        AssertSqlSafe(select_sessions("id = $1")),
+                        &[arg(swap.id)],
+                    )
+                    .await?;
+                match (used, current) {
+                    (Some(()), current) => Rotation::AlreadyRotated(current),
+                    (None, Some(s)) if s.is_live(swap.at) => Rotation::Mismatch,
+                    (None, _) => Rotation::Gone,
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Forward only: if `next` was already used, a later rotation was
+    /// recorded first (replays from several nodes arrive in any order) and
+    /// must not be undone.
+    async fn record_in_tx(&self, swap: Swap<'_>) -> Result<(), StoreError> {
+        let Swap {
+            id,
+            presented: used,
+            next,
+            at: now,
+        } = swap;
+        let mut tx = self.pool.begin().await?;
+        tx.exec()
+            .execute(
+                "UPDATE sessions SET refresh_hash = $2, last_used_at = $3 WHERE id = $1 \
+                 AND NOT EXISTS (SELECT 1 FROM used_refresh_tokens \
+                                 WHERE token_hash = $2 AND session_id = $1)",
+                &[arg(id), arg(next), arg(now)],
+            )
+            .await?;
+        tx.exec()
+            .execute(MARK_USED, &[arg(used), arg(id), arg(now)])
+            .await?;
+        tx.commit().await
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn create(&self, s: &Session, user_version: Option<i64>) -> Result<(), StoreError> {
+        // The dialect's `hold_user` (PostgreSQL: FOR SHARE) holds the
+        // user's row until this insert commits, so a password change,
+        // deactivation or logout-all either waits for it (and then its
+        // sweep revokes this session) or committed first (and then no row
+        // matches).
+        let sql = AssertSqlSafe(format!(
+            "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, \
+             expires_at, user_agent, ip, revoked_at, roles) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM users \
+             WHERE id = $2 AND status = 'active' \
+             AND ($11 IS NULL OR security_version = $11) {}",
+            self.pool.dialect().hold_user
+        ));
+        let roles = s.roles.join(",");
+        let args: [Arg; 11] = [
+            arg(s.id),
+            arg(s.user_id),
+            arg(&s.refresh_hash),
+            arg(s.created_at),
+            arg(s.last_used_at),
+            arg(s.expires_at),
+            arg(&s.user_agent),
+            arg(&s.ip),
+            arg(s.revoked_at),
+            arg(roles.as_str()),
+            arg(user_version),
+        ];
+        let inserted = self.write(self.pool.execute(sql, &args)).await?;
+        if inserted == 0 {
+            return Err(StoreError::Superseded);
+        }
+        Ok(())
+    }
+
+    async fn get(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
+        self.read_optional(&select_sessions("id = $1"), &[arg(id)])
+            .await
+    }
+
+    async fn rotate(&self, swap: Swap<'_>) -> Result<Rotation, StoreError> {
+        self.write(self.rotate_in_tx(swap)).await
+    }
+
+    async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE sessions SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            &[arg(id), arg(now)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn revoke_user(
+        &self,
+        user_id: Uuid,
+        keep: Option<Uuid>,
+        now: UnixTime,
+    ) -> Result<Vec<Uuid>, StoreError> {
+        let args = [arg(user_id), arg(now), arg(keep.unwrap_or(Uuid::nil()))];
+        let ids: Vec<(Uuid,)> = self
+            .write(self.pool.fetch_all(
+                "UPDATE sessions SET revoked_at = $2 \
+                 WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2 AND id <> $3 \
+                 RETURNING id",
+                &args,
+            ))
+            .await?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn list_for_user(
+        &self,
+        user_id: Uuid,
+        now: UnixTime,
+    ) -> Result<Vec<Session>, StoreError> {
+        let sql = select_sessions(
+            "user_id = $1 AND revoked_at IS NULL AND expires_at > $2 \
+             ORDER BY created_at DESC",
+        );
+        self.read_all(&sql, &[arg(user_id), arg(now)]).await
+    }
+}
+
+#[async_trait]
+impl SessionLedger for SqlStore {
+    async fn record_rotation(&self, swap: Swap<'_>) -> Result<(), StoreError> {
+        self.write(self.record_in_tx(swap)).await
+    }
+
+    async fn was_used(&self, id: Uuid, hash: &str) -> Result<bool, StoreError> {
+        let row: Option<()> = self.read_optional(WAS_USED, &[arg(hash), arg(id)]).await?;
+        Ok(row.is_some())
+    }
+
+    async fn revoked_since(&self, since: UnixTime) -> Result<Vec<Uuid>, StoreError> {
+        let ids: Vec<(Uuid,)> = self
+            .read_all(
+                "SELECT id FROM sessions WHERE revoked_at > $1",
+                &[arg(since)],
+            )
+            .await?;
+        Ok(ids.into_iter().map(|(id,)| id).collect())
+    }
+}
