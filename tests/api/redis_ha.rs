@@ -83,6 +83,7 @@ async fn link_keeps_the_master_when_every_sentinel_is_gone() {
         .await
         .expect("sentinel harness");
     let mut link = connect(&ha.url()).await;
+    set(&mut link, "first").await.expect("the master answers");
     let master = link.sentinel_master();
     let ha = tokio::task::spawn_blocking(move || {
         let mut ha = ha;
@@ -91,6 +92,14 @@ async fn link_keeps_the_master_when_every_sentinel_is_gone() {
     })
     .await
     .expect("kill sentinels");
+    // Cut the link's connection: the error sends it to the sentinels, none
+    // answers, and it must stay on the master it has.
+    let port = master.as_ref().expect("a master").port;
+    let killed = tokio::task::spawn_blocking(move || {
+        query::<i64>(port, &["CLIENT", "KILL", "TYPE", "normal"])
+    });
+    assert!(killed.await.expect("client kill").unwrap_or(0) >= 1);
+    let _ = set(&mut link, "cut").await;
     for i in 0..20 {
         set(&mut link, &i.to_string())
             .await
@@ -98,6 +107,34 @@ async fn link_keeps_the_master_when_every_sentinel_is_gone() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(link.sentinel_master(), master);
+    drop(ha);
+}
+
+/// With no traffic during the failover, the `+switch-master` event alone
+/// moves the link: the first command after it already reaches the new
+/// master.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn link_hears_switch_master_without_traffic() {
+    let ha = tokio::task::spawn_blocking(RedisSentinel::start)
+        .await
+        .expect("sentinel harness");
+    let link = connect(&ha.url()).await;
+    let (ha, new) = tokio::task::spawn_blocking(move || {
+        let mut ha = ha;
+        let old = ha.kill_master();
+        let new = ha.wait_for_failover(old);
+        (ha, new)
+    })
+    .await
+    .expect("failover");
+    let heard = Instant::now();
+    while link.sentinel_master().map(|m| m.port) != Some(new) {
+        assert!(
+            heard.elapsed() < Duration::from_secs(3),
+            "the link did not hear +switch-master"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(ha);
 }
 
