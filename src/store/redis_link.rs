@@ -192,7 +192,7 @@ impl SentinelLink {
             listener: OnceLock::new(),
         });
         if let Some(addr) = link.resolve().await {
-            link.follow(addr);
+            link.follow(addr, &None);
         } else {
             tracing::warn!(service = %topology.service, "no sentinel named the Redis master yet");
         }
@@ -232,8 +232,9 @@ impl SentinelLink {
         }
         let link = Arc::clone(self);
         tokio::spawn(async move {
+            let asked = link.master.load_full();
             if let Some(addr) = link.resolve().await {
-                link.follow(addr);
+                link.follow(addr, &asked);
             }
             link.resolving.store(false, Ordering::Release);
         });
@@ -277,30 +278,49 @@ impl SentinelLink {
         Ok(info.set_redis_settings(redis))
     }
 
-    /// Points new commands at `addr` unless they already go there.
-    fn follow(&self, addr: HostPort) {
-        if self.master.load().as_ref().is_some_and(|m| m.addr == addr) {
+    /// Points new commands at `addr` if the link still uses `asked`, the
+    /// master it had when the question was put: an answer that arrives
+    /// after a newer `+switch-master` moved the link must not move it back
+    /// to a master that may since have been demoted.
+    fn follow(&self, addr: HostPort, asked: &Option<Arc<Master>>) {
+        if asked.as_ref().is_some_and(|m| m.addr == addr) {
             return;
         }
-        let conn = address(&addr, self.topology.tls)
-            .map(|info| {
-                let redis = RedisConnectionInfo::default().set_db(self.topology.db);
-                info.set_redis_settings(with_credentials(redis, &self.topology.credentials))
-            })
-            .and_then(redis::Client::open)
-            .map_err(classify)
-            .and_then(|client| manager(client, self.timeout));
-        match conn {
-            Ok(conn) => {
-                tracing::info!(
-                    master = %format_args!("{}:{}", addr.host, addr.port),
-                    service = %self.topology.service,
-                    "following the Redis master named by Sentinel"
-                );
-                self.master.store(Some(Arc::new(Master { addr, conn })));
+        let conn = match self.connect_to(&addr) {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to the new Redis master");
+                return;
             }
-            Err(e) => tracing::warn!(error = %e, "cannot connect to the new Redis master"),
+        };
+        let named = format!("{}:{}", addr.host, addr.port);
+        let before = self
+            .master
+            .compare_and_swap(asked, Some(Arc::new(Master { addr, conn })));
+        if same(&before, asked) {
+            tracing::info!(
+                master = %named,
+                service = %self.topology.service,
+                "following the Redis master named by Sentinel"
+            );
+        } else {
+            tracing::debug!(master = %named, "a newer master was followed meanwhile");
         }
+    }
+
+    fn connect_to(&self, addr: &HostPort) -> Result<ConnectionManager, StoreError> {
+        let info = address(addr, self.topology.tls).map_err(classify)?;
+        let redis = RedisConnectionInfo::default().set_db(self.topology.db);
+        let info = info.set_redis_settings(with_credentials(redis, &self.topology.credentials));
+        manager(redis::Client::open(info).map_err(classify)?, self.timeout)
+    }
+}
+
+fn same(a: &Option<Arc<Master>>, b: &Option<Arc<Master>>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+        (None, None) => true,
+        _ => false,
     }
 }
 
@@ -355,7 +375,10 @@ async fn listen_to(link: &Weak<SentinelLink>, sentinel: &HostPort) -> RedisResul
         let payload: String = event.get_payload()?;
         match (switched_to(&payload, &service), link.upgrade()) {
             (_, None) => return Ok(()),
-            (Some(addr), Some(l)) => l.follow(addr),
+            (Some(addr), Some(l)) => {
+                let now = l.master.load_full();
+                l.follow(addr, &now);
+            }
             (None, Some(_)) => {}
         }
     }
