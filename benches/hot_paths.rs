@@ -49,7 +49,7 @@ fn world() -> &'static World {
             let state = AppState::build(config).await.expect("state");
             let now = holdfast::auth::now();
             let user = state
-                .accounts
+                .accounts()
                 .register(
                     Registration {
                         email: "bench@example.com".into(),
@@ -62,20 +62,24 @@ fn world() -> &'static World {
                 .await
                 .expect("user");
             let key = state
-                .api_keys
+                .api_keys()
                 .create(user.id, "bench", &["users".to_string()], None, now)
                 .await
                 .expect("api key");
             state
-                .api_keys
+                .api_keys()
                 .authenticate(&key.key, "127.0.0.1", now)
                 .await
                 .expect("warm");
-            state.rbac.check(user.id, "docs:read").await.expect("warm");
+            state
+                .rbac()
+                .check(user.id, "docs:read")
+                .await
+                .expect("warm");
             (state, user.id, key.key)
         });
         let token = state
-            .tokens
+            .tokens()
             .issue_for(
                 user,
                 &["admin".to_string()],
@@ -101,7 +105,7 @@ fn token_issue(bencher: Bencher) {
     let sid = Uuid::new_v4();
     bencher.bench(|| {
         w.state
-            .tokens
+            .tokens()
             .issue_for(w.user, black_box(&roles), sid, holdfast::auth::now())
             .expect("issue")
     });
@@ -115,7 +119,7 @@ fn verify_cold(bencher: Bencher) {
     bencher.bench(|| {
         let header = jsonwebtoken::decode_header(black_box(&w.token)).expect("header");
         w.state
-            .tokens
+            .tokens()
             .verify_with_header(&w.token, header, holdfast::auth::now())
             .expect("verify")
     });
@@ -127,7 +131,7 @@ fn verify_warm(bencher: Bencher) {
     let w = world();
     bencher.bench(|| {
         w.state
-            .tokens
+            .tokens()
             .verify(black_box(&w.token), holdfast::auth::now())
             .expect("verify")
     });
@@ -138,7 +142,7 @@ fn api_key_cache_hit(bencher: Bencher) {
     let w = world();
     bencher.bench(|| {
         w.runtime
-            .block_on(w.state.api_keys.authenticate(
+            .block_on(w.state.api_keys().authenticate(
                 black_box(&w.api_key),
                 "127.0.0.1",
                 holdfast::auth::now(),
@@ -152,7 +156,7 @@ fn authz_cache_hit(bencher: Bencher) {
     let w = world();
     bencher.bench(|| {
         w.runtime
-            .block_on(w.state.rbac.check(w.user, black_box("docs:read")))
+            .block_on(w.state.rbac().check(w.user, black_box("docs:read")))
             .expect("authz")
     });
 }
@@ -199,7 +203,7 @@ fn signer(algorithm: &str) -> &'static Signer {
         let config = Config::load(Some(&config_path)).expect("config");
         let state = runtime.block_on(AppState::build(config)).expect("state");
         let token = state
-            .tokens
+            .tokens()
             .issue_for(
                 Uuid::new_v4(),
                 &["admin".to_string()],
@@ -225,7 +229,7 @@ fn sign_with(bencher: Bencher, algorithm: &str) {
     let (user, sid) = (Uuid::new_v4(), Uuid::new_v4());
     bencher.bench(|| {
         s.state
-            .tokens
+            .tokens()
             .issue_for(user, black_box(&roles), sid, holdfast::auth::now())
             .expect("issue")
     });
@@ -238,7 +242,7 @@ fn verify_with(bencher: Bencher, algorithm: &str) {
     bencher.bench(|| {
         let header = jsonwebtoken::decode_header(black_box(&s.token)).expect("header");
         s.state
-            .tokens
+            .tokens()
             .verify_with_header(&s.token, header, holdfast::auth::now())
             .expect("verify")
     });

@@ -8,8 +8,8 @@ use crate::auth::keys::KeyError;
 use crate::auth::master_key::MasterKey;
 use crate::auth::policy::PasswordPolicy;
 use crate::config::{Config, ConfigError};
-use crate::error::ApiError;
 use crate::http::auth::{LoginBody, RefreshBody, RegisterBody};
+use crate::http::error::ApiError;
 use crate::http::extract::Json;
 use crate::store::{StoredKey, UnixTime};
 use axum::body::Body;
@@ -24,7 +24,7 @@ pub use ipnet::IpNet;
 
 /// `<session id>.<secret>` → (session id, hash of the secret).
 pub fn parse_refresh_token(token: &str) -> Result<(Uuid, String), ApiError> {
-    crate::auth::sessions::parse_refresh_token(token)
+    crate::auth::sessions::parse_refresh_token(token).map_err(ApiError::from)
 }
 
 /// `hf_<prefix>_<secret>` → the prefix the key is looked up by.
@@ -74,7 +74,7 @@ fn body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
 /// it touches a store: the email and username as they would be stored.
 pub fn register_body(bytes: &[u8], policy: &PasswordPolicy) -> Result<(String, String), ApiError> {
     let b: RegisterBody = body(bytes)?;
-    check_registration(
+    Ok(check_registration(
         policy,
         &Registration {
             email: b.email,
@@ -82,7 +82,7 @@ pub fn register_body(bytes: &[u8], policy: &PasswordPolicy) -> Result<(String, S
             password: b.password,
             roles: Vec::new(),
         },
-    )
+    )?)
 }
 
 /// A login body, parsed as `POST /auth/login` does: the login as the

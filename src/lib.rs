@@ -9,7 +9,6 @@ pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod config;
-pub mod error;
 /// Entry points for the fuzz targets in fuzz/; not part of the service.
 #[doc(hidden)]
 pub mod fuzzing;

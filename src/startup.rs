@@ -11,7 +11,7 @@ use crate::app::{AppState, StartError};
 use crate::auth::keys::{KeyError, KeyRing};
 use crate::auth::revocation::RevocationSet;
 use crate::cache::bus::Bus;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::resilience::DependencyGuard;
 use crate::store::sql::PgStore;
 use crate::store::{InvalidationLog, SessionLedger, StoreError, UserStore};
@@ -153,7 +153,7 @@ pub async fn require_ready(
     request: Request,
     next: Next,
 ) -> Response {
-    if state.ready.is_ready() || served_unready(&request) {
+    if state.ready().is_ready() || served_unready(&request) {
         return next.run(request).await;
     }
     ApiError::Unavailable {

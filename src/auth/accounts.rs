@@ -4,11 +4,11 @@
 //! the verification path.
 
 use crate::auth::audit::Audit;
+use crate::auth::error::{AuthError, FieldError};
 use crate::auth::passwords::PasswordHasher;
 use crate::auth::policy::{PasswordPolicy, check_email, check_username};
 use crate::auth::rate_limit::RateLimits;
 use crate::cache::bus::{Bus, Invalidation};
-use crate::error::{ApiError, FieldError};
 use crate::store::{SessionStore, UnixTime, User, UserStatus, UserStore};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -26,7 +26,7 @@ pub struct Registration {
 pub fn check_registration(
     policy: &PasswordPolicy,
     r: &Registration,
-) -> Result<(String, String), ApiError> {
+) -> Result<(String, String), AuthError> {
     let email = r.email.trim().to_lowercase();
     let username = r.username.trim().to_string();
     let mut errors: Vec<FieldError> = Vec::new();
@@ -34,7 +34,7 @@ pub fn check_registration(
     errors.extend(check_username(&username));
     errors.extend(policy.check("password", &r.password, &[&email, &username]));
     if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
+        return Err(AuthError::Validation(errors));
     }
     Ok((email, username))
 }
@@ -70,14 +70,14 @@ impl Accounts {
         }
     }
 
-    pub async fn register(&self, r: Registration, now: UnixTime) -> Result<User, ApiError> {
+    pub async fn register(&self, r: Registration, now: UnixTime) -> Result<User, AuthError> {
         let (email, username) = check_registration(&self.policy, &r)?;
         // Before the hash: a taken name is answered without Argon2 work, and
         // a database that cannot answer fails fast (its breaker) instead of
         // after a hash that a loaded machine may take long to give.
         for (field, taken) in [("email", &email), ("username", &username)] {
             if self.users.by_login(taken).await?.is_some() {
-                return Err(ApiError::Conflict(field.to_string()));
+                return Err(AuthError::Conflict(field.to_string()));
             }
         }
         let password_hash = self.hasher.hash(r.password).await?;
@@ -99,10 +99,10 @@ impl Accounts {
     }
 
     /// The user behind a verified token; a disabled account is refused.
-    pub async fn current(&self, id: Uuid) -> Result<User, ApiError> {
-        let user = self.users.by_id(id).await?.ok_or(ApiError::Revoked)?;
+    pub async fn current(&self, id: Uuid) -> Result<User, AuthError> {
+        let user = self.users.by_id(id).await?.ok_or(AuthError::Revoked)?;
         if user.status == UserStatus::Disabled {
-            return Err(ApiError::AccountDisabled);
+            return Err(AuthError::AccountDisabled);
         }
         Ok(user)
     }
@@ -113,7 +113,7 @@ impl Accounts {
         email: Option<String>,
         username: Option<String>,
         now: UnixTime,
-    ) -> Result<User, ApiError> {
+    ) -> Result<User, AuthError> {
         let email = email.map(|e| e.trim().to_lowercase());
         let username = username.map(|u| u.trim().to_string());
         let mut errors: Vec<FieldError> = Vec::new();
@@ -124,7 +124,7 @@ impl Accounts {
             errors.extend(check_username(username));
         }
         if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
+            return Err(AuthError::Validation(errors));
         }
         self.current(id).await?;
         self.users
@@ -148,7 +148,7 @@ impl Accounts {
         current_password: String,
         new_password: String,
         now: UnixTime,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), AuthError> {
         let user = self.current(id).await?;
         // Shed at the door, like a login: no limiter call without a place
         // in the hash queue.
@@ -181,7 +181,7 @@ impl Accounts {
                 Some(id),
                 serde_json::json!({"ip": address}),
             );
-            return Err(ApiError::InvalidCredentials);
+            return Err(AuthError::InvalidCredentials);
         }
         self.limits.account_succeeded(attempt).await;
         if let Some(error) = self.policy.check(
@@ -189,7 +189,7 @@ impl Accounts {
             &new_password,
             &[&user.email, &user.username],
         ) {
-            return Err(ApiError::Validation(vec![error]));
+            return Err(AuthError::Validation(vec![error]));
         }
         let hash = self.hasher.hash(new_password).await?;
         self.users.set_password(id, &hash, now).await?;
@@ -208,9 +208,9 @@ impl Accounts {
     /// Soft delete: the account is disabled and every token and session of
     /// it stops working at once.
     /// `actor` is who did it: the user themself or an admin.
-    pub async fn disable(&self, id: Uuid, actor: &str, now: UnixTime) -> Result<(), ApiError> {
+    pub async fn disable(&self, id: Uuid, actor: &str, now: UnixTime) -> Result<(), AuthError> {
         if self.users.by_id(id).await?.is_none() {
-            return Err(ApiError::NotFound);
+            return Err(AuthError::NotFound);
         }
         self.users.disable(id, now).await?;
         // The not-before time ends every token of the user on every node;
@@ -230,9 +230,9 @@ impl Accounts {
     /// An admin undoes a deactivation: new logins work again, while every
     /// token and session from before it stays dead (their not-before time
     /// and revocations are kept).
-    pub async fn enable(&self, id: Uuid, actor: &str, now: UnixTime) -> Result<(), ApiError> {
+    pub async fn enable(&self, id: Uuid, actor: &str, now: UnixTime) -> Result<(), AuthError> {
         if self.users.by_id(id).await?.is_none() {
-            return Err(ApiError::NotFound);
+            return Err(AuthError::NotFound);
         }
         self.users.enable(id, now).await?;
         self.audit
@@ -240,10 +240,24 @@ impl Accounts {
         Ok(())
     }
 
+    /// NOTFOUND unless the user exists: for operations on a user by id that
+    /// do not otherwise read the account (an admin's logout-all).
+    pub async fn ensure_exists(&self, id: Uuid) -> Result<(), AuthError> {
+        match self.users.by_id(id).await? {
+            Some(_) => Ok(()),
+            None => Err(AuthError::NotFound),
+        }
+    }
+
+    /// How many users there are: `serve` offers to create the first admin.
+    pub async fn count(&self) -> Result<i64, AuthError> {
+        Ok(self.users.count().await?)
+    }
+
     /// Users whose email or username contains `query`. A query longer than
     /// any email can match nobody, and is answered without asking the
     /// store (SQLite refuses LIKE patterns past 50,000 bytes as an error).
-    pub async fn search(&self, query: &str, limit: i64) -> Result<Vec<User>, ApiError> {
+    pub async fn search(&self, query: &str, limit: i64) -> Result<Vec<User>, AuthError> {
         let query = query.trim();
         if query.len() > crate::auth::policy::MAX_EMAIL_BYTES {
             return Ok(Vec::new());

@@ -12,11 +12,11 @@
 //! every lookup, so a key never outlives the privileges it was minted with.
 
 use crate::auth::audit::Audit;
+use crate::auth::error::{AuthError, FieldError};
 use crate::auth::rate_limit::RateLimits;
 use crate::auth::rbac::{Rbac, permits};
 use crate::cache::bus::{Bus, Invalidation, Subscriber};
 use crate::cache::{CacheView, CountedCache};
-use crate::error::{ApiError, FieldError};
 use crate::store::{ApiKey, ApiKeyStore, UnixTime, UserStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,9 +67,9 @@ pub struct ApiKeys {
     limits: Arc<RateLimits>,
 }
 
-fn random_hex(bytes: usize) -> Result<String, ApiError> {
+fn random_hex(bytes: usize) -> Result<String, AuthError> {
     let mut buf = vec![0u8; bytes];
-    aws_lc_rs::rand::fill(&mut buf).map_err(|_| ApiError::internal("rng failed"))?;
+    aws_lc_rs::rand::fill(&mut buf).map_err(|_| AuthError::internal("rng failed"))?;
     Ok(hex::encode(buf))
 }
 
@@ -114,7 +114,7 @@ impl ApiKeys {
         scopes: &[String],
         expires_in: Option<i64>,
         now: UnixTime,
-    ) -> Result<CreatedKey, ApiError> {
+    ) -> Result<CreatedKey, AuthError> {
         let mut errors = Vec::new();
         let name = name.trim();
         if name.is_empty() || name.chars().count() > 100 {
@@ -140,11 +140,11 @@ impl ApiKeys {
             ));
         }
         if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
+            return Err(AuthError::Validation(errors));
         }
         let permissions = self.rbac.live_permissions(user_id).await?;
         if let Some(scope) = scopes.iter().find(|s| !scope_allowed(s, &permissions)) {
-            return Err(ApiError::ForbiddenBecause(format!(
+            return Err(AuthError::ForbiddenBecause(format!(
                 "scope `{scope}` needs a permission you do not hold"
             )));
         }
@@ -173,18 +173,18 @@ impl ApiKeys {
         Ok(CreatedKey { key, stored })
     }
 
-    pub async fn list(&self, user_id: Uuid) -> Result<Vec<ApiKey>, ApiError> {
+    pub async fn list(&self, user_id: Uuid) -> Result<Vec<ApiKey>, AuthError> {
         Ok(self.store.api_keys_of(user_id).await?)
     }
 
     /// Revokes one of the user's keys; it stops working here at once and on
     /// other nodes through the bus.
-    pub async fn delete(&self, user_id: Uuid, id: Uuid, now: UnixTime) -> Result<(), ApiError> {
+    pub async fn delete(&self, user_id: Uuid, id: Uuid, now: UnixTime) -> Result<(), AuthError> {
         let key = self
             .store
             .revoke_api_key(user_id, id, now)
             .await?
-            .ok_or(ApiError::NotFound)?;
+            .ok_or(AuthError::NotFound)?;
         self.bus.publish(Invalidation::ApiKeyRevoked { id }, now);
         self.audit.record(
             "api_key_deleted",
@@ -204,13 +204,13 @@ impl ApiKeys {
         key: &str,
         address: &str,
         now: UnixTime,
-    ) -> Result<Arc<ApiKeyPrincipal>, ApiError> {
+    ) -> Result<Arc<ApiKeyPrincipal>, AuthError> {
         let key = key.trim();
-        let prefix = parse(key).ok_or(ApiError::TokenInvalid)?;
+        let prefix = parse(key).ok_or(AuthError::TokenInvalid)?;
         let digest = crate::auth::sha256(key);
         if let Some(hit) = self.cache.get(&digest) {
             if hit.expires_at.is_some_and(|at| at <= now) {
-                return Err(ApiError::TokenExpired);
+                return Err(AuthError::TokenExpired);
             }
             return Ok(hit);
         }
@@ -219,7 +219,7 @@ impl ApiKeys {
         let attempt = self.limits.api_key_attempt(address)?;
         let Some((stored, status)) = self.store.api_key_by_prefix(prefix).await? else {
             attempt.failed();
-            return Err(ApiError::TokenInvalid);
+            return Err(AuthError::TokenInvalid);
         };
         let presented = hex::encode(digest);
         if aws_lc_rs::constant_time::verify_slices_are_equal(
@@ -229,17 +229,17 @@ impl ApiKeys {
         .is_err()
         {
             attempt.failed();
-            return Err(ApiError::TokenInvalid);
+            return Err(AuthError::TokenInvalid);
         }
         drop(attempt);
         if stored.revoked_at.is_some() {
-            return Err(ApiError::Revoked);
+            return Err(AuthError::Revoked);
         }
         if stored.expires_at.is_some_and(|at| at <= now) {
-            return Err(ApiError::TokenExpired);
+            return Err(AuthError::TokenExpired);
         }
         if status == UserStatus::Disabled {
-            return Err(ApiError::AccountDisabled);
+            return Err(AuthError::AccountDisabled);
         }
         let permissions = self.rbac.live_permissions(stored.user_id).await?;
         let principal = Arc::new(ApiKeyPrincipal {

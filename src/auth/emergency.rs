@@ -11,7 +11,8 @@
 //! must work while PostgreSQL and Redis are down, which is when these
 //! tokens are used.
 
-use crate::error::ApiError;
+use crate::auth::audit::Audit;
+use crate::auth::error::AuthError;
 use crate::store::UnixTime;
 use arc_swap::ArcSwap;
 use base64::Engine;
@@ -80,11 +81,11 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    fn error(&self) -> ApiError {
+    fn error(&self) -> AuthError {
         match self {
-            Refusal::Expired { .. } => ApiError::TokenExpired,
-            Refusal::Denied => ApiError::Revoked,
-            _ => ApiError::TokenInvalid,
+            Refusal::Expired { .. } => AuthError::TokenExpired,
+            Refusal::Denied => AuthError::Revoked,
+            _ => AuthError::TokenInvalid,
         }
     }
 }
@@ -195,9 +196,26 @@ impl EmergencyVerifier {
         tracing::info!(denied = denied.len(), "emergency deny list loaded");
     }
 
+    /// `verify`, and the use recorded in the audit log: every use of a
+    /// break-glass token is a security event, whoever checks it.
+    pub fn admit(
+        &self,
+        token: &str,
+        now: UnixTime,
+        audit: &Audit,
+    ) -> Result<EmergencyClaims, AuthError> {
+        let claims = self.verify(token, now)?;
+        audit.record(
+            "emergency_token_used",
+            None,
+            serde_json::json!({"jti": claims.jti, "sub": claims.sub, "reason": claims.reason}),
+        );
+        Ok(claims)
+    }
+
     /// Verifies an emergency token, then logs and counts its use; a refusal
     /// is logged with its cause.
-    pub fn verify(&self, token: &str, now: UnixTime) -> Result<EmergencyClaims, ApiError> {
+    pub fn verify(&self, token: &str, now: UnixTime) -> Result<EmergencyClaims, AuthError> {
         match self.examine(token, now) {
             Ok(claims) => {
                 tracing::warn!(
@@ -325,12 +343,12 @@ mod tests {
         assert_eq!(claims.scope, vec!["admin".to_string()]);
         assert!(matches!(
             verifier(&public).verify(&token, 2_900),
-            Err(ApiError::TokenExpired)
+            Err(AuthError::TokenExpired)
         ));
         let (_, other_public) = keygen().expect("keygen");
         assert!(matches!(
             verifier(&other_public).verify(&token, 1_100),
-            Err(ApiError::TokenInvalid)
+            Err(AuthError::TokenInvalid)
         ));
     }
 
@@ -413,7 +431,7 @@ mod tests {
         let denied = with("jti", jti.to_string().into());
         assert!(v.examine(&denied, now).is_ok());
         v.set_denied(&[jti]);
-        assert!(matches!(v.verify(&denied, now), Err(ApiError::Revoked)));
+        assert!(matches!(v.verify(&denied, now), Err(AuthError::Revoked)));
         v.set_denied(&[]);
         assert!(v.verify(&denied, now).is_ok());
     }

@@ -8,22 +8,28 @@
 //! `idp:<name>`), the cached keys keep verifying until `max_stale` after
 //! the last successful fetch; past that, or for a `kid` we have never seen,
 //! the answer is 503 SVC001 — never a guess.
+//!
+//! Ages (of the keys, of the last refetch) are measured on tokio's clock,
+//! read once per verification and handed to the rules (`Jwks::key_for`,
+//! `may_refetch`), so the rules are tested with the time given.
 
+mod jwks;
+
+pub use jwks::{IdpError, MAX_JWKS_BYTES};
+
+use crate::auth::error::AuthError;
 use crate::config::IdpConfig;
-use crate::error::ApiError;
 use crate::resilience::breaker::State;
-use crate::resilience::failure::FailureKind;
 use crate::resilience::{Call, DependencyGuard};
 use crate::store::{Probe, StoreError};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use parking_lot::{Mutex, RwLock};
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// A caller proven by an upstream issuer's token.
 #[derive(Debug, Clone)]
@@ -35,8 +41,41 @@ pub struct ExternalIdentity {
 }
 
 struct Jwks {
-    keys: HashMap<String, (DecodingKey, Algorithm)>,
+    keys: jwks::Keys,
     fetched: Instant,
+}
+
+/// What the cached keys can say about a `kid` at some moment.
+enum Cached<K> {
+    /// Known, and the keys are within `max_stale`.
+    Key(K),
+    /// Past `max_stale` since the last good fetch: only a fresh fetch will do.
+    TooOld,
+    /// Never fetched, or not a `kid` the issuer published.
+    Unknown,
+}
+
+impl Jwks {
+    fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.fetched)
+    }
+
+    fn key_for(
+        &self,
+        kid: &str,
+        now: Instant,
+        max_stale: Duration,
+    ) -> Cached<&(DecodingKey, Algorithm)> {
+        if self.age(now) > max_stale {
+            return Cached::TooOld;
+        }
+        self.keys.get(kid).map_or(Cached::Unknown, Cached::Key)
+    }
+}
+
+/// May an unknown `kid` cause a refetch at `now`, given the last one?
+fn may_refetch(last: Option<Instant>, now: Instant, min_interval: Duration) -> bool {
+    last.is_none_or(|t| now.saturating_duration_since(t) >= min_interval)
 }
 
 pub struct Idp {
@@ -52,32 +91,6 @@ pub struct Idp {
     /// One fetch at a time.
     fetching: tokio::sync::Mutex<()>,
     leeway: u64,
-}
-
-/// The algorithm a JWK verifies with: its `alg`, or the one its key type
-/// implies. Symmetric and unknown keys are refused.
-fn algorithm_of(jwk: &jsonwebtoken::jwk::Jwk) -> Option<Algorithm> {
-    let implied = match &jwk.algorithm {
-        AlgorithmParameters::RSA(_) => Algorithm::RS256,
-        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-            EllipticCurve::P256 => Algorithm::ES256,
-            EllipticCurve::P384 => Algorithm::ES384,
-            _ => return None,
-        },
-        AlgorithmParameters::OctetKeyPair(_) => Algorithm::EdDSA,
-        _ => return None,
-    };
-    match jwk.common.key_algorithm {
-        None => Some(implied),
-        Some(KeyAlgorithm::RS256) if implied == Algorithm::RS256 => Some(Algorithm::RS256),
-        Some(KeyAlgorithm::RS384) if implied == Algorithm::RS256 => Some(Algorithm::RS384),
-        Some(KeyAlgorithm::RS512) if implied == Algorithm::RS256 => Some(Algorithm::RS512),
-        Some(KeyAlgorithm::PS256) if implied == Algorithm::RS256 => Some(Algorithm::PS256),
-        Some(KeyAlgorithm::ES256) if implied == Algorithm::ES256 => Some(Algorithm::ES256),
-        Some(KeyAlgorithm::ES384) if implied == Algorithm::ES384 => Some(Algorithm::ES384),
-        Some(KeyAlgorithm::EdDSA) if implied == Algorithm::EdDSA => Some(Algorithm::EdDSA),
-        _ => None,
-    }
 }
 
 /// The roles in an upstream claim: a string or an array of strings
@@ -100,87 +113,6 @@ fn roles_of(claim: &serde_json::Value) -> Vec<String> {
         })
         .map(str::to_string)
         .collect()
-}
-
-/// What kind of failure a JWKS request had. A TLS failure is known only
-/// by its text (reqwest does not type it); the text is read here to pick a
-/// word from a fixed set, never shown.
-fn http_failure(e: &reqwest::Error) -> FailureKind {
-    if e.is_timeout() {
-        return FailureKind::Timeout;
-    }
-    let kind = FailureKind::of_error(e);
-    if kind != FailureKind::Other {
-        return kind;
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(s) = source {
-        let text = s.to_string().to_ascii_lowercase();
-        if text.contains("certificate") || text.contains("tls") || text.contains("handshake") {
-            return FailureKind::Tls;
-        }
-        source = s.source();
-    }
-    if e.is_connect() {
-        FailureKind::Unreachable
-    } else if e.is_body() || e.is_decode() {
-        FailureKind::InvalidResponse
-    } else {
-        FailureKind::Other
-    }
-}
-
-/// The largest JWKS accepted (DESIGN.md §2). A real one is a few KiB; a
-/// larger answer is the issuer misbehaving (or someone between us and it)
-/// and must not make every node buffer it. It is treated like any invalid
-/// answer: the fetch fails and counts against the issuer's breaker, and
-/// the cached keys keep serving within `max_stale`.
-pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
-
-/// The body, read chunk by chunk and abandoned as soon as it passes `cap`
-/// bytes (a declared length over the cap is refused before reading).
-async fn read_capped(
-    mut response: reqwest::Response,
-    cap: usize,
-) -> Result<Vec<u8>, (FailureKind, String)> {
-    let too_large = || {
-        (
-            FailureKind::InvalidResponse,
-            format!("JWKS larger than {cap} bytes refused"),
-        )
-    };
-    if response
-        .content_length()
-        .is_some_and(|declared| declared > cap as u64)
-    {
-        return Err(too_large());
-    }
-    let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| (http_failure(&e), e.to_string()))?
-    {
-        if body.len() + chunk.len() > cap {
-            return Err(too_large());
-        }
-        body.extend_from_slice(&chunk);
-    }
-    Ok(body)
-}
-
-fn parse_jwks(body: &[u8]) -> Result<HashMap<String, (DecodingKey, Algorithm)>, String> {
-    let set: JwkSet = serde_json::from_slice(body).map_err(|e| format!("not a JWKS: {e}"))?;
-    let mut keys = HashMap::new();
-    for jwk in &set.keys {
-        let (Some(kid), Some(alg)) = (jwk.common.key_id.clone(), algorithm_of(jwk)) else {
-            continue; // keys without kid or usable algorithm are ignored
-        };
-        if let Ok(key) = DecodingKey::from_jwk(jwk) {
-            keys.insert(kid, (key, alg));
-        }
-    }
-    Ok(keys)
 }
 
 impl Idp {
@@ -213,7 +145,7 @@ impl Idp {
 
     /// Fetches the JWKS now (one fetch at a time; a caller that waited for
     /// another's fetch uses its result).
-    pub async fn refresh(&self) -> Result<(), StoreError> {
+    pub async fn refresh(&self) -> Result<(), IdpError> {
         let started = Instant::now();
         let _one = self.fetching.lock().await;
         if self
@@ -224,28 +156,12 @@ impl Idp {
         {
             return Ok(());
         }
-        let url = self.config.jwks_url.clone();
-        let unavailable = |kind: FailureKind, reason: String| StoreError::Unavailable {
-            dependency: self.name,
-            kind,
-            reason,
-        };
-        let failed = |e: reqwest::Error| unavailable(http_failure(&e), e.to_string());
         let result = self
             .guard
-            .run(Call::Read, async {
-                let response = self.client.get(&url).send().await.map_err(failed)?;
-                if !response.status().is_success() {
-                    return Err(unavailable(
-                        FailureKind::of_status(response.status().as_u16()),
-                        format!("JWKS answered {}", response.status()),
-                    ));
-                }
-                let body = read_capped(response, MAX_JWKS_BYTES)
-                    .await
-                    .map_err(|(kind, text)| unavailable(kind, text))?;
-                parse_jwks(&body).map_err(|e| unavailable(FailureKind::InvalidResponse, e))
-            })
+            .run(
+                Call::Read,
+                jwks::fetch(&self.client, &self.config.jwks_url, self.name),
+            )
             .await;
         match result {
             Ok(keys) => {
@@ -267,7 +183,7 @@ impl Idp {
 
     /// An operator's "refetch now": tried even while the breaker is open
     /// (the breaker is reset first; a failure counts against it again).
-    pub async fn refresh_now(&self) -> Result<(), StoreError> {
+    pub async fn refresh_now(&self) -> Result<(), IdpError> {
         if self.guard.breaker().state() != State::Closed {
             tracing::warn!(idp = %self.config.name, "JWKS refresh forced by an admin; breaker reset");
             self.guard.breaker().reset();
@@ -275,10 +191,10 @@ impl Idp {
         self.refresh().await
     }
 
-    fn unavailable(&self) -> ApiError {
-        ApiError::Unavailable {
+    fn unavailable(&self) -> AuthError {
+        AuthError::Unavailable {
             dependency: self.name.to_string(),
-            retry_after_secs: 5,
+            retry_after: Duration::from_secs(5),
         }
     }
 
@@ -290,24 +206,24 @@ impl Idp {
         &self,
         token: &str,
         header: &jsonwebtoken::Header,
-    ) -> Result<ExternalIdentity, ApiError> {
-        let kid = header.kid.as_deref().ok_or(ApiError::TokenInvalid)?;
+    ) -> Result<ExternalIdentity, AuthError> {
+        let kid = header.kid.as_deref().ok_or(AuthError::TokenInvalid)?;
         let cached = self.jwks.read().clone();
-        let key = match cached
-            .as_ref()
-            .map(|j| (j.keys.get(kid), j.fetched.elapsed()))
-        {
-            Some((_, age)) if age > self.config.max_stale => {
+        let now = Instant::now();
+        let key = match cached.as_ref().map_or(Cached::Unknown, |j| {
+            j.key_for(kid, now, self.config.max_stale)
+        }) {
+            Cached::TooOld => {
                 // Too old to trust; only a fresh fetch will do.
                 self.refresh().await.map_err(|_| self.unavailable())?;
                 self.lookup(kid)?
             }
-            Some((Some(key), _)) => key.clone(),
-            _ => self.refetch_for_unknown(kid).await?,
+            Cached::Key(key) => key.clone(),
+            Cached::Unknown => self.refetch_for_unknown(kid, now).await?,
         };
         let (decoding, algorithm) = key;
         if header.alg != algorithm {
-            return Err(ApiError::TokenInvalid);
+            return Err(AuthError::TokenInvalid);
         }
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[&self.config.issuer]);
@@ -318,13 +234,13 @@ impl Idp {
         validation.validate_nbf = true;
         let claims = jsonwebtoken::decode::<serde_json::Value>(token, &decoding, &validation)
             .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => ApiError::TokenExpired,
-                _ => ApiError::TokenInvalid,
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::TokenExpired,
+                _ => AuthError::TokenInvalid,
             })?
             .claims;
         let sub = claims["sub"]
             .as_str()
-            .ok_or(ApiError::TokenInvalid)?
+            .ok_or(AuthError::TokenInvalid)?
             .to_string();
         let roles = match &self.config.roles_claim {
             Some(claim) => roles_of(&claims[claim.as_str()]),
@@ -337,16 +253,20 @@ impl Idp {
         })
     }
 
-    fn lookup(&self, kid: &str) -> Result<(DecodingKey, Algorithm), ApiError> {
+    fn lookup(&self, kid: &str) -> Result<(DecodingKey, Algorithm), AuthError> {
         self.jwks
             .read()
             .as_ref()
             .and_then(|j| j.keys.get(kid).cloned())
-            .ok_or(ApiError::TokenInvalid)
+            .ok_or(AuthError::TokenInvalid)
     }
 
     /// An unknown `kid`: maybe the issuer rotated. Refetch, within budget.
-    async fn refetch_for_unknown(&self, kid: &str) -> Result<(DecodingKey, Algorithm), ApiError> {
+    async fn refetch_for_unknown(
+        &self,
+        kid: &str,
+        now: Instant,
+    ) -> Result<(DecodingKey, Algorithm), AuthError> {
         let never_fetched = self.jwks.read().is_none();
         if !self.is_reachable() && !never_fetched {
             // The issuer is down: we cannot tell a new key from a forged one.
@@ -354,14 +274,14 @@ impl Idp {
         }
         {
             let mut last = self.last_refetch.lock();
-            if last.is_some_and(|t| t.elapsed() < self.config.min_refetch_interval) {
+            if !may_refetch(*last, now, self.config.min_refetch_interval) {
                 return Err(if never_fetched {
                     self.unavailable()
                 } else {
-                    ApiError::TokenInvalid
+                    AuthError::TokenInvalid
                 });
             }
-            *last = Some(Instant::now());
+            *last = Some(now);
         }
         self.refresh().await.map_err(|_| self.unavailable())?;
         self.lookup(kid)
@@ -404,16 +324,30 @@ impl Probe for Idp {
 
     /// Healthy while the last fetch succeeded and the keys are within
     /// `max_stale`; otherwise a real fetch decides.
+    ///
+    /// Health's probe speaks the stores' error; only success or failure is
+    /// read from it, so the fetch error travels as its kind and text.
     async fn ping(&self) -> Result<(), StoreError> {
+        let now = Instant::now();
         let fresh = self
             .jwks
             .read()
             .as_ref()
-            .is_some_and(|j| j.fetched.elapsed() <= self.config.max_stale);
+            .is_some_and(|j| j.age(now) <= self.config.max_stale);
         if fresh && self.is_reachable() {
             return Ok(());
         }
-        self.refresh().await
+        self.refresh().await.map_err(|e| match e {
+            IdpError::Unavailable { idp, kind, reason } => StoreError::Unavailable {
+                dependency: idp,
+                kind,
+                reason,
+            },
+            IdpError::CircuitOpen { idp, retry_after } => StoreError::CircuitOpen {
+                dependency: idp,
+                retry_after,
+            },
+        })
     }
 }
 
@@ -469,20 +403,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn symmetric_and_mismatched_keys_are_ignored() {
-        let jwks = serde_json::json!({"keys": [
-            {"kty": "oct", "kid": "h", "k": "c2VjcmV0"},
-            {"kty": "OKP", "crv": "Ed25519", "kid": "e", "alg": "RS256",
-             "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"},
-            {"kty": "OKP", "crv": "Ed25519", "kid": "ok",
-             "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}
-        ]});
-        let keys = parse_jwks(jwks.to_string().as_bytes()).expect("parse");
-        assert_eq!(keys.keys().collect::<Vec<_>>(), vec!["ok"]);
-        assert_eq!(keys["ok"].1, Algorithm::EdDSA);
-    }
-
-    #[test]
     fn roles_are_a_string_or_strings_that_travel_as_themselves() {
         use serde_json::json;
         assert_eq!(roles_of(&json!("admin")), ["admin"]);
@@ -493,5 +413,41 @@ mod tests {
         assert!(roles_of(&json!({"admin": true})).is_empty());
         assert!(roles_of(&json!(null)).is_empty());
         assert!(roles_of(&json!(true)).is_empty());
+    }
+
+    /// The time rules with the time given: keys serve until `max_stale`
+    /// after their fetch (inclusive), then only a fetch will do; an unknown
+    /// `kid` refetches at most once per `min_refetch_interval`.
+    #[test]
+    fn cached_keys_serve_until_max_stale_and_refetches_keep_their_budget() {
+        let fetched = Instant::now();
+        let mut known = jwks::Keys::new();
+        known.insert(
+            "k1".into(),
+            (DecodingKey::from_secret(b"k"), Algorithm::HS256),
+        );
+        let keys = Jwks {
+            keys: known,
+            fetched,
+        };
+        let max_stale = Duration::from_secs(3);
+        let at = |ms: u64| fetched + Duration::from_millis(ms);
+        assert!(matches!(
+            keys.key_for("k1", at(3000), max_stale),
+            Cached::Key(_)
+        ));
+        assert!(matches!(
+            keys.key_for("k2", at(3000), max_stale),
+            Cached::Unknown
+        ));
+        assert!(matches!(
+            keys.key_for("k1", at(3001), max_stale),
+            Cached::TooOld
+        ));
+
+        let interval = Duration::from_secs(1);
+        assert!(may_refetch(None, at(0), interval));
+        assert!(!may_refetch(Some(at(0)), at(999), interval));
+        assert!(may_refetch(Some(at(0)), at(1000), interval));
     }
 }

@@ -423,17 +423,6 @@ fn stored_from_pkcs8(
     })
 }
 
-/// Reloads the ring when another node rotates or revokes keys.
-pub struct ReloadOnChange(pub Arc<KeyRing>);
-
-impl crate::cache::bus::Subscriber for ReloadOnChange {
-    fn apply(&self, event: &crate::cache::bus::Invalidation, _: UnixTime) {
-        if matches!(event, crate::cache::bus::Invalidation::KeysChanged { .. }) {
-            self.0.reload_soon();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,9 +5,12 @@
 pub mod accounts;
 pub mod api_keys;
 pub mod audit;
+pub mod clock;
 pub mod emergency;
+pub mod error;
 pub mod external;
 pub mod key_kinds;
+pub mod key_rotation;
 pub mod keys;
 pub mod master_key;
 pub mod nfkc;
@@ -18,21 +21,6 @@ pub mod rbac;
 pub mod revocation;
 pub mod sessions;
 pub mod tokens;
-
-use crate::error::ApiError;
-use passwords::HashError;
-
-impl From<HashError> for ApiError {
-    fn from(e: HashError) -> Self {
-        match e {
-            HashError::Overloaded => ApiError::Unavailable {
-                dependency: "password_hasher".into(),
-                retry_after_secs: 1,
-            },
-            HashError::Failed(detail) => ApiError::Internal(detail),
-        }
-    }
-}
 
 /// SHA-256 of a high-entropy secret or token (refresh secrets, API keys,
 /// validation-cache keys): a fast hash is right where guessing is hopeless;

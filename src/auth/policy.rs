@@ -6,8 +6,8 @@
 //! (`nfkc::normalize`): `ｐａｓｓｗｏｒｄ` is `password`, and length is
 //! counted in what is stored.
 
+use crate::auth::error::FieldError;
 use crate::auth::nfkc::normalize;
-use crate::error::FieldError;
 use std::collections::HashSet;
 
 const MIN_PASSWORD_CHARS: usize = 12;

@@ -15,9 +15,13 @@
 //!
 //! Failed API-key lookups are limited per client address on each node
 //! only (in process): API keys must keep working with Redis down.
+//!
+//! Windows are judged on the `Clock` the limits were given (the system's
+//! outside tests), also when a dropped attempt is refunded later.
 
+use crate::auth::clock::{self, Clock};
+use crate::auth::error::{AuthError, FieldError};
 use crate::config::{OnBackendFailure, RateLimitConfig};
-use crate::error::{ApiError, FieldError};
 use crate::store::memory_limiter::MemoryLimiter;
 use crate::store::{AccountWindows, Decision, LimiterStore, LoginSubject, Window};
 use std::sync::Arc;
@@ -35,9 +39,9 @@ pub const MAX_LOGIN_CHARS: usize = 254;
 /// store lookup or a hash: 422, as for any malformed field. It says nothing
 /// about any account (the rule is the same for all), and unlike 401 it
 /// does not pretend a password was checked.
-pub fn check_login(login: &str) -> Result<(), ApiError> {
+pub fn check_login(login: &str) -> Result<(), AuthError> {
     if login.trim().chars().nth(MAX_LOGIN_CHARS).is_some() {
-        return Err(ApiError::Validation(vec![FieldError::new(
+        return Err(AuthError::Validation(vec![FieldError::new(
             "login",
             format!("must be at most {MAX_LOGIN_CHARS} characters"),
         )]));
@@ -66,6 +70,8 @@ pub struct AccountAttempt {
     windows: AccountWindows,
     /// Where it was reserved: the shared store, or the per-node fallback.
     store: Arc<dyn LimiterStore>,
+    /// The limits' clock, for a refund made after the request is gone.
+    clock: Arc<dyn Clock>,
     settled: bool,
 }
 
@@ -85,7 +91,7 @@ impl AccountAttempt {
                 self.windows,
                 &self.member,
                 succeeded,
-                now_ms(),
+                self.clock.now_ms(),
             )
             .await
         {
@@ -105,6 +111,7 @@ impl Drop for AccountAttempt {
             return;
         };
         let (store, windows) = (Arc::clone(&self.store), self.windows);
+        let clock = Arc::clone(&self.clock);
         let (account, address, member) = (
             std::mem::take(&mut self.account),
             std::mem::take(&mut self.address),
@@ -116,7 +123,7 @@ impl Drop for AccountAttempt {
                 address: &address,
             };
             if let Err(e) = store
-                .refund_login(subject, windows, &member, false, now_ms())
+                .refund_login(subject, windows, &member, false, clock.now_ms())
                 .await
             {
                 tracing::warn!(error = %e, "could not refund an abandoned password check");
@@ -157,10 +164,7 @@ pub struct RateLimits {
     /// it (at its memory bound) has nowhere better to go.
     shared_in_process: bool,
     config: RateLimitConfig,
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    clock: Arc<dyn Clock>,
 }
 
 fn half(window: Window) -> Window {
@@ -177,7 +181,14 @@ impl RateLimits {
             shared,
             local: Arc::new(MemoryLimiter::new()),
             config,
+            clock: clock::system(),
         }
+    }
+
+    /// The same limits on another clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     fn window(&self, limit: Limit) -> Window {
@@ -206,11 +217,11 @@ impl RateLimits {
     }
 
     /// Takes one slot of `limit` for `subject` (an IP address).
-    pub async fn check(&self, limit: Limit, subject: &str) -> Result<Decision, ApiError> {
+    pub async fn check(&self, limit: Limit, subject: &str) -> Result<Decision, AuthError> {
         let window = self.window(limit);
         let key = format!("{limit:?}:{subject}");
         let member = Uuid::new_v4().to_string();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let decision = match self.shared.reserve(&key, window, &member, now).await {
             Ok(decision) => decision,
             Err(e) if e.is_unavailable() && self.may_fall_back(Some(limit)) => {
@@ -232,10 +243,10 @@ impl RateLimits {
         &self,
         account: &str,
         address: &str,
-    ) -> Result<AccountAttempt, ApiError> {
+    ) -> Result<AccountAttempt, AuthError> {
         let subject = LoginSubject { account, address };
         let member = Uuid::new_v4().to_string();
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let mut windows = self.account_windows();
         let (decision, store): (Decision, Arc<dyn LimiterStore>) = match self
             .shared
@@ -269,6 +280,7 @@ impl RateLimits {
             member,
             windows,
             store,
+            clock: Arc::clone(&self.clock),
             settled: false,
         })
     }
@@ -292,7 +304,7 @@ impl RateLimits {
         attempt.settled = true;
         match attempt
             .store
-            .fail_login(attempt.subject(), attempt.windows, now_ms())
+            .fail_login(attempt.subject(), attempt.windows, self.clock.now_ms())
             .await
         {
             Ok(Some(lock)) => {
@@ -310,12 +322,15 @@ impl RateLimits {
     /// Reserves an API-key lookup from `address` on this node: 429 once the
     /// address has had `api_key_failures_per_ip` failed lookups, before
     /// any store is asked.
-    pub fn api_key_attempt(&self, address: &str) -> Result<ApiKeyAttempt, ApiError> {
+    pub fn api_key_attempt(&self, address: &str) -> Result<ApiKeyAttempt, AuthError> {
         let key = format!("ApiKeyFailuresPerIp:{address}");
         let member = Uuid::new_v4().to_string();
-        let decision =
-            self.local
-                .reserve_now(&key, self.config.api_key_failures_per_ip, &member, now_ms())?;
+        let decision = self.local.reserve_now(
+            &key,
+            self.config.api_key_failures_per_ip,
+            &member,
+            self.clock.now_ms(),
+        )?;
         if !decision.allowed {
             tracing::warn!(address, "API key refused: too many failed lookups");
             return Err(limited(decision));
@@ -330,22 +345,22 @@ impl RateLimits {
 }
 
 /// The shared limiter could not answer and no fallback is allowed.
-fn unavailable(e: crate::store::StoreError) -> ApiError {
+fn unavailable(e: crate::store::StoreError) -> AuthError {
     if e.is_unavailable() {
         tracing::warn!(error = %e, "rate limiter unavailable: failing closed");
-        ApiError::Unavailable {
+        AuthError::Unavailable {
             dependency: "rate_limiter".into(),
-            retry_after_secs: 5,
+            retry_after: Duration::from_secs(5),
         }
     } else {
         e.into()
     }
 }
 
-fn limited(decision: Decision) -> ApiError {
-    ApiError::RateLimited {
+fn limited(decision: Decision) -> AuthError {
+    AuthError::RateLimited {
         limit: decision.limit,
-        retry_after_secs: decision.reset_after.as_secs().max(1),
+        retry_after: decision.reset_after,
     }
 }
 
@@ -359,7 +374,48 @@ mod tests {
         assert!(check_login(&format!("  {}  ", "é".repeat(254))).is_ok());
         assert!(matches!(
             check_login(&"a".repeat(255)),
-            Err(ApiError::Validation(_))
+            Err(AuthError::Validation(_))
         ));
+    }
+
+    fn per_minute(limit: u32) -> Window {
+        Window {
+            limit,
+            period: Duration::from_secs(60),
+        }
+    }
+
+    fn limits(clock: Arc<crate::auth::clock::ManualClock>) -> RateLimits {
+        let config = RateLimitConfig {
+            login_per_ip: per_minute(2),
+            login_failures_per_account: per_minute(3),
+            register_per_ip: per_minute(2),
+            refresh_per_ip: per_minute(2),
+            on_backend_failure: OnBackendFailure::Deny,
+            login_failures_account_ceiling: per_minute(10),
+            lockout_max: Duration::from_secs(900),
+            api_key_failures_per_ip: per_minute(1),
+        };
+        RateLimits::new(Arc::new(MemoryLimiter::new()), config).with_clock(clock)
+    }
+
+    /// The windows slide on the clock the limits were given: no sleeping.
+    #[tokio::test]
+    async fn a_window_frees_its_slots_when_its_period_has_passed_on_the_clock() {
+        let clock = crate::auth::clock::ManualClock::at(1_700_000_000_000);
+        let limits = limits(Arc::clone(&clock));
+        for _ in 0..2 {
+            assert!(limits.check(Limit::LoginPerIp, "10.0.0.1").await.is_ok());
+        }
+        assert!(limits.check(Limit::LoginPerIp, "10.0.0.1").await.is_err());
+        clock.advance(Duration::from_secs(59));
+        assert!(limits.check(Limit::LoginPerIp, "10.0.0.1").await.is_err());
+        clock.advance(Duration::from_secs(1));
+        assert!(limits.check(Limit::LoginPerIp, "10.0.0.1").await.is_ok());
+
+        limits.api_key_attempt("10.0.0.2").expect("first").failed();
+        assert!(limits.api_key_attempt("10.0.0.2").is_err());
+        clock.advance(Duration::from_secs(60));
+        assert!(limits.api_key_attempt("10.0.0.2").is_ok());
     }
 }

@@ -7,14 +7,19 @@
 //! answer, a decision up to `authz_max_stale` old is served marked stale.
 //! With no decision cached and no database, the answer is 503 — never a
 //! guess.
+//!
+//! A decision's age is measured on tokio's clock (read after the database
+//! answered or failed, never before), so the TTL rules are tested on
+//! paused time.
 
 use crate::auth::audit::Audit;
+use crate::auth::error::{AuthError, FieldError};
 use crate::cache::bus::{Bus, Invalidation, Subscriber};
 use crate::cache::{CacheView, CountedCache};
-use crate::error::{ApiError, FieldError};
 use crate::store::{Role, RoleStore, UnixTime, UserStatus};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 pub const ADMIN_ROLE: &str = "admin";
@@ -86,6 +91,13 @@ struct Decision {
     decided: Instant,
 }
 
+impl Decision {
+    /// Its age at `now`, where `now` was read after it was made.
+    fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.decided)
+    }
+}
+
 pub struct Rbac {
     roles: Arc<dyn RoleStore>,
     decisions: CountedCache<(Uuid, String), Decision>,
@@ -119,25 +131,26 @@ impl Rbac {
 
     /// The permissions an active user holds now (database); a disabled user
     /// holds none. NOTFOUND for no such user.
-    pub async fn live_permissions(&self, user_id: Uuid) -> Result<Vec<String>, ApiError> {
+    pub async fn live_permissions(&self, user_id: Uuid) -> Result<Vec<String>, AuthError> {
         match self.roles.permissions_of(user_id).await? {
-            None => Err(ApiError::NotFound),
+            None => Err(AuthError::NotFound),
             Some((UserStatus::Disabled, _)) => Ok(Vec::new()),
             Some((UserStatus::Active, permissions)) => Ok(permissions),
         }
     }
 
-    pub async fn check(&self, user_id: Uuid, permission: &str) -> Result<AuthzAnswer, ApiError> {
+    pub async fn check(&self, user_id: Uuid, permission: &str) -> Result<AuthzAnswer, AuthError> {
         if !valid_permission(permission) || permission == "*" {
-            return Err(ApiError::Validation(vec![FieldError::new(
+            return Err(AuthError::Validation(vec![FieldError::new(
                 "permission",
                 "must be resource:action",
             )]));
         }
         let key = (user_id, permission.to_string());
         let cached = self.decisions.get(&key);
+        let now = Instant::now();
         if let Some(d) = cached
-            && d.decided.elapsed() < self.ttl
+            && d.age(now) < self.ttl
         {
             return Ok(AuthzAnswer {
                 allowed: d.allowed,
@@ -160,8 +173,8 @@ impl Rbac {
                     stale: false,
                 })
             }
-            Err(ApiError::Unavailable { .. } | ApiError::ReadOnly)
-                if cached.is_some_and(|d| d.decided.elapsed() < self.ttl + self.max_stale) =>
+            Err(AuthError::Unavailable { .. } | AuthError::ReadOnly)
+                if cached.is_some_and(|d| d.age(Instant::now()) < self.ttl + self.max_stale) =>
             {
                 let d = cached.expect("checked above");
                 metrics::counter!("holdfast_authz_stale_total").increment(1);
@@ -175,7 +188,7 @@ impl Rbac {
         }
     }
 
-    pub async fn roles(&self) -> Result<Vec<Role>, ApiError> {
+    pub async fn roles(&self) -> Result<Vec<Role>, AuthError> {
         Ok(self.roles.roles().await?)
     }
 
@@ -185,7 +198,7 @@ impl Rbac {
         name: &str,
         permissions: Vec<String>,
         now: UnixTime,
-    ) -> Result<Role, ApiError> {
+    ) -> Result<Role, AuthError> {
         let mut errors = Vec::new();
         if !valid_role_name(name) {
             errors.push(FieldError::new(
@@ -207,7 +220,7 @@ impl Rbac {
             }
         }
         if !errors.is_empty() {
-            return Err(ApiError::Validation(errors));
+            return Err(AuthError::Validation(errors));
         }
         let mut permissions = permissions;
         permissions.sort();
@@ -228,16 +241,16 @@ impl Rbac {
         Ok(role)
     }
 
-    pub async fn delete_role(&self, name: &str, now: UnixTime) -> Result<(), ApiError> {
+    pub async fn delete_role(&self, name: &str, now: UnixTime) -> Result<(), AuthError> {
         if name == ADMIN_ROLE {
-            return Err(ApiError::Validation(vec![FieldError::new(
+            return Err(AuthError::Validation(vec![FieldError::new(
                 "name",
                 "the built-in admin role cannot be deleted",
             )]));
         }
         let at_ms = crate::auth::now_ms();
         if !self.roles.delete_role(name, at_ms).await? {
-            return Err(ApiError::NotFound);
+            return Err(AuthError::NotFound);
         }
         self.bus.publish(Invalidation::RolesChanged, now);
         self.bus.publish(
@@ -261,7 +274,7 @@ impl Rbac {
         user_id: Uuid,
         roles: Vec<String>,
         now: UnixTime,
-    ) -> Result<Vec<String>, ApiError> {
+    ) -> Result<Vec<String>, AuthError> {
         let known = self.roles.roles().await?;
         let unknown: Vec<FieldError> = roles
             .iter()
@@ -269,7 +282,7 @@ impl Rbac {
             .map(|r| FieldError::new("roles", format!("no role named `{r}`")))
             .collect();
         if !unknown.is_empty() {
-            return Err(ApiError::Validation(unknown));
+            return Err(AuthError::Validation(unknown));
         }
         let mut roles = roles;
         roles.sort();
@@ -280,7 +293,7 @@ impl Rbac {
             .set_user_roles(user_id, &roles, now, at_ms)
             .await?
         {
-            return Err(ApiError::NotFound);
+            return Err(AuthError::NotFound);
         }
         self.bus.publish(
             Invalidation::UserRolesChanged {
@@ -340,5 +353,117 @@ mod tests {
         assert!(valid_role_name("editor"));
         assert!(!valid_role_name("Editor"));
         assert!(!valid_role_name(""));
+    }
+
+    /// Roles from memory; `down` makes every read fail as a dead database.
+    struct Roles {
+        permissions: Vec<String>,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    #[async_trait::async_trait]
+    impl RoleStore for Roles {
+        async fn roles(&self) -> Result<Vec<Role>, crate::store::StoreError> {
+            Ok(Vec::new())
+        }
+        async fn put_role(&self, _: &Role) -> Result<(), crate::store::StoreError> {
+            Ok(())
+        }
+        async fn delete_role(&self, _: &str, _: i64) -> Result<bool, crate::store::StoreError> {
+            Ok(false)
+        }
+        async fn set_user_roles(
+            &self,
+            _: Uuid,
+            _: &[String],
+            _: UnixTime,
+            _: i64,
+        ) -> Result<bool, crate::store::StoreError> {
+            Ok(false)
+        }
+        async fn permissions_of(
+            &self,
+            _: Uuid,
+        ) -> Result<Option<(UserStatus, Vec<String>)>, crate::store::StoreError> {
+            if self.down.load(std::sync::atomic::Ordering::Relaxed) {
+                return Err(crate::store::StoreError::Unavailable {
+                    dependency: "database",
+                    kind: crate::resilience::failure::FailureKind::Refused,
+                    reason: "refused".into(),
+                });
+            }
+            Ok(Some((UserStatus::Active, self.permissions.clone())))
+        }
+    }
+
+    struct NoAudit;
+
+    #[async_trait::async_trait]
+    impl crate::store::AuditStore for NoAudit {
+        async fn append_audit(
+            &self,
+            _: &[crate::store::AuditEvent],
+        ) -> Result<(), crate::store::StoreError> {
+            Ok(())
+        }
+        async fn audit_since(
+            &self,
+            _: UnixTime,
+            _: i64,
+        ) -> Result<Vec<crate::store::AuditEvent>, crate::store::StoreError> {
+            Ok(Vec::new())
+        }
+    }
+
+    fn rbac(roles: Arc<Roles>) -> Arc<Rbac> {
+        Rbac::new(
+            roles,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            Bus::new(None, None),
+            Audit::new(Arc::new(NoAudit)),
+        )
+    }
+
+    fn answer(allowed: bool, source: Source, stale: bool) -> AuthzAnswer {
+        AuthzAnswer {
+            allowed,
+            source,
+            stale,
+        }
+    }
+
+    /// The TTL rules on paused time: fresh for `authz_ttl`, then live; with
+    /// the database down, stale up to `authz_ttl + authz_max_stale`, then
+    /// 503; never a guess for a decision not made.
+    #[tokio::test(start_paused = true)]
+    async fn decisions_are_fresh_for_the_ttl_then_stale_only_while_the_database_is_down() {
+        let roles = Arc::new(Roles {
+            permissions: vec!["docs:*".into()],
+            down: false.into(),
+        });
+        let rbac = rbac(Arc::clone(&roles));
+        let user = Uuid::new_v4();
+        let check = |p: &'static str| {
+            let rbac = Arc::clone(&rbac);
+            async move { rbac.check(user, p).await }
+        };
+        let live = answer(true, Source::Live, false);
+        assert_eq!(check("docs:read").await.ok(), Some(live));
+        tokio::time::advance(Duration::from_millis(999)).await;
+        let cached = answer(true, Source::Cache, false);
+        assert_eq!(check("docs:read").await.ok(), Some(cached));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert_eq!(check("docs:read").await.ok(), Some(live), "past the TTL");
+
+        roles.down.store(true, std::sync::atomic::Ordering::Relaxed);
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let stale = answer(true, Source::Cache, true);
+        assert_eq!(check("docs:read").await.ok(), Some(stale));
+        assert!(check("docs:write").await.is_err(), "never decided: 503");
+        tokio::time::advance(Duration::from_secs(60) - Duration::from_millis(1)).await;
+        assert_eq!(check("docs:read").await.ok(), Some(stale));
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(check("docs:read").await.is_err(), "past max_stale: 503");
     }
 }

@@ -6,11 +6,11 @@
 //! secret; Argon2 is for passwords).
 
 use crate::auth::audit::Audit;
+use crate::auth::error::AuthError;
 use crate::auth::passwords::{HashSlot, PasswordHasher};
 use crate::auth::rate_limit::RateLimits;
 use crate::auth::tokens::TokenService;
 use crate::cache::bus::{Bus, Invalidation};
-use crate::error::ApiError;
 use crate::store::{
     Rotation, Session, SessionStore, StoreError, UnixTime, User, UserStatus, UserStore,
 };
@@ -78,7 +78,7 @@ impl Sessions {
 
     /// A place in the password-hash queue, taken before a login touches
     /// anything: when there is none the login is refused (503) at once.
-    pub fn hash_slot(&self) -> Result<HashSlot<'_>, ApiError> {
+    pub fn hash_slot(&self) -> Result<HashSlot<'_>, AuthError> {
         Ok(self.hasher.reserve()?)
     }
 
@@ -92,7 +92,7 @@ impl Sessions {
         password: String,
         client: Client,
         now: UnixTime,
-    ) -> Result<TokenPair, ApiError> {
+    ) -> Result<TokenPair, AuthError> {
         let user = self.users.by_login(login.trim()).await?;
         // Unknown logins are limited too, under the name tried, so a lock
         // says nothing about whether an account exists.
@@ -130,7 +130,7 @@ impl Sessions {
                     user_id,
                     serde_json::json!({"login": login, "ip": client.ip}),
                 );
-                return Err(ApiError::InvalidCredentials);
+                return Err(AuthError::InvalidCredentials);
             }
         };
         if user.status == UserStatus::Disabled {
@@ -139,7 +139,7 @@ impl Sessions {
                 Some(user.id),
                 serde_json::json!({"reason": "account_disabled", "ip": client.ip}),
             );
-            return Err(ApiError::AccountDisabled);
+            return Err(AuthError::AccountDisabled);
         }
         let (secret, hash) = new_refresh_secret()?;
         let session = Session {
@@ -169,7 +169,7 @@ impl Sessions {
                     Some(user.id),
                     serde_json::json!({"reason": "superseded", "ip": session.ip}),
                 );
-                return Err(ApiError::InvalidCredentials);
+                return Err(AuthError::InvalidCredentials);
             }
             Err(e) => return Err(e.into()),
         }
@@ -181,7 +181,11 @@ impl Sessions {
         self.pair(&user, &session, &secret, now)
     }
 
-    pub async fn refresh(&self, refresh_token: &str, now: UnixTime) -> Result<TokenPair, ApiError> {
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        now: UnixTime,
+    ) -> Result<TokenPair, AuthError> {
         let (sid, presented) = parse_refresh_token(refresh_token)?;
         let (next_secret, next_hash) = new_refresh_secret()?;
         match self
@@ -193,10 +197,10 @@ impl Sessions {
                 Ok(Some(user)) if user.status == UserStatus::Disabled => {
                     self.sessions.revoke(sid, now).await?;
                     self.bus.publish(Invalidation::SessionRevoked { sid }, now);
-                    Err(ApiError::AccountDisabled)
+                    Err(AuthError::AccountDisabled)
                 }
                 Ok(Some(user)) => self.pair(&user, &session, &next_secret, now),
-                Ok(None) => Err(ApiError::Revoked),
+                Ok(None) => Err(AuthError::Revoked),
                 // The session came from the cache and is live; a disabled
                 // account would have had it revoked. Issue with the roles
                 // the session recorded at login (explicit degradation).
@@ -223,10 +227,10 @@ impl Sessions {
                     user_id,
                     serde_json::json!({"session_id": sid}),
                 );
-                Err(ApiError::RefreshReuse)
+                Err(AuthError::RefreshReuse)
             }
-            Rotation::Mismatch => Err(ApiError::TokenInvalid),
-            Rotation::Gone => Err(ApiError::Revoked),
+            Rotation::Mismatch => Err(AuthError::TokenInvalid),
+            Rotation::Gone => Err(AuthError::Revoked),
         }
     }
 
@@ -238,7 +242,7 @@ impl Sessions {
         sid: Uuid,
         refresh_token: Option<&str>,
         now: UnixTime,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), AuthError> {
         self.revoke_one(sid, now).await?;
         if let Some((other, _)) = refresh_token.and_then(|t| parse_refresh_token(t).ok())
             && other != sid
@@ -251,7 +255,7 @@ impl Sessions {
         Ok(())
     }
 
-    pub async fn logout_all(&self, user_id: Uuid, now: UnixTime) -> Result<(), ApiError> {
+    pub async fn logout_all(&self, user_id: Uuid, now: UnixTime) -> Result<(), AuthError> {
         self.users.set_not_before(user_id, now).await?;
         self.bus.publish(
             Invalidation::UserNotBefore {
@@ -269,17 +273,17 @@ impl Sessions {
         Ok(())
     }
 
-    pub async fn list(&self, user_id: Uuid, now: UnixTime) -> Result<Vec<Session>, ApiError> {
+    pub async fn list(&self, user_id: Uuid, now: UnixTime) -> Result<Vec<Session>, AuthError> {
         Ok(self.sessions.list_for_user(user_id, now).await?)
     }
 
     /// Deletes one of the user's own sessions; anybody else's is NOTFOUND.
-    pub async fn delete(&self, user_id: Uuid, sid: Uuid, now: UnixTime) -> Result<(), ApiError> {
+    pub async fn delete(&self, user_id: Uuid, sid: Uuid, now: UnixTime) -> Result<(), AuthError> {
         match self.sessions.get(sid).await? {
             Some(session) if session.user_id == user_id && session.is_live(now) => {
                 self.revoke_one(sid, now).await
             }
-            _ => Err(ApiError::NotFound),
+            _ => Err(AuthError::NotFound),
         }
     }
 
@@ -288,7 +292,7 @@ impl Sessions {
     /// cache, through the bus, whose log row and the session store's
     /// deferred write carry it to the others later — but the answer is 503:
     /// it is acknowledged only once a store holds it (DESIGN.md §4).
-    async fn revoke_one(&self, sid: Uuid, now: UnixTime) -> Result<(), ApiError> {
+    async fn revoke_one(&self, sid: Uuid, now: UnixTime) -> Result<(), AuthError> {
         let stored = self.sessions.revoke(sid, now).await;
         if matches!(&stored, Err(e) if !e.is_unavailable()) {
             return Ok(stored?);
@@ -303,7 +307,7 @@ impl Sessions {
         session: &Session,
         secret: &str,
         now: UnixTime,
-    ) -> Result<TokenPair, ApiError> {
+    ) -> Result<TokenPair, AuthError> {
         self.pair_for(user.id, &user.roles, session, secret, now)
     }
 
@@ -314,7 +318,7 @@ impl Sessions {
         session: &Session,
         secret: &str,
         now: UnixTime,
-    ) -> Result<TokenPair, ApiError> {
+    ) -> Result<TokenPair, AuthError> {
         Ok(TokenPair {
             access_token: self.tokens.issue_for(sub, roles, session.id, now)?,
             expires_in: self.tokens.access_ttl(),
@@ -326,24 +330,27 @@ impl Sessions {
 }
 
 /// 256 random bits, and the hex SHA-256 that is all the store keeps.
-fn new_refresh_secret() -> Result<(String, String), ApiError> {
+fn new_refresh_secret() -> Result<(String, String), AuthError> {
     let mut bytes = [0u8; 32];
-    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::internal("rng failed"))?;
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| AuthError::internal("rng failed"))?;
     let secret = URL_SAFE_NO_PAD.encode(bytes);
     let hash = crate::auth::sha256_hex(&secret);
     Ok((secret, hash))
 }
 
 /// `<session id>.<secret>` → (session id, hash of the secret).
-pub(crate) fn parse_refresh_token(token: &str) -> Result<(Uuid, String), ApiError> {
-    let (sid, secret) = token.trim().split_once('.').ok_or(ApiError::TokenInvalid)?;
-    let sid = Uuid::parse_str(sid).map_err(|_| ApiError::TokenInvalid)?;
+pub(crate) fn parse_refresh_token(token: &str) -> Result<(Uuid, String), AuthError> {
+    let (sid, secret) = token
+        .trim()
+        .split_once('.')
+        .ok_or(AuthError::TokenInvalid)?;
+    let sid = Uuid::parse_str(sid).map_err(|_| AuthError::TokenInvalid)?;
     if secret.len() != 43
         || !secret
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(ApiError::TokenInvalid);
+        return Err(AuthError::TokenInvalid);
     }
     Ok((sid, crate::auth::sha256_hex(secret)))
 }

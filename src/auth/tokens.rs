@@ -4,11 +4,11 @@
 //! and `nbf` are checked here against a passed-in `now` with the configured
 //! leeway, and revocations are consulted in memory. No I/O on this path.
 
+use crate::auth::error::AuthError;
 use crate::auth::keys::KeyRing;
 use crate::auth::revocation::RevocationSet;
 use crate::auth::sha256;
 use crate::cache::validation::{ValidationCache, Verified};
-use crate::error::ApiError;
 use crate::store::{UnixTime, User};
 use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -63,7 +63,7 @@ impl TokenService {
         self.access_ttl
     }
 
-    pub fn issue(&self, user: &User, sid: Uuid, now: UnixTime) -> Result<String, ApiError> {
+    pub fn issue(&self, user: &User, sid: Uuid, now: UnixTime) -> Result<String, AuthError> {
         self.issue_for(user.id, &user.roles, sid, now)
     }
 
@@ -75,12 +75,12 @@ impl TokenService {
         roles: &[String],
         sid: Uuid,
         now: UnixTime,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, AuthError> {
         let set = self.keys.snapshot();
         let key = set
             .signing
             .as_ref()
-            .ok_or_else(|| ApiError::internal("no active signing key"))?;
+            .ok_or_else(|| AuthError::internal("no active signing key"))?;
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             sub,
@@ -94,14 +94,14 @@ impl TokenService {
         };
         let mut header = Header::new(key.algorithm);
         header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(ApiError::internal)
+        jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(AuthError::internal)
     }
 
-    pub fn verify(&self, token: &str, now: UnixTime) -> Result<Arc<AccessClaims>, ApiError> {
+    pub fn verify(&self, token: &str, now: UnixTime) -> Result<Arc<AccessClaims>, AuthError> {
         if let Some(result) = self.verify_cached(token, now) {
             return result;
         }
-        let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::TokenInvalid)?;
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::TokenInvalid)?;
         self.verify_with_header(token, header, now)
     }
 
@@ -111,10 +111,10 @@ impl TokenService {
         &self,
         token: &str,
         now: UnixTime,
-    ) -> Option<Result<Arc<AccessClaims>, ApiError>> {
+    ) -> Option<Result<Arc<AccessClaims>, AuthError>> {
         let hit = self.cache.get(&sha256(token), now)?;
         if !self.keys.verifies(&hit.kid) {
-            return Some(Err(ApiError::TokenInvalid));
+            return Some(Err(AuthError::TokenInvalid));
         }
         Some(
             self.check_live(&hit.claims, now)
@@ -163,12 +163,12 @@ impl TokenService {
         token: &str,
         header: jsonwebtoken::Header,
         now: UnixTime,
-    ) -> Result<Arc<AccessClaims>, ApiError> {
-        let kid = header.kid.ok_or(ApiError::TokenInvalid)?;
+    ) -> Result<Arc<AccessClaims>, AuthError> {
+        let kid = header.kid.ok_or(AuthError::TokenInvalid)?;
         let set = self.keys.snapshot();
-        let key = set.verifying.get(&kid).ok_or(ApiError::TokenInvalid)?;
+        let key = set.verifying.get(&kid).ok_or(AuthError::TokenInvalid)?;
         if header.alg != key.algorithm {
-            return Err(ApiError::TokenInvalid);
+            return Err(AuthError::TokenInvalid);
         }
         let mut validation = Validation::new(key.algorithm);
         validation.set_issuer(&[&self.issuer]);
@@ -178,14 +178,14 @@ impl TokenService {
         validation.validate_exp = false;
         validation.validate_nbf = false;
         let claims = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &validation)
-            .map_err(|_| ApiError::TokenInvalid)?
+            .map_err(|_| AuthError::TokenInvalid)?
             .claims;
         let claims = Arc::new(claims);
         self.check_live(&claims, now)?;
         // Issued in the future: not a token this service signed with a sane
         // clock. Checked once; a cached token only gets older.
         if claims.iat > now + self.leeway {
-            return Err(ApiError::TokenInvalid);
+            return Err(AuthError::TokenInvalid);
         }
         self.cache.insert(
             sha256(token),
@@ -199,21 +199,21 @@ impl TokenService {
     }
 
     /// Time and revocation: what can turn a verified token invalid later.
-    fn check_live(&self, claims: &AccessClaims, now: UnixTime) -> Result<(), ApiError> {
+    fn check_live(&self, claims: &AccessClaims, now: UnixTime) -> Result<(), AuthError> {
         // A 1 s token must not live 31 s: the leeway on `exp` never
         // exceeds the TTL (DESIGN.md §2).
         if now > claims.exp.saturating_add(self.leeway.min(self.access_ttl)) {
-            return Err(ApiError::TokenExpired);
+            return Err(AuthError::TokenExpired);
         }
         if now + self.leeway < claims.nbf {
-            return Err(ApiError::TokenInvalid);
+            return Err(AuthError::TokenInvalid);
         }
         if self.revocations.is_session_revoked(claims.sid)
             || self
                 .revocations
                 .is_user_token_revoked(claims.sub, claims.iat)
         {
-            return Err(ApiError::Revoked);
+            return Err(AuthError::Revoked);
         }
         Ok(())
     }
@@ -319,12 +319,12 @@ mod tests {
         assert!(svc.verify(&token, NOW + 900 + 30).is_ok());
         assert!(matches!(
             svc.verify(&token, NOW + 931),
-            Err(ApiError::TokenExpired)
+            Err(AuthError::TokenExpired)
         ));
         assert!(svc.verify(&token, NOW - 30).is_ok());
         assert!(matches!(
             svc.verify(&token, NOW - 31),
-            Err(ApiError::TokenInvalid)
+            Err(AuthError::TokenInvalid)
         ));
     }
 
@@ -337,12 +337,12 @@ mod tests {
         revocations.set_user_not_before(user.id, NOW + 1);
         assert!(matches!(
             svc.verify(&token, NOW + 2),
-            Err(ApiError::Revoked)
+            Err(AuthError::Revoked)
         ));
         let (svc, revocations) = service();
         let token = svc.issue(&user, sid, NOW).expect("issue");
         revocations.revoke_session(sid, NOW);
-        assert!(matches!(svc.verify(&token, NOW), Err(ApiError::Revoked)));
+        assert!(matches!(svc.verify(&token, NOW), Err(AuthError::Revoked)));
     }
 
     #[test]
@@ -361,7 +361,7 @@ mod tests {
         );
         assert!(matches!(
             svc.verify(&none, NOW),
-            Err(ApiError::TokenInvalid)
+            Err(AuthError::TokenInvalid)
         ));
         // HS256 keyed with the public key bytes (the classic confusion).
         let hs = jsonwebtoken::encode(
@@ -377,7 +377,7 @@ mod tests {
             &jsonwebtoken::EncodingKey::from_secret(kid.as_bytes()),
         )
         .expect("hs");
-        assert!(matches!(svc.verify(&hs, NOW), Err(ApiError::TokenInvalid)));
+        assert!(matches!(svc.verify(&hs, NOW), Err(AuthError::TokenInvalid)));
         // A changed payload breaks the signature.
         let mut claims: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
@@ -385,7 +385,7 @@ mod tests {
         let tampered = format!("{}.{}.{}", parts[0], b64(claims), parts[2]);
         assert!(matches!(
             svc.verify(&tampered, NOW),
-            Err(ApiError::TokenInvalid)
+            Err(AuthError::TokenInvalid)
         ));
         // Unknown kid.
         let unknown = format!(
@@ -396,11 +396,11 @@ mod tests {
         );
         assert!(matches!(
             svc.verify(&unknown, NOW),
-            Err(ApiError::TokenInvalid)
+            Err(AuthError::TokenInvalid)
         ));
         assert!(matches!(
             svc.verify("garbage", NOW),
-            Err(ApiError::TokenInvalid)
+            Err(AuthError::TokenInvalid)
         ));
     }
 
@@ -431,11 +431,11 @@ mod tests {
         assert!(svc.verify(&sign(&svc, &claims(NOW + 30)), NOW).is_ok());
         assert!(matches!(
             svc.verify(&sign(&svc, &claims(NOW + 31)), NOW),
-            Err(ApiError::TokenInvalid)
+            Err(AuthError::TokenInvalid)
         ));
         assert!(matches!(
             svc.verify(&sign(&svc, &claims(NOW + 5 * 3600)), NOW),
-            Err(ApiError::TokenInvalid)
+            Err(AuthError::TokenInvalid)
         ));
     }
 
@@ -464,13 +464,13 @@ mod tests {
         other.issuer = "https://elsewhere.test".into();
         assert!(matches!(
             other.verify(&token, NOW),
-            Err(ApiError::TokenInvalid)
+            Err(AuthError::TokenInvalid)
         ));
         other.issuer = svc.issuer.clone();
         other.audience = "other".into();
         assert!(matches!(
             other.verify(&token, NOW),
-            Err(ApiError::TokenInvalid)
+            Err(AuthError::TokenInvalid)
         ));
     }
 }

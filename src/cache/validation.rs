@@ -13,6 +13,10 @@
 //! every request. Any invalidation clears every thread's copies (a
 //! generation number), and a hit at either level is re-checked the same
 //! way by the caller.
+//!
+//! Both levels judge expiry by the `now` they are given: an entry is kept
+//! with the moment it stops serving (`until`: the token's `exp`, or the
+//! TTL, whichever comes first). moka's own timer only reclaims memory.
 
 use crate::auth::tokens::AccessClaims;
 use crate::cache::bus::{Invalidation, Subscriber};
@@ -82,7 +86,8 @@ struct Near {
 }
 
 pub struct ValidationCache {
-    entries: CountedCache<[u8; 32], Verified>,
+    /// Each entry with the moment it stops serving.
+    entries: CountedCache<[u8; 32], (Verified, UnixTime)>,
     ttl: Duration,
     near: ThreadLocal<Slot>,
     /// Bumped after every invalidation: threads' copies of an older
@@ -120,8 +125,7 @@ impl ValidationCache {
                 None => {}
             }
         }
-        let verified = self.entries.get(key)?;
-        let until = now + self.left(&verified, now).as_secs() as UnixTime;
+        let (verified, until) = self.entries.get_fresh(key, |(_, until)| now < *until)?;
         slot.keep(*key, &verified, generation, until);
         Some(verified)
     }
@@ -138,7 +142,7 @@ impl ValidationCache {
         self.near
             .get_or_default()
             .keep(key, &verified, generation, until);
-        self.entries.insert(key, verified, left);
+        self.entries.insert(key, (verified, until), left);
     }
 
     fn left(&self, verified: &Verified, now: UnixTime) -> Duration {
@@ -184,12 +188,12 @@ impl CacheView for ValidationCache {
 impl Subscriber for ValidationCache {
     fn apply(&self, event: &Invalidation, _: UnixTime) {
         match *event {
-            Invalidation::SessionRevoked { sid } => {
-                self.entries.invalidate_if(move |_, v| v.claims.sid == sid)
-            }
+            Invalidation::SessionRevoked { sid } => self
+                .entries
+                .invalidate_if(move |_, (v, _)| v.claims.sid == sid),
             Invalidation::UserNotBefore { user, at } | Invalidation::UserDisabled { user, at } => {
                 self.entries
-                    .invalidate_if(move |_, v| v.claims.sub == user && v.claims.iat < at)
+                    .invalidate_if(move |_, (v, _)| v.claims.sub == user && v.claims.iat < at)
             }
             Invalidation::KeysChanged { revoked_all: true } => self.entries.invalidate_all(),
             _ => return,
@@ -239,9 +243,29 @@ mod tests {
             cache.get(&[2; 32], now).is_none(),
             "already at exp: not cached"
         );
-        std::thread::sleep(Duration::from_millis(1100));
-        let later = crate::auth::now();
+        let later = now + 1;
         assert!(cache.get(&[1; 32], later).is_none(), "gone with its token");
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses), (1, 2), "{stats:?}");
+    }
+
+    #[test]
+    fn entries_never_outlive_the_ttl_on_the_clock_given() {
+        let cache = ValidationCache::new(Duration::from_secs(300));
+        let now = crate::auth::now();
+        let token = verified(Uuid::new_v4(), Uuid::new_v4(), now, now + 3600);
+        cache.insert([1; 32], token, now);
+        assert!(cache.get(&[1; 32], now + 299).is_some());
+        assert!(cache.get(&[1; 32], now + 300).is_none(), "the TTL ended");
+        // Another thread has no copy of its own: the shared level decides.
+        let cache = Arc::new(cache);
+        let other = Arc::clone(&cache);
+        std::thread::spawn(move || {
+            assert!(other.get(&[1; 32], now + 299).is_some());
+            assert!(other.get(&[1; 32], now + 300).is_none());
+        })
+        .join()
+        .expect("the other thread's assertions");
     }
 
     #[test]

@@ -3,10 +3,10 @@
 //! roles are in `admin_users.rs`.
 
 use crate::app::AppState;
+use crate::auth::key_rotation::Delivery;
 use crate::cache::CacheView;
-use crate::cache::bus::Invalidation;
-use crate::error::ApiError;
 use crate::http::caller::Admin;
+use crate::http::error::ApiError;
 use crate::http::extract::{Path, Query};
 use crate::http::users::{Items, rfc3339};
 use crate::resilience::DependencyGuard;
@@ -46,7 +46,7 @@ fn view(guard: &DependencyGuard) -> Value {
 
 pub async fn circuit_breakers(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
     let breakers: serde_json::Map<String, Value> = state
-        .guards
+        .guards()
         .iter()
         .map(|g| (g.name().to_string(), view(g)))
         .collect();
@@ -59,7 +59,7 @@ pub async fn reset_circuit_breaker(
     Path(name): Path<String>,
 ) -> Result<impl IntoResponse, ApiError> {
     let guard = state
-        .guards
+        .guards()
         .iter()
         .find(|g| g.name() == name)
         .ok_or(ApiError::NotFound)?;
@@ -73,15 +73,11 @@ pub async fn rotate_keys(
     admin: Admin,
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let now = crate::auth::now();
-    let kid = state.keys.rotate(now).await.map_err(key_error)?;
-    state
-        .bus
-        .publish(Invalidation::KeysChanged { revoked_all: false }, now);
-    state
-        .audit
-        .record("key_rotated", None, json!({"kid": kid, "by": admin.actor}));
-    Ok(axum::Json(json!({ "kid": kid })))
+    let change = state
+        .key_rotation()
+        .rotate(&admin.actor, Delivery::Queued, crate::auth::now())
+        .await?;
+    Ok(axum::Json(json!({ "kid": change.kid })))
 }
 
 /// Key leak: every key revoked, a new one signing now, every session revoked.
@@ -89,40 +85,27 @@ pub async fn revoke_all_keys(
     admin: Admin,
     State(state): State<AppState>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let now = crate::auth::now();
-    let (kid, sessions) = state.keys.revoke_all(now).await.map_err(key_error)?;
-    state
-        .bus
-        .publish(Invalidation::KeysChanged { revoked_all: true }, now);
-    state.audit.record(
-        "keys_revoked_all",
-        None,
-        json!({"kid": kid, "sessions_revoked": sessions, "by": admin.actor}),
-    );
+    let change = state
+        .key_rotation()
+        .revoke_all(&admin.actor, Delivery::Queued, crate::auth::now())
+        .await?;
     Ok(axum::Json(
-        json!({ "kid": kid, "sessions_revoked": sessions }),
+        json!({ "kid": change.kid, "sessions_revoked": change.sessions_revoked }),
     ))
-}
-
-fn key_error(e: crate::auth::keys::KeyError) -> ApiError {
-    match e {
-        crate::auth::keys::KeyError::Store(e) => e.into(),
-        other => ApiError::internal(other),
-    }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        state.metrics().render(),
     )
 }
 
 fn caches(state: &AppState) -> [&dyn CacheView; 3] {
     [
-        state.validation.view(),
-        state.api_keys.view(),
-        state.rbac.view(),
+        state.validation().view(),
+        state.api_keys().view(),
+        state.rbac().view(),
     ]
 }
 
@@ -140,7 +123,7 @@ pub async fn cache_cleanup(_: Admin, State(state): State<AppState>) -> impl Into
     for cache in caches(&state) {
         cache.cleanup();
     }
-    state.revocations.purge(crate::auth::now());
+    state.revocations().purge(crate::auth::now());
     cache_stats(
         Admin {
             actor: String::new(),
@@ -153,7 +136,7 @@ pub async fn cache_cleanup(_: Admin, State(state): State<AppState>) -> impl Into
 /// Refetches every external issuer's JWKS now.
 pub async fn refresh_jwks(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
     let mut results = serde_json::Map::new();
-    for idp in state.external.all() {
+    for idp in state.external().all() {
         let outcome = match idp.refresh_now().await {
             Ok(()) => json!({"refreshed": true}),
             Err(e) => json!({"refreshed": false, "error": e.to_string()}),
@@ -178,7 +161,7 @@ pub async fn audit(
     let since = match q.since.as_deref() {
         None => crate::auth::now() - 24 * 3600,
         Some(text) => parse_since(text).ok_or_else(|| {
-            ApiError::Validation(vec![crate::error::FieldError::new(
+            ApiError::Validation(vec![crate::http::error::FieldError::new(
                 "since",
                 "must be an RFC 3339 time or Unix seconds",
             )])
@@ -186,7 +169,7 @@ pub async fn audit(
     };
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let items = state
-        .audit
+        .audit()
         .since(since, limit)
         .await?
         .into_iter()

@@ -3,8 +3,8 @@
 
 use crate::app::AppState;
 use crate::auth::now;
-use crate::error::ApiError;
 use crate::http::caller::Admin;
+use crate::http::error::ApiError;
 use crate::http::extract::{Json, Path, Query};
 use crate::http::users::{Items, UserView, rfc3339};
 use axum::extract::State;
@@ -47,7 +47,7 @@ pub async fn search_users(
     Query(q): Query<SearchQuery>,
 ) -> Result<axum::Json<Items<UserView>>, ApiError> {
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let users = state.accounts.search(&q.query, limit).await?;
+    let users = state.accounts().search(&q.query, limit).await?;
     Ok(axum::Json(Items {
         items: users.into_iter().map(UserView::from).collect(),
     }))
@@ -60,7 +60,7 @@ pub async fn set_user_roles(
     Json(body): Json<RolesBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let id = user_id(&id)?;
-    let roles = state.rbac.set_user_roles(id, body.roles, now()).await?;
+    let roles = state.rbac().set_user_roles(id, body.roles, now()).await?;
     Ok(axum::Json(json!({ "id": id, "roles": roles })))
 }
 
@@ -70,7 +70,7 @@ pub async fn disable_user(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state
-        .accounts
+        .accounts()
         .disable(user_id(&id)?, &admin.actor, now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -82,7 +82,7 @@ pub async fn enable_user(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     state
-        .accounts
+        .accounts()
         .enable(user_id(&id)?, &admin.actor, now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -96,12 +96,10 @@ pub async fn logout_all_user(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = user_id(&id)?;
-    if state.users.by_id(id).await?.is_none() {
-        return Err(ApiError::NotFound);
-    }
-    state.sessions.logout_all(id, now()).await?;
+    state.accounts().ensure_exists(id).await?;
+    state.sessions().logout_all(id, now()).await?;
     state
-        .audit
+        .audit()
         .record("user_logout_all", Some(id), json!({"by": admin.actor}));
     Ok(StatusCode::NO_CONTENT)
 }
@@ -111,7 +109,7 @@ pub async fn roles(
     State(state): State<AppState>,
 ) -> Result<axum::Json<Items<Value>>, ApiError> {
     let items = state
-        .rbac
+        .rbac()
         .roles()
         .await?
         .into_iter()
@@ -133,7 +131,7 @@ pub async fn put_role(
     Json(body): Json<RoleBody>,
 ) -> Result<axum::Json<Value>, ApiError> {
     let role = state
-        .rbac
+        .rbac()
         .put_role(body.name.trim(), body.permissions, now())
         .await?;
     Ok(axum::Json(
@@ -147,7 +145,7 @@ pub async fn delete_role(
     State(state): State<AppState>,
     Json(body): Json<RoleName>,
 ) -> Result<StatusCode, ApiError> {
-    state.rbac.delete_role(body.name.trim(), now()).await?;
+    state.rbac().delete_role(body.name.trim(), now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -157,6 +155,6 @@ pub async fn delete_role_named(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.rbac.delete_role(&name, now()).await?;
+    state.rbac().delete_role(&name, now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -3,8 +3,8 @@
 
 use crate::app::AppState;
 use crate::auth::now;
-use crate::error::ApiError;
 use crate::http::caller::Authenticated;
+use crate::http::error::ApiError;
 use crate::http::extract::{Json, Path};
 use crate::http::users::{Items, rfc3339};
 use crate::store::ApiKey;
@@ -39,7 +39,7 @@ pub async fn create(
     Json(body): Json<CreateBody>,
 ) -> Result<impl IntoResponse, ApiError> {
     let created = state
-        .api_keys
+        .api_keys()
         .create(claims.sub, &body.name, &body.scopes, body.expires_in, now())
         .await?;
     let mut body = view(&created.stored);
@@ -55,7 +55,7 @@ pub async fn list(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
 ) -> Result<axum::Json<Items<Value>>, ApiError> {
-    let keys = state.api_keys.list(claims.sub).await?;
+    let keys = state.api_keys().list(claims.sub).await?;
     Ok(axum::Json(Items {
         items: keys.iter().map(view).collect(),
     }))
@@ -67,6 +67,6 @@ pub async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    state.api_keys.delete(claims.sub, id, now()).await?;
+    state.api_keys().delete(claims.sub, id, now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

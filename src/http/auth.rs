@@ -5,8 +5,8 @@ use crate::auth::accounts::Registration;
 use crate::auth::now;
 use crate::auth::rate_limit::Limit;
 use crate::auth::sessions::TokenPair;
-use crate::error::ApiError;
 use crate::http::caller::{Authenticated, Credential};
+use crate::http::error::ApiError;
 use crate::http::extract::{ClientInfo, Json, OptionalJson};
 use crate::http::users::UserView;
 use crate::store::Decision;
@@ -80,14 +80,17 @@ pub async fn register(
     ClientInfo { rate_key, .. }: ClientInfo,
     Json(body): Json<RegisterBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let limit = state.limits.check(Limit::RegisterPerIp, &rate_key).await?;
+    let limit = state
+        .limits()
+        .check(Limit::RegisterPerIp, &rate_key)
+        .await?;
     let registration = Registration {
         email: body.email,
         username: body.username,
         password: body.password,
         roles: Vec::new(),
     };
-    let user = state.accounts.register(registration, now()).await?;
+    let user = state.accounts().register(registration, now()).await?;
     Ok((
         StatusCode::CREATED,
         rate_headers(&limit),
@@ -105,10 +108,10 @@ pub async fn login(
     crate::auth::rate_limit::check_login(&body.login)?;
     // Shed at the door: no limiter or store call for a login with no
     // place to be hashed.
-    let slot = state.sessions.hash_slot()?;
-    let limit = state.limits.check(Limit::LoginPerIp, &rate_key).await?;
+    let slot = state.sessions().hash_slot()?;
+    let limit = state.limits().check(Limit::LoginPerIp, &rate_key).await?;
     let pair = state
-        .sessions
+        .sessions()
         .login(slot, &body.login, body.password, client, now())
         .await?;
     Ok((rate_headers(&limit), axum::Json(TokenResponse::from(pair))))
@@ -119,8 +122,8 @@ pub async fn refresh(
     ClientInfo { rate_key, .. }: ClientInfo,
     Json(body): Json<RefreshBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let limit = state.limits.check(Limit::RefreshPerIp, &rate_key).await?;
-    let pair = state.sessions.refresh(&body.refresh_token, now()).await?;
+    let limit = state.limits().check(Limit::RefreshPerIp, &rate_key).await?;
+    let pair = state.sessions().refresh(&body.refresh_token, now()).await?;
     Ok((rate_headers(&limit), axum::Json(TokenResponse::from(pair))))
 }
 
@@ -131,7 +134,7 @@ pub async fn logout(
 ) -> Result<StatusCode, ApiError> {
     let refresh_token = body.and_then(|b| b.refresh_token);
     state
-        .sessions
+        .sessions()
         .logout(claims.sub, claims.sid, refresh_token.as_deref(), now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -141,7 +144,7 @@ pub async fn logout_all(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
 ) -> Result<StatusCode, ApiError> {
-    state.sessions.logout_all(claims.sub, now()).await?;
+    state.sessions().logout_all(claims.sub, now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -4,8 +4,8 @@
 
 use crate::app::AppState;
 use crate::auth::rbac::ADMIN_ROLE;
-use crate::error::ApiError;
 use crate::http::caller::Credential;
+use crate::http::error::ApiError;
 use crate::http::extract::Json;
 use axum::extract::State;
 use serde::Deserialize;
@@ -37,7 +37,7 @@ pub async fn check(
         Some(other) => other,
         None => own,
     };
-    let answer = state.rbac.check(user, body.permission.trim()).await?;
+    let answer = state.rbac().check(user, body.permission.trim()).await?;
     Ok(axum::Json(json!({
         "allowed": answer.allowed,
         "source": answer.source.as_str(),

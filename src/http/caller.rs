@@ -17,7 +17,7 @@ use crate::auth::emergency::{self, EmergencyClaims};
 use crate::auth::external::ExternalIdentity;
 use crate::auth::rbac::ADMIN_ROLE;
 use crate::auth::tokens::AccessClaims;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http::extract::client_address;
 use axum::extract::FromRequestParts;
 use axum::http::{HeaderName, header, request::Parts};
@@ -73,10 +73,8 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        state
-            .tokens
-            .verify(bearer(parts)?, crate::auth::now())
-            .map(Authenticated)
+        let claims = state.tokens().verify(bearer(parts)?, crate::auth::now())?;
+        Ok(Authenticated(claims))
     }
 }
 
@@ -98,9 +96,8 @@ impl FromRequestParts<AppState> for Credential {
             // future is large and a bearer token never needs it.
             let address = client_address(parts, state);
             let address = address.as_deref().unwrap_or("unknown");
-            return Box::pin(state.api_keys.authenticate(key, address, now))
-                .await
-                .map(Credential::ApiKey);
+            let key = Box::pin(state.api_keys().authenticate(key, address, now)).await?;
+            return Ok(Credential::ApiKey(key));
         }
         resolve_token(state, bearer(parts)?, now).await
     }
@@ -113,40 +110,32 @@ pub async fn resolve_token(
     token: &str,
     now: crate::store::UnixTime,
 ) -> Result<Credential, ApiError> {
-    if let Some(result) = state.tokens.verify_cached(token, now) {
-        return result.map(Credential::User);
+    if let Some(result) = state.tokens().verify_cached(token, now) {
+        return Ok(Credential::User(result?));
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::TokenInvalid)?;
     let kid = header.kid.as_deref().unwrap_or_default();
     if kid == emergency::KID {
-        let Some(verifier) = state.emergency.as_ref() else {
+        let Some(verifier) = state.emergency() else {
             // Never silent: whoever sends one is in an emergency.
             tracing::warn!("emergency token refused: emergency tokens are off on this node");
             return Err(ApiError::TokenInvalid);
         };
-        let claims = verifier.verify(token, now)?;
-        state.audit.record(
-            "emergency_token_used",
-            None,
-            serde_json::json!({"jti": claims.jti, "sub": claims.sub, "reason": claims.reason}),
-        );
+        let claims = verifier.admit(token, now, state.audit())?;
         return Ok(Credential::Emergency(claims));
     }
     // Only when upstream issuers are configured (`for_token` is `None`
     // otherwise): no key-ring lookup on the common path.
-    if let Some(idp) = state.external.for_token(token)
-        && !state.keys.verifies(kid)
+    if let Some(idp) = state.external().for_token(token)
+        && !state.keys().verifies(kid)
     {
         // Boxed: the upstream fetch makes this future ~3 KB, which every
         // verification's future would otherwise carry and copy.
-        return Box::pin(idp.verify(token, &header))
-            .await
-            .map(Credential::External);
+        let identity = Box::pin(idp.verify(token, &header)).await?;
+        return Ok(Credential::External(identity));
     }
-    state
-        .tokens
-        .verify_with_header(token, header, now)
-        .map(Credential::User)
+    let claims = state.tokens().verify_with_header(token, header, now)?;
+    Ok(Credential::User(claims))
 }
 
 /// A user acting on their own account.

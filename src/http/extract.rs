@@ -6,7 +6,7 @@
 
 use crate::app::AppState;
 use crate::auth::sessions::Client;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::http::{BODY_LIMIT, client_address};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -174,7 +174,7 @@ fn client_ip_of(parts: &Parts, state: &AppState) -> Option<std::net::IpAddr> {
     Some(client_address::client_ip(
         peer,
         &forwarded,
-        &state.config.trusted_proxies,
+        &state.config().trusted_proxies,
     ))
 }
 

@@ -13,7 +13,7 @@ pub async fn livez() -> Response {
 /// Ready while this node can verify tokens: keys and revocations loaded.
 /// No queries.
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if state.ready.is_ready() && state.keys.is_ready() {
+    if state.ready().is_ready() && state.keys().is_ready() {
         axum::Json(json!({ "status": "ready" })).into_response()
     } else {
         (
@@ -25,11 +25,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub async fn health(State(state): State<AppState>) -> Response {
-    let report = state.health.report(state.keys.is_ready()).await;
-    let status = if report.status == "unhealthy" {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
+    let report = state.health().report(state.keys().is_ready()).await;
+    let status = if report.status.serving() {
         StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
     };
     (status, axum::Json(report)).into_response()
 }

@@ -5,8 +5,8 @@
 //! the answer is 503, never a false `active: false`.
 
 use crate::app::AppState;
-use crate::error::ApiError;
 use crate::http::caller::{Credential, resolve_token};
+use crate::http::error::ApiError;
 use crate::http::extract::{ClientInfo, limited};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
@@ -63,49 +63,16 @@ pub async fn introspect(
     let token = body.token.trim();
     let resolved = if token.starts_with("hf_") {
         state
-            .api_keys
+            .api_keys()
             .authenticate(token, &rate_key, now)
             .await
             .map(Credential::ApiKey)
+            .map_err(ApiError::from)
     } else {
         resolve_token(&state, token, now).await
     };
     let answer = match resolved {
-        Ok(Credential::User(c)) => json!({
-            "active": true,
-            "token_type": "access_token",
-            "sub": c.sub,
-            "roles": c.roles,
-            "exp": c.exp,
-            "iat": c.iat,
-            "nbf": c.nbf,
-            "sid": c.sid,
-            "jti": c.jti,
-            "iss": c.iss,
-            "aud": c.aud,
-        }),
-        Ok(Credential::Emergency(c)) => json!({
-            "active": true,
-            "token_type": "emergency",
-            "sub": c.sub,
-            "scope": c.scope.join(" "),
-            "exp": c.exp,
-            "iat": c.iat,
-            "jti": c.jti,
-        }),
-        Ok(Credential::ApiKey(k)) => json!({
-            "active": true,
-            "token_type": "api_key",
-            "sub": k.user_id,
-            "scope": k.scopes.join(" "),
-            "exp": k.expires_at,
-        }),
-        Ok(Credential::External(e)) => json!({
-            "active": true,
-            "token_type": "external",
-            "sub": e.sub,
-            "idp": e.idp,
-        }),
+        Ok(credential) => active(credential),
         // Undecided (a store down, or this caller's failed lookups over
         // their limit): never a false `active: false`.
         Err(
@@ -119,4 +86,45 @@ pub async fn introspect(
         Err(_) => json!({ "active": false }),
     };
     Ok(axum::Json(answer))
+}
+
+/// The RFC 7662 answer for a token that is valid now.
+fn active(credential: Credential) -> Value {
+    match credential {
+        Credential::User(c) => json!({
+            "active": true,
+            "token_type": "access_token",
+            "sub": c.sub,
+            "roles": c.roles,
+            "exp": c.exp,
+            "iat": c.iat,
+            "nbf": c.nbf,
+            "sid": c.sid,
+            "jti": c.jti,
+            "iss": c.iss,
+            "aud": c.aud,
+        }),
+        Credential::Emergency(c) => json!({
+            "active": true,
+            "token_type": "emergency",
+            "sub": c.sub,
+            "scope": c.scope.join(" "),
+            "exp": c.exp,
+            "iat": c.iat,
+            "jti": c.jti,
+        }),
+        Credential::ApiKey(k) => json!({
+            "active": true,
+            "token_type": "api_key",
+            "sub": k.user_id,
+            "scope": k.scopes.join(" "),
+            "exp": k.expires_at,
+        }),
+        Credential::External(e) => json!({
+            "active": true,
+            "token_type": "external",
+            "sub": e.sub,
+            "idp": e.idp,
+        }),
+    }
 }

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod authz;
 pub mod caller;
 pub mod client_address;
+pub mod error;
 pub mod extract;
 pub mod health;
 pub mod introspect;
@@ -19,7 +20,7 @@ pub mod users;
 pub mod well_known;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use axum::Router;
 use axum::routing::{delete, get, patch, post, put};
 use middleware::edge::Edge;
@@ -56,6 +57,41 @@ pub fn routes(state: AppState, hsts: Hsts) -> Router {
             delete(users::delete_session),
         )
         .route("/api/v1/health", get(health::health))
+        .merge(admin_routes());
+    // Full paths rather than `nest("/api/v1", …)`: nesting rewrites the
+    // URI of every request (strip_prefix), measurable on the verify path.
+    // With `[admin] listen` set, the operator endpoints live on that
+    // listener alone (`operator::routes`) and this one answers 404 for them.
+    let api = if state.config().admin.listen.is_some() {
+        api
+    } else {
+        api.merge(operator::endpoints())
+    };
+    api.route("/.well-known/jwks.json", get(well_known::jwks))
+        .route(
+            "/.well-known/openid-configuration",
+            get(well_known::openid_configuration),
+        )
+        .route("/livez", get(health::livez))
+        .route("/readyz", get(health::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        // One layer: each `Router::layer` call wraps every route in another
+        // boxed service, cloned and boxing its future on every request. The
+        // body limit is applied by the body extractors (`extract::limited`).
+        // Until start-up has loaded keys and revocations (PostgreSQL down
+        // at start), 503 for everything that needs a store.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::startup::require_ready,
+        ))
+        .layer(Edge::new(hsts))
+        .with_state(state)
+}
+
+/// `/api/v1/admin/*`: breakers, keys, users, roles, caches, JWKS, audit.
+fn admin_routes() -> Router<AppState> {
+    Router::new()
         .route(
             "/api/v1/admin/circuit-breakers",
             get(admin::circuit_breakers),
@@ -99,36 +135,7 @@ pub fn routes(state: AppState, hsts: Hsts) -> Router {
         .route("/api/v1/admin/cache/stats", get(admin::cache_stats))
         .route("/api/v1/admin/cache/cleanup", post(admin::cache_cleanup))
         .route("/api/v1/admin/jwks/refresh", post(admin::refresh_jwks))
-        .route("/api/v1/admin/audit", get(admin::audit));
-    // Full paths rather than `nest("/api/v1", …)`: nesting rewrites the
-    // URI of every request (strip_prefix), measurable on the verify path.
-    // With `[admin] listen` set, the operator endpoints live on that
-    // listener alone (`operator::routes`) and this one answers 404 for them.
-    let api = if state.config.admin.listen.is_some() {
-        api
-    } else {
-        api.merge(operator::endpoints())
-    };
-    api.route("/.well-known/jwks.json", get(well_known::jwks))
-        .route(
-            "/.well-known/openid-configuration",
-            get(well_known::openid_configuration),
-        )
-        .route("/livez", get(health::livez))
-        .route("/readyz", get(health::readyz))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        // One layer: each `Router::layer` call wraps every route in another
-        // boxed service, cloned and boxing its future on every request. The
-        // body limit is applied by the body extractors (`extract::limited`).
-        // Until start-up has loaded keys and revocations (PostgreSQL down
-        // at start), 503 for everything that needs a store.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            crate::startup::require_ready,
-        ))
-        .layer(Edge::new(hsts))
-        .with_state(state)
+        .route("/api/v1/admin/audit", get(admin::audit))
 }
 
 pub(crate) async fn not_found() -> ApiError {

@@ -2,8 +2,8 @@
 
 use crate::app::AppState;
 use crate::auth::now;
-use crate::error::ApiError;
 use crate::http::caller::{Account, OwnSession};
+use crate::http::error::ApiError;
 use crate::http::extract::{ClientInfo, Json, Path};
 use crate::store::{Session, User};
 use axum::extract::State;
@@ -75,7 +75,7 @@ pub async fn me(
     State(state): State<AppState>,
     caller: Account,
 ) -> Result<axum::Json<UserView>, ApiError> {
-    let user = state.accounts.current(caller.user_id).await?;
+    let user = state.accounts().current(caller.user_id).await?;
     Ok(axum::Json(user.into()))
 }
 
@@ -85,7 +85,7 @@ pub async fn update_me(
     Json(body): Json<ProfileBody>,
 ) -> Result<axum::Json<UserView>, ApiError> {
     let user = state
-        .accounts
+        .accounts()
         .update_profile(caller.user_id, body.email, body.username, now())
         .await?;
     Ok(axum::Json(user.into()))
@@ -98,7 +98,7 @@ pub async fn change_password(
     Json(body): Json<PasswordBody>,
 ) -> Result<StatusCode, ApiError> {
     state
-        .accounts
+        .accounts()
         .change_password(
             caller.user_id,
             caller.session,
@@ -116,7 +116,7 @@ pub async fn delete_me(
     caller: OwnSession,
 ) -> Result<StatusCode, ApiError> {
     state
-        .accounts
+        .accounts()
         .disable(caller.user_id, "self", now())
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -126,7 +126,7 @@ pub async fn sessions(
     State(state): State<AppState>,
     caller: Account,
 ) -> Result<axum::Json<Items<SessionView>>, ApiError> {
-    let sessions = state.sessions.list(caller.user_id, now()).await?;
+    let sessions = state.sessions().list(caller.user_id, now()).await?;
     let items = sessions
         .into_iter()
         .map(|s: Session| SessionView {
@@ -147,6 +147,6 @@ pub async fn delete_session(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    state.sessions.delete(caller.user_id, id, now()).await?;
+    state.sessions().delete(caller.user_id, id, now()).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -51,7 +51,9 @@ impl Default for BreakerSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Serialized as `as_str` spells it (the health report's `circuit_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum State {
     Closed,
     Open,

@@ -5,10 +5,61 @@
 //! views, and the public view gets one of a fixed set of words instead.
 //! The kind is decided where the error is still typed (the stores'
 //! `classify`, the IdP client), not by reading text back.
+//!
+//! `GuardedError` is the other half: what a `DependencyGuard` must know of
+//! a caller's error type (failsafe's failure predicate). Only what it calls
+//! an infrastructure failure counts against a breaker; every other error is
+//! an answer, and an answer is a success.
 
+use crate::store::StoreError;
 use serde::Serialize;
 use std::error::Error;
 use std::io;
+use std::time::Duration;
+
+/// An error type that calls through a `DependencyGuard` may end in.
+pub trait GuardedError: Sized {
+    /// The infrastructure failure this error reports (its public kind and
+    /// its full text), or `None` when the dependency answered.
+    fn failure(&self) -> Option<(FailureKind, &str)>;
+
+    /// The guard's timeout ended the call: `reason` says after how long.
+    fn timed_out(dependency: &'static str, reason: String) -> Self;
+
+    /// The breaker refused the call before it started.
+    fn rejected(dependency: &'static str, retry_after: Duration) -> Self;
+
+    /// Does this error count against the breaker?
+    fn is_infrastructure(&self) -> bool {
+        self.failure().is_some()
+    }
+}
+
+/// The stores' errors: `Unavailable` is the failure; a conflict, a missing
+/// row or a refused write is the store answering.
+impl GuardedError for StoreError {
+    fn failure(&self) -> Option<(FailureKind, &str)> {
+        match self {
+            StoreError::Unavailable { kind, reason, .. } => Some((*kind, reason)),
+            _ => None,
+        }
+    }
+
+    fn timed_out(dependency: &'static str, reason: String) -> Self {
+        StoreError::Unavailable {
+            dependency,
+            kind: FailureKind::Timeout,
+            reason,
+        }
+    }
+
+    fn rejected(dependency: &'static str, retry_after: Duration) -> Self {
+        StoreError::CircuitOpen {
+            dependency,
+            retry_after,
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum FailureKind {

@@ -1,6 +1,10 @@
 //! The health view: one ping per dependency through its guard (so it is
 //! bounded by the dependency's timeout), combined with what the guard has
 //! seen of real traffic. Readiness is only "are the signing keys loaded".
+//!
+//! Status and mode are typed here (`Status`, `Mode`) and decided from the
+//! guards' breakers, never by reading back the words of a report; the HTTP
+//! layer asks `Status::serving` rather than comparing strings.
 
 use crate::resilience::DependencyGuard;
 use crate::resilience::breaker::State;
@@ -20,11 +24,30 @@ pub struct Component {
     pub guard: Arc<DependencyGuard>,
 }
 
+/// The node's overall health (DESIGN.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Keys loaded, every dependency answering with its breaker closed.
+    Healthy,
+    /// Keys loaded; some dependency failing or its breaker not closed.
+    Degraded,
+    /// This node cannot verify tokens (signing keys not loaded).
+    Unhealthy,
+}
+
+impl Status {
+    /// Whether the node serves at all: health answers 200, else 503.
+    pub fn serving(self) -> bool {
+        self != Status::Unhealthy
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct ComponentHealth {
     pub healthy: bool,
     pub latency_ms: f64,
-    pub circuit_state: &'static str,
+    pub circuit_state: State,
     pub failure_count: u64,
     pub last_failure: Option<String>,
     pub backend: &'static str,
@@ -32,7 +55,7 @@ pub struct ComponentHealth {
 
 #[derive(Debug, Serialize)]
 pub struct HealthReport {
-    pub status: &'static str,
+    pub status: Status,
     pub mode: Mode,
     pub version: &'static str,
     pub timestamp: String,
@@ -115,7 +138,7 @@ impl HealthMonitor {
                 ComponentHealth {
                     healthy,
                     latency_ms: (latency_ms * 100.0).round() / 100.0,
-                    circuit_state: c.guard.breaker().state().as_str(),
+                    circuit_state: c.guard.breaker().state(),
                     failure_count: stats.failure_count,
                     // The kind only: the driver's text names hosts and
                     // addresses, and this view is public.
@@ -136,7 +159,7 @@ impl HealthMonitor {
                 ComponentHealth {
                     healthy: true,
                     latency_ms: 0.0,
-                    circuit_state: "closed",
+                    circuit_state: State::Closed,
                     failure_count: 0,
                     last_failure: None,
                     backend,
@@ -145,11 +168,11 @@ impl HealthMonitor {
         }
         let all_healthy = components
             .values()
-            .all(|c| c.healthy && c.circuit_state == "closed");
+            .all(|c| c.healthy && c.circuit_state == State::Closed);
         let status = match (keys_ready, all_healthy) {
-            (false, _) => "unhealthy",
-            (true, false) => "degraded",
-            (true, true) => "healthy",
+            (false, _) => Status::Unhealthy,
+            (true, false) => Status::Degraded,
+            (true, true) => Status::Healthy,
         };
         let warnings = self
             .clock
@@ -167,5 +190,33 @@ impl HealthMonitor {
             components,
             warnings,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The report's words come from the types, as DESIGN.md §3 spells them.
+    #[test]
+    fn states_and_statuses_serialize_as_the_contract_spells_them() {
+        for state in [State::Closed, State::Open, State::HalfOpen] {
+            assert_eq!(
+                serde_json::to_value(state).ok(),
+                Some(state.as_str().into())
+            );
+        }
+        let words: Vec<_> = [Status::Healthy, Status::Degraded, Status::Unhealthy]
+            .into_iter()
+            .map(|s| (serde_json::to_value(s).ok(), s.serving()))
+            .collect();
+        assert_eq!(
+            words,
+            [
+                (Some("healthy".into()), true),
+                (Some("degraded".into()), true),
+                (Some("unhealthy".into()), false)
+            ]
+        );
     }
 }

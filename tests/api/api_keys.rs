@@ -233,7 +233,7 @@ async fn introspection_follows_rfc_7662() {
     let state = &app.state;
     let sub = uuid::Uuid::parse_str(carol_id(app, &carol.access).await.as_str()).expect("uuid");
     let expired = state
-        .tokens
+        .tokens()
         .issue_for(sub, &[], uuid::Uuid::new_v4(), holdfast::auth::now() - 7200)
         .expect("issue");
     let foreign = {

@@ -3,12 +3,12 @@
 //! ends of i64, signed with the right key.
 
 use holdfast::auth::emergency::{EmergencyVerifier, keygen};
+use holdfast::auth::error::AuthError;
 use holdfast::auth::keys::{KeyKind, KeyRing, KeySchedule, generate};
 use holdfast::auth::master_key::MasterKey;
 use holdfast::auth::revocation::RevocationSet;
 use holdfast::auth::tokens::TokenService;
 use holdfast::cache::validation::ValidationCache;
-use holdfast::error::ApiError;
 use holdfast::store::{KeyStore, StoreError, StoredKey, UnixTime};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
@@ -47,7 +47,7 @@ fn an_emergency_token_cannot_escape_the_one_hour_cap_by_overflowing_its_life() {
     let (verifier, token) = emergency(-(1 << 62) - 2, 1 << 62);
     assert!(matches!(
         verifier.verify(&token, NOW),
-        Err(ApiError::TokenInvalid)
+        Err(AuthError::TokenInvalid)
     ));
 }
 
@@ -59,13 +59,13 @@ fn an_emergency_token_expiring_at_the_end_of_time_is_judged_without_overflow() {
     // leeway to its times.
     assert!(matches!(
         verifier.verify(&token, NOW),
-        Err(ApiError::TokenInvalid)
+        Err(AuthError::TokenInvalid)
     ));
     // Issued now and expiring at the end of time: the one-hour cap.
     let (verifier, token) = emergency(NOW, i64::MAX);
     assert!(matches!(
         verifier.verify(&token, NOW),
-        Err(ApiError::TokenInvalid)
+        Err(AuthError::TokenInvalid)
     ));
 }
 

@@ -34,7 +34,7 @@ hash_workers = 1
 async fn user_with_roles(app: &TestApp, name: &str, roles: &[&str]) -> String {
     let user = app
         .state
-        .accounts
+        .accounts()
         .register(
             holdfast::auth::accounts::Registration {
                 email: format!("{name}@example.com"),

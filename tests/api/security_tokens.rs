@@ -409,7 +409,7 @@ async fn insert_user(stack: &Stack, name: &str, password_hash: String) {
     stack
         .app
         .state
-        .users
+        .user_store()
         .create(&User {
             id: Uuid::new_v4(),
             email: format!("{name}@example.com"),
@@ -427,7 +427,13 @@ async fn insert_user(stack: &Stack, name: &str, password_hash: String) {
 }
 
 async fn stored_hash(stack: &Stack, name: &str) -> String {
-    let user = stack.app.state.users.by_login(name).await.expect("read");
+    let user = stack
+        .app
+        .state
+        .user_store()
+        .by_login(name)
+        .await
+        .expect("read");
     user.expect("user").password_hash
 }
 

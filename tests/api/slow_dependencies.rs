@@ -57,7 +57,7 @@ open_wait = "30s"
     let p = proxied(config).await;
     p.app.user("sid").await;
     // A fresh window: the setup's fast calls would dilute the rate.
-    p.app.state.guards[0].breaker().reset();
+    p.app.state.guards()[0].breaker().reset();
     p.proxy.set_latency(Duration::from_millis(200));
 
     // Slow but successful: answered (not failed) until the rate trips.
@@ -99,7 +99,7 @@ open_wait = "30s"
 "#;
     let p = proxied(config).await;
     let tokens = p.app.user("tia").await;
-    p.app.state.guards[0].breaker().reset();
+    p.app.state.guards()[0].breaker().reset();
     p.proxy.set_blackhole(true);
     let mut took = Vec::new();
     for _ in 0..6 {

@@ -279,7 +279,7 @@ impl TestApp {
     /// admin` does) and returns an access token for it.
     pub async fn admin_token(&self) -> String {
         self.state
-            .accounts
+            .accounts()
             .register(
                 holdfast::auth::accounts::Registration {
                     email: "root@example.com".into(),

@@ -169,7 +169,7 @@ pub async fn expired_tokens_answer_auth002(stack: &mut Stack) {
     let tokens = app.user("eve").await;
     let user = app
         .state
-        .users
+        .user_store()
         .by_login("eve")
         .await
         .expect("store")
@@ -179,7 +179,7 @@ pub async fn expired_tokens_answer_auth002(stack: &mut Stack) {
     let now = holdfast::auth::now();
     let old = app
         .state
-        .tokens
+        .tokens()
         .issue(&user, sid, now - 3600)
         .expect("issue");
     let reply = app.verify(&old).await;
@@ -194,7 +194,7 @@ pub async fn expired_tokens_answer_auth002(stack: &mut Stack) {
     // Within the 30 s leeway it is still accepted.
     let recent = app
         .state
-        .tokens
+        .tokens()
         .issue(&user, sid, now - 900 - 20)
         .expect("issue");
     assert_eq!(app.verify(&recent).await.status, StatusCode::NO_CONTENT);

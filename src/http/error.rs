@@ -1,31 +1,21 @@
 //! `ApiError`: the error-code table of DESIGN.md §3. Its `IntoResponse` is the
 //! only place a status code is chosen for a failure; 500 bodies stay generic
-//! and the detail goes to the log under the same correlation id.
+//! and the detail goes to the log under the same correlation id. The domain's
+//! `AuthError` becomes an `ApiError` here and nowhere else (`From`), where
+//! its durations become `Retry-After` seconds.
 
+use crate::auth::error::AuthError;
+use crate::auth::keys::KeyError;
 use crate::http::middleware::request_id;
 use crate::store::StoreError;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde_json::json;
+use std::time::Duration;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// One field that failed validation, listed in `details.fields`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct FieldError {
-    pub field: String,
-    pub message: String,
-}
-
-impl FieldError {
-    pub fn new(field: &str, message: impl Into<String>) -> Self {
-        Self {
-            field: field.to_string(),
-            message: message.into(),
-        }
-    }
-}
+pub use crate::auth::error::FieldError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -160,26 +150,54 @@ impl ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
         match e {
-            StoreError::Unavailable { dependency, .. } => ApiError::Unavailable {
-                dependency: dependency.to_string(),
-                retry_after_secs: 5,
+            AuthError::Validation(fields) => ApiError::Validation(fields),
+            AuthError::InvalidCredentials => ApiError::InvalidCredentials,
+            AuthError::TokenExpired => ApiError::TokenExpired,
+            AuthError::TokenInvalid => ApiError::TokenInvalid,
+            AuthError::Revoked => ApiError::Revoked,
+            AuthError::Forbidden => ApiError::Forbidden,
+            AuthError::ForbiddenBecause(reason) => ApiError::ForbiddenBecause(reason),
+            AuthError::AccountDisabled => ApiError::AccountDisabled,
+            AuthError::RefreshReuse => ApiError::RefreshReuse,
+            AuthError::Conflict(field) => ApiError::Conflict(field),
+            AuthError::NotFound => ApiError::NotFound,
+            AuthError::RateLimited { limit, retry_after } => ApiError::RateLimited {
+                limit,
+                // The window's reset, whole seconds down, never 0.
+                retry_after_secs: retry_after.as_secs().max(1),
             },
-            StoreError::CircuitOpen {
+            AuthError::Unavailable {
                 dependency,
                 retry_after,
             } => ApiError::Unavailable {
-                dependency: dependency.to_string(),
-                retry_after_secs: retry_after.as_secs().max(1)
-                    + u64::from(retry_after.subsec_nanos() > 0),
+                dependency,
+                retry_after_secs: unavailable_secs(retry_after),
             },
-            StoreError::ReadOnly => ApiError::ReadOnly,
-            StoreError::Conflict(field) => ApiError::Conflict(field.to_string()),
-            StoreError::Superseded => ApiError::Revoked,
-            StoreError::Corrupt(detail) => ApiError::Internal(detail),
+            AuthError::ReadOnly => ApiError::ReadOnly,
+            AuthError::Internal(detail) => ApiError::Internal(detail),
         }
+    }
+}
+
+/// `Retry-After` for an unavailable dependency: never 0, and a fraction of
+/// a second counts as one more (a breaker's half-open probe must have come
+/// due when the client returns).
+fn unavailable_secs(retry_after: Duration) -> u64 {
+    retry_after.as_secs().max(1) + u64::from(retry_after.subsec_nanos() > 0)
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        AuthError::from(e).into()
+    }
+}
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        AuthError::from(e).into()
     }
 }
 
@@ -240,5 +258,59 @@ impl IntoResponse for ApiError {
             _ => {}
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn retry_after(e: AuthError) -> u64 {
+        match ApiError::from(e) {
+            ApiError::Unavailable {
+                retry_after_secs, ..
+            }
+            | ApiError::RateLimited {
+                retry_after_secs, ..
+            } => retry_after_secs,
+            other => panic!("no Retry-After for {other:?}"),
+        }
+    }
+
+    /// The seconds the contract's clients have always seen: a breaker's
+    /// wait rounds up past a fraction (and a wait under a second is 2), a
+    /// limiter window's reset rounds down, neither is ever 0.
+    #[test]
+    fn durations_become_the_same_retry_after_seconds() {
+        let unavailable = |ms| AuthError::unavailable("database", Duration::from_millis(ms));
+        assert_eq!(retry_after(unavailable(0)), 1);
+        assert_eq!(retry_after(unavailable(500)), 2);
+        assert_eq!(retry_after(unavailable(1_000)), 1);
+        assert_eq!(retry_after(unavailable(5_000)), 5);
+        assert_eq!(retry_after(unavailable(5_200)), 6);
+        let limited = |ms| AuthError::RateLimited {
+            limit: 5,
+            retry_after: Duration::from_millis(ms),
+        };
+        assert_eq!(retry_after(limited(0)), 1);
+        assert_eq!(retry_after(limited(1_900)), 1);
+        assert_eq!(retry_after(limited(60_000)), 60);
+    }
+
+    #[test]
+    fn store_errors_keep_their_codes() {
+        let closed = StoreError::CircuitOpen {
+            dependency: "redis",
+            retry_after: Duration::from_millis(2_500),
+        };
+        assert_eq!(retry_after(AuthError::from(closed)), 3);
+        assert!(matches!(
+            ApiError::from(StoreError::Superseded),
+            ApiError::Revoked
+        ));
+        assert!(matches!(
+            ApiError::from(StoreError::ReadOnly),
+            ApiError::ReadOnly
+        ));
     }
 }

@@ -1,0 +1,130 @@
+//! Changing the signing keys, as one operation for every caller (the admin
+//! API and the `holdfast keys` command): the ring changes, every node hears
+//! of it, the audit log records who did it. Two copies of this sequence
+//! had already drifted apart in what they announced.
+
+use crate::auth::audit::Audit;
+use crate::auth::keys::{KeyError, KeyRing};
+use crate::cache::bus::{Bus, Invalidation, Subscriber};
+use crate::store::UnixTime;
+use serde_json::json;
+use std::sync::Arc;
+
+/// How the change reaches the other nodes and the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Queued (the bus's and the audit log's outboxes): a running server,
+    /// which answers without waiting on either.
+    Queued,
+    /// Stored before the operation returns: a process about to exit (the
+    /// CLI), whose queues would die with it.
+    Wait,
+}
+
+/// What a key change did.
+#[derive(Debug)]
+pub struct KeyChange {
+    /// The new key.
+    pub kid: String,
+    /// Revoke-all only: how many sessions it revoked.
+    pub sessions_revoked: Option<u64>,
+    /// `Delivery::Wait` only: the announcement that did not go out. Not
+    /// fatal — the keys are changed and every node re-reads them within
+    /// seconds anyway — but the operator should hear of it.
+    pub not_announced: Option<String>,
+    /// `Delivery::Wait` only: the audit event that was not stored.
+    pub not_audited: Option<String>,
+}
+
+pub struct KeyRotation {
+    keys: Arc<KeyRing>,
+    bus: Arc<Bus>,
+    audit: Arc<Audit>,
+}
+
+impl KeyRotation {
+    pub fn new(keys: Arc<KeyRing>, bus: Arc<Bus>, audit: Arc<Audit>) -> Self {
+        Self { keys, bus, audit }
+    }
+
+    /// Announces a new key as standby; it signs after `jwks_max_age`.
+    /// `actor` is who asked, for the audit log.
+    pub async fn rotate(
+        &self,
+        actor: &str,
+        delivery: Delivery,
+        now: UnixTime,
+    ) -> Result<KeyChange, KeyError> {
+        let kid = self.keys.rotate(now).await?;
+        let detail = json!({"kid": kid, "by": actor});
+        let mut change = KeyChange {
+            kid,
+            sessions_revoked: None,
+            not_announced: None,
+            not_audited: None,
+        };
+        self.announce(&mut change, "key_rotated", detail, delivery, now)
+            .await;
+        Ok(change)
+    }
+
+    /// Key leak: every key revoked, a new one signing now, every session
+    /// revoked.
+    pub async fn revoke_all(
+        &self,
+        actor: &str,
+        delivery: Delivery,
+        now: UnixTime,
+    ) -> Result<KeyChange, KeyError> {
+        let (kid, sessions) = self.keys.revoke_all(now).await?;
+        let detail = json!({"kid": kid, "sessions_revoked": sessions, "by": actor});
+        let mut change = KeyChange {
+            kid,
+            sessions_revoked: Some(sessions),
+            not_announced: None,
+            not_audited: None,
+        };
+        self.announce(&mut change, "keys_revoked_all", detail, delivery, now)
+            .await;
+        Ok(change)
+    }
+
+    /// Tells running nodes (invalidation log and pub/sub) and the audit log.
+    async fn announce(
+        &self,
+        change: &mut KeyChange,
+        kind: &'static str,
+        detail: serde_json::Value,
+        delivery: Delivery,
+        now: UnixTime,
+    ) {
+        let event = Invalidation::KeysChanged {
+            revoked_all: change.sessions_revoked.is_some(),
+        };
+        match delivery {
+            Delivery::Queued => {
+                self.bus.publish(event, now);
+                self.audit.record(kind, None, detail);
+            }
+            Delivery::Wait => {
+                if let Err(e) = self.bus.publish_and_wait(event, now).await {
+                    change.not_announced = Some(e.to_string());
+                }
+                if let Err(e) = self.audit.record_and_wait(kind, None, detail).await {
+                    change.not_audited = Some(e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Reloads the ring when another node rotates or revokes keys.
+pub struct ReloadOnChange(pub Arc<KeyRing>);
+
+impl Subscriber for ReloadOnChange {
+    fn apply(&self, event: &Invalidation, _: UnixTime) {
+        if matches!(event, Invalidation::KeysChanged { .. }) {
+            self.0.reload_soon();
+        }
+    }
+}
