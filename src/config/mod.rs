@@ -16,12 +16,14 @@ mod caches_idps;
 mod defaults;
 mod env;
 mod parse;
+mod redis_url;
 mod sections;
 mod validate;
 
 pub use breaker::{BreakerConfig, BreakerOverride};
 pub use caches_idps::{CacheConfig, IdpConfig};
 pub use parse::parse_rate;
+pub use redis_url::{ClusterTopology, Credentials, HostPort, RedisTopology, SentinelTopology};
 pub use sections::{
     AdminConfig, DatabaseConfig, EmergencyConfig, OnBackendFailure, PasswordConfig,
     RateLimitConfig, RedisConfig, TlsConfig, TokenConfig,

@@ -146,10 +146,8 @@ fn urls(c: &Config, p: &mut Problems) {
             p.bad("database.replica_url", "needs a postgres:// database.url");
         }
     }
-    if let Some(url) = &c.redis.url
-        && !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://"))
-    {
-        p.bad("redis.url", "must start with redis:// or rediss://");
+    if let Err(msg) = c.redis_topology() {
+        p.bad("redis.url", &msg);
     }
 }
 

@@ -10,6 +10,7 @@ pub mod memory_limiter;
 pub mod private_files;
 pub mod redis;
 pub mod redis_limiter;
+pub mod redis_link;
 pub mod sql;
 
 use crate::resilience::failure::FailureKind;

@@ -25,6 +25,7 @@ mod modes;
 mod operations;
 mod operator;
 mod read_only;
+mod redis_ha;
 mod security_authority;
 mod security_edge;
 mod security_limits;

@@ -6,6 +6,7 @@ pub mod edge;
 pub mod jwks;
 pub mod procs;
 pub mod proxy;
+pub mod redis_ha;
 pub mod scenarios;
 
 use holdfast::app::AppState;
