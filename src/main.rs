@@ -7,8 +7,9 @@ use clap::Parser;
 use holdfast::config::Config;
 use std::process::ExitCode;
 
-/// mimalloc: with glibc's malloc, malloc, free and consolidation were
-/// ~10 % of a verification's CPU under the multi-threaded runtime.
+/// mimalloc: with glibc's malloc, malloc, free and consolidation were a
+/// large share of a verification's CPU under the multi-threaded runtime
+/// (docs/performance.md, "Figures behind the code").
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -15,7 +15,7 @@ use crate::auth::policy::PasswordPolicy;
 use crate::auth::rate_limit::RateLimits;
 use crate::auth::rbac::Rbac;
 use crate::auth::revocation::RevocationSet;
-use crate::auth::sessions::{SessionDeps, Sessions};
+use crate::auth::sessions::{SessionParts, Sessions};
 use crate::auth::tokens::AccessTokens;
 use crate::auth::validation_cache::ValidationCache;
 use crate::cache::bus::Bus;
@@ -70,7 +70,7 @@ impl Domain {
             Arc::clone(&audit),
             Arc::clone(&limits),
         ));
-        let session_service = Arc::new(Sessions::new(SessionDeps {
+        let session_service = Arc::new(Sessions::new(SessionParts {
             users: Arc::clone(&durable.users),
             sessions,
             hasher,

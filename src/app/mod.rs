@@ -38,7 +38,8 @@ use stores::Stores;
 
 /// Everything a request may need, behind one `Arc`: axum clones the state
 /// for every request, so cloning must be one reference-count increment
-/// (it was a dozen `Arc`s and a `Vec`, 11 % of a verification's CPU).
+/// (a dozen `Arc`s and a `Vec` were a measurable share of a verification:
+/// docs/performance.md, "Figures behind the code").
 #[derive(Clone)]
 pub struct AppState(Arc<Components>);
 
@@ -322,7 +323,8 @@ fn spawn_revocation_purge(revocations: Arc<RevocationSet>) {
 /// Drains recorded histogram samples into their buckets. Without it the
 /// Prometheus recorder keeps every sample until `/metrics` is scraped:
 /// memory grew by ~200 MB over a one-minute load test with no scraper.
-/// Every second: at 100k requests/s a sample costs 8 bytes until drained.
+/// Every second: each sample costs a few bytes until drained, so a longer
+/// interval holds more memory under load.
 fn spawn_metrics_upkeep(handle: metrics_exporter_prometheus::PrometheusHandle) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(1));

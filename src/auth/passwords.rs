@@ -1,5 +1,6 @@
 //! Argon2id hashing on a fixed set of dedicated threads fed by a bounded
-//! queue. Hashing costs ~15 ms of CPU and 19 MiB; on the async executor or on
+//! queue. A hash takes tens of milliseconds of CPU and 19 MiB (measured in
+//! docs/performance.md); on the async executor or on
 //! tokio's unbounded blocking pool a login flood would starve token
 //! verification. Here a full queue is an immediate `Overloaded`, which the
 //! HTTP layer turns into 503 (load shedding).

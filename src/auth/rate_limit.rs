@@ -23,7 +23,7 @@ use crate::auth::clock::{self, Clock};
 use crate::auth::error::{AuthError, FieldError};
 use crate::config::{OnBackendFailure, RateLimitConfig};
 use crate::store::memory_limiter::MemoryLimiter;
-use crate::store::{AccountWindows, Decision, LimiterStore, LoginSubject, Window};
+use crate::store::{AccountWindows, LimitDecision, LimiterStore, LoginSubject, Window};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -217,7 +217,7 @@ impl RateLimits {
     }
 
     /// Takes one slot of `limit` for `subject` (an IP address).
-    pub async fn check(&self, limit: Limit, subject: &str) -> Result<Decision, AuthError> {
+    pub async fn check(&self, limit: Limit, subject: &str) -> Result<LimitDecision, AuthError> {
         let window = self.window(limit);
         let key = format!("{limit:?}:{subject}");
         let member = Uuid::new_v4().to_string();
@@ -248,7 +248,7 @@ impl RateLimits {
         let member = Uuid::new_v4().to_string();
         let now = self.clock.now_ms();
         let mut windows = self.account_windows();
-        let (decision, store): (Decision, Arc<dyn LimiterStore>) = match self
+        let (decision, store): (LimitDecision, Arc<dyn LimiterStore>) = match self
             .shared
             .reserve_login(subject, windows, &member, now)
             .await
@@ -357,7 +357,7 @@ fn unavailable(e: crate::store::StoreError) -> AuthError {
     }
 }
 
-fn limited(decision: Decision) -> AuthError {
+fn limited(decision: LimitDecision) -> AuthError {
     AuthError::RateLimited {
         limit: decision.limit,
         retry_after: decision.reset_after,

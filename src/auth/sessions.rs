@@ -51,7 +51,7 @@ pub struct Sessions {
 }
 
 /// What `Sessions` is built from, named so the wiring in `app.rs` reads.
-pub struct SessionDeps {
+pub struct SessionParts {
     pub users: Arc<dyn UserStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub hasher: Arc<PasswordHasher>,
@@ -63,7 +63,7 @@ pub struct SessionDeps {
 }
 
 impl Sessions {
-    pub fn new(d: SessionDeps) -> Self {
+    pub fn new(d: SessionParts) -> Self {
         Self {
             users: d.users,
             sessions: d.sessions,

@@ -9,7 +9,7 @@ use crate::http::caller::{Authenticated, Credential};
 use crate::http::error::ApiError;
 use crate::http::extract::{ClientInfo, Json, OptionalJson};
 use crate::http::users::UserView;
-use crate::store::Decision;
+use crate::store::LimitDecision;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -64,7 +64,7 @@ impl From<TokenPair> for TokenResponse {
 
 /// `RateLimit-*` headers (draft-ietf-httpapi-ratelimit-headers) of a
 /// limited endpoint's answer.
-fn rate_headers(d: &Decision) -> [(&'static str, String); 3] {
+fn rate_headers(d: &LimitDecision) -> [(&'static str, String); 3] {
     [
         ("ratelimit-limit", d.limit.to_string()),
         ("ratelimit-remaining", d.remaining.to_string()),

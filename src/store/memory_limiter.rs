@@ -13,7 +13,7 @@
 //! failure count or a lock would hand an attacker fresh guesses — so at the
 //! bound a new key is refused with `StoreError::Unavailable` (503).
 
-use crate::store::{AccountWindows, Decision, LimiterStore, LoginSubject, StoreError, Window};
+use crate::store::{AccountWindows, LimitDecision, LimiterStore, LoginSubject, StoreError, Window};
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use std::collections::hash_map::RandomState;
@@ -75,9 +75,9 @@ impl Entry {
     }
 
     /// Why a reservation is refused now, if it is.
-    fn refusal(&mut self, window: Window, now: i64) -> Option<Decision> {
+    fn refusal(&mut self, window: Window, now: i64) -> Option<LimitDecision> {
         if self.locked_until > now {
-            return Some(Decision {
+            return Some(LimitDecision {
                 allowed: false,
                 limit: window.limit,
                 remaining: 0,
@@ -89,7 +89,7 @@ impl Entry {
             return None;
         }
         let oldest = self.hits.front().map_or(now, |(t, _)| *t);
-        Some(Decision {
+        Some(LimitDecision {
             allowed: false,
             limit: window.limit,
             remaining: 0,
@@ -98,11 +98,11 @@ impl Entry {
     }
 
     /// Takes a slot; the caller has checked `refusal`.
-    fn take(&mut self, window: Window, member: &str, now: i64) -> Decision {
+    fn take(&mut self, window: Window, member: &str, now: i64) -> LimitDecision {
         self.bytes += HIT_COST + member.len();
         self.hits.push_back((now, member.to_string()));
         self.idle_at = self.idle_at.max(now + ms(window.period));
-        Decision {
+        LimitDecision {
             allowed: true,
             limit: window.limit,
             remaining: window.limit.saturating_sub(self.hits.len() as u32),
@@ -311,7 +311,7 @@ impl MemoryLimiter {
         window: Window,
         member: &str,
         now: i64,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<LimitDecision, StoreError> {
         let mut shard = self.shard(key).lock();
         shard.maintain(now);
         if let Some(Some(refused)) = shard.update(key, |e| e.refusal(window, now)) {
@@ -349,7 +349,7 @@ impl LimiterStore for MemoryLimiter {
         window: Window,
         member: &str,
         now_ms: i64,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<LimitDecision, StoreError> {
         self.reserve_now(key, window, member, now_ms)
     }
 
@@ -359,7 +359,7 @@ impl LimiterStore for MemoryLimiter {
         w: AccountWindows,
         member: &str,
         now: i64,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<LimitDecision, StoreError> {
         let (pair, all, known) = login_keys(subject);
         let mut shard = self.shard(subject.account).lock();
         shard.maintain(now);

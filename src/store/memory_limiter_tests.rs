@@ -29,7 +29,7 @@ fn from(address: &str) -> LoginSubject<'_> {
 }
 
 /// One wrong password from `address`: reserved, then failed.
-async fn guess(l: &MemoryLimiter, address: &str, member: &str, now: i64) -> Decision {
+async fn guess(l: &MemoryLimiter, address: &str, member: &str, now: i64) -> LimitDecision {
     guess_under(l, windows(), address, member, now).await
 }
 
@@ -39,7 +39,7 @@ async fn guess_under(
     address: &str,
     member: &str,
     now: i64,
-) -> Decision {
+) -> LimitDecision {
     let d = l
         .reserve_login(from(address), w, member, now)
         .await

@@ -3,7 +3,8 @@
 //! `app.rs`; the domain never asks which one it has. Stores know nothing of
 //! HTTP or tokens: they keep rows and answer questions about them.
 
-pub mod access;
+pub mod event_logs;
+pub mod grants;
 pub mod layered;
 pub mod memory;
 pub mod memory_limiter;
@@ -17,10 +18,8 @@ use crate::resilience::failure::FailureKind;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-pub use access::{
-    ApiKey, ApiKeyStore, AuditEvent, AuditStore, InvalidationLog, LoggedInvalidation, Role,
-    RoleStore,
-};
+pub use event_logs::{AuditEvent, AuditStore, InvalidationLog, LoggedInvalidation};
+pub use grants::{ApiKey, ApiKeyStore, Role, RoleStore};
 
 /// Seconds since the Unix epoch. Stored as BIGINT on every backend so that
 /// comparisons behave the same in PostgreSQL and SQLite.
@@ -345,7 +344,7 @@ pub struct Window {
 
 /// A rate-limit answer, with what the `RateLimit-*` headers report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Decision {
+pub struct LimitDecision {
     pub allowed: bool,
     pub limit: u32,
     pub remaining: u32,
@@ -390,7 +389,7 @@ pub trait LimiterStore: Send + Sync {
         window: Window,
         member: &str,
         now_ms: i64,
-    ) -> Result<Decision, StoreError>;
+    ) -> Result<LimitDecision, StoreError>;
     /// Reserves a password check for `member` on the pair (account,
     /// address) and, unless the address logged into the account within
     /// `known_for`, on the account-wide ceiling. Refused while the pair is
@@ -401,7 +400,7 @@ pub trait LimiterStore: Send + Sync {
         windows: AccountWindows,
         member: &str,
         now_ms: i64,
-    ) -> Result<Decision, StoreError>;
+    ) -> Result<LimitDecision, StoreError>;
     /// Gives a reserved password check back. `succeeded`: the password was
     /// right, so the pair's lock history is forgotten and the address is
     /// remembered as the account's for `known_for`.

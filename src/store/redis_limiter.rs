@@ -6,7 +6,7 @@
 
 use crate::resilience::DependencyGuard;
 use crate::store::redis::classify;
-use crate::store::{AccountWindows, Decision, LimiterStore, LoginSubject, StoreError, Window};
+use crate::store::{AccountWindows, LimitDecision, LimiterStore, LoginSubject, StoreError, Window};
 use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use std::sync::Arc;
@@ -153,9 +153,9 @@ fn login_keys(s: LoginSubject<'_>) -> LoginKeys {
 }
 
 /// A script's answer (allowed as 0/1, members counted, ms until a slot
-/// frees) as a `Decision` against `limit`.
-fn decision(allowed: i64, limit: u32, count: i64, reset_ms: i64) -> Decision {
-    Decision {
+/// frees) as a `LimitDecision` against `limit`.
+fn decision(allowed: i64, limit: u32, count: i64, reset_ms: i64) -> LimitDecision {
+    LimitDecision {
         allowed: allowed == 1,
         limit,
         remaining: limit.saturating_sub(count.max(0) as u32),
@@ -179,7 +179,7 @@ impl LimiterStore for RedisLimiter {
         window: Window,
         member: &str,
         now_ms: i64,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<LimitDecision, StoreError> {
         let mut invocation = self.reserve.key(format!("hf:rl:{{{key}}}"));
         invocation
             .arg(now_ms)
@@ -197,7 +197,7 @@ impl LimiterStore for RedisLimiter {
         w: AccountWindows,
         member: &str,
         now_ms: i64,
-    ) -> Result<Decision, StoreError> {
+    ) -> Result<LimitDecision, StoreError> {
         let k = login_keys(subject);
         let mut invocation = self.reserve_login.key(k.pair);
         invocation

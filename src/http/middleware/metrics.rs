@@ -30,7 +30,8 @@ type ByRoute = HashMap<(&'static str, &'static str, u16), Handles, Fast>;
 thread_local! {
     /// Per worker thread: a shared map behind a lock (and the reference
     /// counts of shared handles) bounced a cache line between the cores on
-    /// every request, ~1.8 µs of a verification's CPU.
+    /// every request (its cost: docs/performance.md, "Figures behind the
+    /// code").
     static HANDLES: RefCell<ByRoute> = RefCell::new(HashMap::default());
 }
 

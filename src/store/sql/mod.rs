@@ -5,7 +5,8 @@
 //! statement. Every query runs through the database's `DependencyGuard`,
 //! and reads fall back to a read replica when one is configured.
 
-mod access;
+mod event_logs;
+mod grants;
 mod keys;
 mod migrations;
 mod pool;
