@@ -14,6 +14,7 @@ use crate::auth::revocation::RevocationSet;
 use crate::cache::bus::Bus;
 use crate::http::error::ApiError;
 use crate::resilience::DependencyGuard;
+use crate::store::deferred::{Deferred, DeferredLog, MAX_DEFERRED};
 use crate::store::sql::PgStore;
 use crate::store::{InvalidationLog, SessionLedger, StoreError, UserStore};
 use axum::extract::{Request, State};
@@ -49,6 +50,8 @@ pub(crate) struct Startup {
     pub key_refresh: Duration,
     pub revocations: Arc<RevocationSet>,
     pub ledger: Arc<dyn SessionLedger>,
+    /// Writes waiting for the ledger, revocations among them.
+    pub deferred: Arc<dyn DeferredLog>,
     pub users: Arc<dyn UserStore>,
     pub invalidations: Arc<dyn InvalidationLog>,
     pub bus: Arc<Bus>,
@@ -125,6 +128,7 @@ impl Startup {
     async fn warm_revocations(&self, now: i64) -> Result<(), StoreError> {
         let revocations = &self.revocations;
         let since = now - revocations.horizon();
+        self.warm_deferred_revocations().await;
         for sid in self.ledger.revoked_since(since).await? {
             revocations.revoke_session(sid, now);
         }
@@ -136,6 +140,29 @@ impl Startup {
             revocations.set_user_roles(user, &roles, at_ms);
         }
         Ok(())
+    }
+}
+
+impl Startup {
+    /// Logouts acknowledged while PostgreSQL was down wait in the deferred
+    /// log until replayed, and a node that was not running then never heard
+    /// of them on the bus. Read before the ledger: replay writes the ledger
+    /// first and removes from the log after, so one of the two has each.
+    /// A log that cannot be read (Redis down) does not keep the node from
+    /// starting; it then knows what the ledger knows.
+    async fn warm_deferred_revocations(&self) {
+        match self.deferred.oldest(MAX_DEFERRED).await {
+            Ok(queued) => {
+                for write in queued.into_iter().filter_map(|q| q.write) {
+                    if let Deferred::Revoke { id, at } = write {
+                        self.revocations.revoke_session(id, at);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "deferred log unreadable at start; revocations from the database only");
+            }
+        }
     }
 }
 

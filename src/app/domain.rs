@@ -48,6 +48,7 @@ impl Domain {
         let sessions: Arc<dyn SessionStore> = LayeredSessionStore::start(
             Arc::clone(&stores.shared.cache),
             Arc::clone(&durable.ledger),
+            Arc::clone(&stores.shared.deferred),
         );
         let limits = Arc::new(RateLimits::new(
             Arc::clone(&stores.shared.limiter),

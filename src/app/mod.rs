@@ -292,6 +292,7 @@ async fn start(
         key_refresh: key_refresh_interval(config),
         revocations: Arc::clone(&domain.revocations),
         ledger: Arc::clone(&durable.ledger),
+        deferred: Arc::clone(&stores.shared.deferred),
         users: Arc::clone(&durable.users),
         invalidations: Arc::clone(&durable.invalidations),
         bus: Arc::clone(&domain.bus),

@@ -6,9 +6,11 @@ use super::StartError;
 use crate::config::{Config, DatabaseBackend, Environment};
 use crate::resilience::DependencyGuard;
 use crate::resilience::clock::ServerClock;
+use crate::store::deferred::{DeferredLog, MAX_DEFERRED, MemoryDeferredLog};
 use crate::store::memory::MemorySessionCache;
 use crate::store::memory_limiter::MemoryLimiter;
 use crate::store::redis::{self, RedisSessionCache};
+use crate::store::redis_deferred::RedisDeferredLog;
 use crate::store::redis_limiter::RedisLimiter;
 use crate::store::sql::{PgStore, REPLICA, SqliteStore};
 use crate::store::{
@@ -155,6 +157,9 @@ pub(super) async fn migrated(config: &Config) -> Result<Durable, StartError> {
 pub(super) struct SharedState {
     pub cache: Arc<dyn SessionCache>,
     pub limiter: Arc<dyn LimiterStore>,
+    /// Where writes the ledger could not take wait: beside the cache, so
+    /// in Redis whenever Redis is the cache (DESIGN.md §4).
+    pub deferred: Arc<dyn DeferredLog>,
     pub probe: Option<Arc<dyn Probe>>,
     /// The Redis connection and client, for the invalidation bus.
     pub redis: Option<(ConnectionManager, redis_rs::Client)>,
@@ -167,6 +172,7 @@ async fn shared_state(
     let memory = || SharedState {
         cache: Arc::new(MemorySessionCache::new(MEMORY_SESSION_CAPACITY)),
         limiter: Arc::new(MemoryLimiter::new()),
+        deferred: Arc::new(MemoryDeferredLog::new(MAX_DEFERRED)),
         probe: None,
         redis: None,
     };
@@ -185,7 +191,8 @@ async fn shared_state(
         .map_err(|e| StartError::Other(format!("bad redis url: {e}")))?;
     Ok(SharedState {
         cache: cache.clone(),
-        limiter: Arc::new(RedisLimiter::new(conn.clone(), guard)),
+        limiter: Arc::new(RedisLimiter::new(conn.clone(), Arc::clone(&guard))),
+        deferred: Arc::new(RedisDeferredLog::new(conn.clone(), guard)),
         probe: Some(cache),
         redis: Some((conn, client)),
     })

@@ -114,6 +114,7 @@ impl Sessions {
             ip: client.ip,
             revoked_at: None,
             roles: user.roles.clone(),
+            generation: 0,
         };
         self.start(&user, &session).await?;
         self.audit.record(

@@ -8,14 +8,22 @@
 //!   their write-through is queued (`Deferred`) and replayed when the ledger
 //!   answers again.
 //!
-//! A cache copy can go stale while the cache was unreachable. The ledger
-//! catches that, because the write-through is itself a compare-and-swap:
-//! a hash the ledger knows as used is answered as `AlreadyRotated` (reuse
-//! or our own retry, which `auth::sessions` tells apart), a session the
-//! ledger revoked is gone, and a ledger that merely missed rotations
-//! catches up.
+//! A copy can go stale while its store was unreachable, and the newest
+//! rotation wins wherever it was recorded (DESIGN.md §4):
+//! * a stale cache copy (the ledger rotated while Redis was paused): the
+//!   write-through is itself a compare-and-swap, so a hash the ledger knows
+//!   as used is answered as `AlreadyRotated` (reuse or our own retry, which
+//!   `auth::sessions` tells apart) and a session the ledger revoked is
+//!   gone; a hash the cache does not know goes to the ledger, whose answer
+//!   wins, and the cache catches up to the ledger's copy (the higher
+//!   `Session::generation`) — the client's newest token is never refused;
+//! * a stale ledger (rotations deferred, or lost with a node): it catches
+//!   up from the cache, forward only.
+//!
+//! Deferred writes wait in a `DeferredLog` — Redis when Redis is the
+//! cache, so they survive this node — and any node replays them.
 
-use crate::resilience::failure::FailureKind;
+use crate::store::deferred::{Deferred, DeferredLog, MAX_DEFERRED};
 use crate::store::{
     Rotation, Session, SessionCache, SessionLedger, SessionStore, StoreError, Swap, UnixTime,
 };
@@ -26,145 +34,206 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// Deferred writes a node keeps while the ledger is down. Past this, new
-/// degraded writes are refused (503) rather than dropped.
-const MAX_DEFERRED: usize = 100_000;
 const REPLAY_EVERY: Duration = Duration::from_millis(500);
-
-/// A ledger write decided while the ledger was unreachable.
-#[derive(Debug, Clone)]
-enum Deferred {
-    Rotation {
-        id: Uuid,
-        used: String,
-        next: String,
-        at: UnixTime,
-    },
-    Revoke {
-        id: Uuid,
-        at: UnixTime,
-    },
-    /// A session started while the primary was read-only or down; the
-    /// cache holds it meanwhile. With the user's security version its
-    /// login read, so a change answered since still refuses it.
-    Create(Box<Session>, Option<i64>),
-}
+/// Deferred writes read from the log per round trip.
+const REPLAY_BATCH: usize = 100;
 
 pub struct LayeredSessionStore {
     cache: Arc<dyn SessionCache>,
     ledger: Arc<dyn SessionLedger>,
-    deferred: Mutex<VecDeque<Deferred>>,
+    /// Where acknowledged deferred writes wait: Redis with Redis as the
+    /// cache (any node replays them), memory in the embedded mode.
+    log: Arc<dyn DeferredLog>,
+    /// Writes no store could hold (the log refused or was unreachable):
+    /// never acknowledged, but still replayed from this node, best effort.
+    stray: Mutex<VecDeque<Deferred>>,
 }
 
 impl LayeredSessionStore {
     /// Builds the store and starts its replay task.
-    pub fn start(cache: Arc<dyn SessionCache>, ledger: Arc<dyn SessionLedger>) -> Arc<Self> {
+    pub fn start(
+        cache: Arc<dyn SessionCache>,
+        ledger: Arc<dyn SessionLedger>,
+        log: Arc<dyn DeferredLog>,
+    ) -> Arc<Self> {
         let store = Arc::new(Self {
             cache,
             ledger,
-            deferred: Mutex::new(VecDeque::new()),
+            log,
+            stray: Mutex::new(VecDeque::new()),
         });
         spawn_replay(Arc::downgrade(&store));
         export_deferred(0);
         store
     }
 
-    /// Ledger writes waiting for the database.
-    pub fn deferred_len(&self) -> usize {
-        self.deferred.lock().len()
-    }
-
-    fn defer(&self, write: Deferred) -> Result<(), StoreError> {
-        let mut queue = self.deferred.lock();
-        if queue.len() >= MAX_DEFERRED {
-            return Err(StoreError::Unavailable {
-                dependency: "database",
-                kind: FailureKind::QueueFull,
-                reason: "deferred write queue full".into(),
-            });
-        }
+    /// Holds `write` in the log before the caller answers. When the log
+    /// cannot, the write is kept on this node (not acknowledged) and the
+    /// log's refusal returned.
+    async fn defer(&self, write: Deferred) -> Result<(), StoreError> {
         tracing::warn!(?write, "database unavailable: write-through deferred");
-        queue.push_back(write);
-        export_deferred(queue.len());
-        Ok(())
+        let Err(e) = self.log.push(&write).await else {
+            return Ok(());
+        };
+        tracing::warn!(error = %e, ?write, "deferred write not held by the log; kept on this node only");
+        let mut stray = self.stray.lock();
+        if stray.len() < MAX_DEFERRED {
+            stray.push_back(write);
+        }
+        Err(e)
     }
 
-    /// Replays deferred writes in order until the queue is empty or the
-    /// ledger fails again. Returns how many were applied.
+    /// Replays deferred writes in order (the log's, then this node's
+    /// strays) until none is left or the ledger fails again. Any node may
+    /// replay the log at the same time: every write is idempotent and
+    /// forward only, and each node applies the log in order, so a session's
+    /// writes are never applied out of order by one node. Returns how many
+    /// were applied.
     pub async fn replay(&self) -> usize {
         let mut applied = 0;
         loop {
-            let Some(write) = self.deferred.lock().front().cloned() else {
+            let batch = match self.log.oldest(REPLAY_BATCH).await {
+                Ok(batch) if batch.is_empty() => break,
+                Ok(batch) => batch,
+                Err(e) => {
+                    tracing::debug!(error = %e, "deferred log unreadable; its replay waits");
+                    return applied + self.replay_strays().await;
+                }
+            };
+            for queued in batch {
+                if let Some(write) = &queued.write {
+                    match self.apply_logged(write).await {
+                        Some(done) => applied += usize::from(done),
+                        None => return self.replayed(applied).await,
+                    }
+                } else {
+                    tracing::error!(key = %queued.key, "deferred write unreadable; removed");
+                }
+                if self.log.remove(&queued.key).await.is_err() {
+                    return self.replayed(applied).await;
+                }
+            }
+        }
+        // The log is empty: no need to ask it for its length.
+        applied += self.replay_strays().await;
+        export_deferred(self.stray.lock().len());
+        if applied > 0 {
+            tracing::info!(applied, "deferred session writes replayed");
+        }
+        applied
+    }
+
+    /// Applies one write: `None` when the ledger is unavailable (stop and
+    /// keep it), else whether it took effect (a refusal is logged and the
+    /// write is done with).
+    async fn apply_logged(&self, write: &Deferred) -> Option<bool> {
+        match self.apply(write).await {
+            Err(e) if e.is_unavailable() => None,
+            Err(e) => {
+                tracing::error!(error = %e, ?write, "deferred write dropped: the ledger refused it");
+                Some(false)
+            }
+            Ok(()) => Some(true),
+        }
+    }
+
+    async fn replay_strays(&self) -> usize {
+        let mut applied = 0;
+        loop {
+            let Some(write) = self.stray.lock().front().cloned() else {
                 return applied;
             };
-            let result = match &write {
-                Deferred::Rotation { id, used, next, at } => {
-                    self.replay_rotation(Swap {
-                        id: *id,
-                        presented: used,
-                        next,
-                        at: *at,
-                    })
-                    .await
-                }
-                Deferred::Revoke { id, at } => self.ledger.revoke(*id, *at).await,
-                Deferred::Create(session, version) => {
-                    match self.ledger.create(session, *version).await {
-                        // Already there: an earlier replay got through.
-                        Err(StoreError::Conflict(_)) => Ok(()),
-                        // The user changed password, was disabled or logged
-                        // out everywhere first: the session must not live on
-                        // in the cache either.
-                        Err(StoreError::Superseded) => {
-                            self.cache.revoke(session.id, session.created_at).await.ok();
-                            Err(StoreError::Superseded)
-                        }
-                        other => other,
-                    }
-                }
-            };
-            match result {
-                Err(e) if e.is_unavailable() => return applied,
-                Err(e) => {
-                    tracing::error!(error = %e, ?write, "deferred write dropped: the ledger refused it")
-                }
-                Ok(()) => applied += 1,
+            match self.apply_logged(&write).await {
+                None => return applied,
+                Some(done) => applied += usize::from(done),
             }
-            let left = {
-                let mut queue = self.deferred.lock();
-                queue.pop_front();
-                queue.len()
-            };
-            export_deferred(left);
-            if applied > 0 && left == 0 {
-                tracing::info!(applied, "deferred session writes replayed");
+            self.stray.lock().pop_front();
+        }
+    }
+
+    /// Exports the backlog left by a replay that stopped early and
+    /// returns `applied`.
+    async fn replayed(&self, applied: usize) -> usize {
+        let strays = self.stray.lock().len();
+        if let Ok(logged) = self.log.len().await {
+            export_deferred(logged + strays);
+        }
+        applied
+    }
+
+    async fn apply(&self, write: &Deferred) -> Result<(), StoreError> {
+        match write {
+            Deferred::Rotation {
+                id,
+                used,
+                next,
+                at,
+                generation,
+            } => {
+                let swap = Swap {
+                    id: *id,
+                    presented: used,
+                    next,
+                    at: *at,
+                };
+                self.replay_rotation(swap, *generation).await
             }
+            Deferred::Revoke { id, at } => self.ledger.revoke(*id, *at).await,
+            Deferred::Create {
+                session,
+                user_version,
+            } => match self.ledger.create(session, *user_version).await {
+                // Already there: an earlier replay got through.
+                Err(StoreError::Conflict(_)) => Ok(()),
+                // The user changed password, was disabled or logged out
+                // everywhere first: the session must not live on in the
+                // cache either.
+                Err(StoreError::Superseded) => {
+                    self.cache.revoke(session.id, session.created_at).await.ok();
+                    Err(StoreError::Superseded)
+                }
+                other => other,
+            },
         }
     }
 
     /// A deferred write-through. The ledger knowing the used hash as used
-    /// already, with the session not at `next` (not an earlier replay of
-    /// this very write), means the cache copy that decided it was stale.
-    async fn replay_rotation(&self, swap: Swap<'_>) -> Result<(), StoreError> {
-        if let Rotation::AlreadyRotated(current) = self.ledger_rotation(swap).await?
-            && !current.is_some_and(|s| s.holds(swap.next, swap.at))
-        {
+    /// already is either this very write applied before (by another node
+    /// replaying the same log, or by a replay whose removal failed): the
+    /// ledger then knows `next` too, current or used since; or the cache
+    /// copy that decided it was stale and a used hash was presented again,
+    /// forking the session: `next` is unknown to the ledger. That is reuse.
+    async fn replay_rotation(&self, swap: Swap<'_>, generation: i64) -> Result<(), StoreError> {
+        let Rotation::AlreadyRotated(current) = self.ledger_rotation(swap, generation).await?
+        else {
+            return Ok(());
+        };
+        let known = current.is_some_and(|s| s.refresh_hash == swap.next)
+            || self.ledger.was_used(swap.id, swap.next).await?;
+        if !known {
+            tracing::warn!(session_id = %swap.id, "replayed rotation presented a used hash: session revoked");
+            self.ledger.revoke(swap.id, swap.at).await?;
             self.cache.revoke(swap.id, swap.at).await.ok();
         }
         Ok(())
     }
 
-    /// The write-through of a rotation the cache decided, as a
-    /// compare-and-swap in the ledger (see the module comment). Returns what
-    /// the caller should answer: the ledger's word where it knows better.
-    async fn ledger_rotation(&self, swap: Swap<'_>) -> Result<Rotation, StoreError> {
+    /// The write-through of a rotation the cache decided (reaching
+    /// `generation` there), as a compare-and-swap in the ledger (see the
+    /// module comment). Returns what the caller should answer: the
+    /// ledger's word where it knows better.
+    async fn ledger_rotation(
+        &self,
+        swap: Swap<'_>,
+        generation: i64,
+    ) -> Result<Rotation, StoreError> {
         let Swap { id, at, .. } = swap;
         match self.ledger.rotate(swap).await? {
             rotated @ Rotation::Rotated(_) => Ok(rotated),
             // The ledger missed earlier rotations (deferred, or lost with a
             // node): the cache is ahead, so the ledger catches up.
             Rotation::Mismatch => {
-                self.ledger.record_rotation(swap).await?;
+                self.ledger.record_rotation(swap, generation).await?;
                 Ok(Rotation::Mismatch)
             }
             // The ledger never got this session: it was started while the
@@ -175,8 +244,12 @@ impl LayeredSessionStore {
                     return Ok(Rotation::Gone);
                 };
                 tracing::warn!(session_id = %id, "session missing from the database; restored from the cache");
-                self.ledger.create(&session, None).await?;
-                self.ledger.record_rotation(swap).await?;
+                match self.ledger.create(&session, None).await {
+                    // A replay of its deferred create got there first.
+                    Ok(()) | Err(StoreError::Conflict(_)) => {}
+                    Err(e) => return Err(e),
+                }
+                self.ledger.record_rotation(swap, generation).await?;
                 Ok(Rotation::Mismatch)
             }
             // The hash was used before (a stale cache copy, or the ledger
@@ -191,25 +264,87 @@ impl LayeredSessionStore {
         }
     }
 
+    /// The cache does not know the presented hash, now or as used. The
+    /// ledger may: it rotated while the cache was unreachable (a Redis
+    /// pause or failover), and the cache copy is behind. The ledger's
+    /// compare-and-swap decides and the cache catches up to it, so a stale
+    /// copy never refuses the client's newest token (nor, the ledger
+    /// knowing the hash as used, lets reuse pass).
+    async fn ledger_decides(&self, swap: Swap<'_>) -> Result<Rotation, StoreError> {
+        let outcome = self.ledger.rotate(swap).await?;
+        let newer = match &outcome {
+            Rotation::Rotated(session) => {
+                tracing::warn!(session_id = %swap.id, "cached session was behind the database; repaired");
+                Some(session.clone())
+            }
+            Rotation::AlreadyRotated(current) => current.clone(),
+            Rotation::Mismatch => None,
+            // Revoked or expired in the ledger — or never written there
+            // (started while it was down, its create still deferred): then
+            // the cache is the one that knows, and it said mismatch.
+            Rotation::Gone => match self.ledger.get(swap.id).await? {
+                Some(session) => Some(session),
+                None => return Ok(Rotation::Mismatch),
+            },
+        };
+        if let Some(session) = newer
+            && let Err(e) = self.cache.catch_up(&session, &[swap.presented]).await
+        {
+            tracing::warn!(error = %e, session_id = %swap.id, "stale cached session not repaired");
+        }
+        Ok(outcome)
+    }
+
+    /// A rotation the cache made: written through, or deferred while the
+    /// ledger is down.
+    async fn written_through(
+        &self,
+        swap: Swap<'_>,
+        session: Session,
+    ) -> Result<Rotation, StoreError> {
+        let generation = session.generation;
+        Ok(match self.ledger_rotation(swap, generation).await {
+            Ok(Rotation::Rotated(_) | Rotation::Mismatch) => Rotation::Rotated(session),
+            Ok(stale) => stale,
+            Err(e) if e.is_unavailable() => {
+                let deferred = self
+                    .defer(Deferred::Rotation {
+                        id: swap.id,
+                        used: swap.presented.to_string(),
+                        next: swap.next.to_string(),
+                        at: swap.at,
+                        generation,
+                    })
+                    .await;
+                // The cache already holds the rotation: refusing now would
+                // leave the client with a used token (reuse at its next
+                // try). It is answered, and kept on this node if the log
+                // could not take it.
+                if let Err(e) = deferred {
+                    tracing::warn!(error = %e, session_id = %swap.id, "rotation held by the cache alone until the database returns");
+                }
+                Rotation::Rotated(session)
+            }
+            Err(e) => return Err(e),
+        })
+    }
+
     async fn revoke_everywhere(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
         let ledger = self.ledger.revoke(id, now).await;
         let cache = self.cache.revoke(id, now).await;
         match ledger {
             Ok(()) => Ok(()),
-            // The cache holds it until the ledger returns: acknowledged.
+            // The log holds it until the ledger returns: acknowledged.
+            // When the log cannot (Redis down too, DESIGN.md §4 both
+            // down), the caller revokes on this node, this node replays it
+            // later, and the answer is the failure — nothing is
+            // acknowledged that a restart of this node would lose.
             Err(e) if e.is_unavailable() => {
-                self.defer(Deferred::Revoke { id, at: now })?;
-                match cache {
-                    Ok(()) => Ok(()),
-                    // No store holds it (DESIGN.md §4, both down): the
-                    // caller revokes on this node, the ledger gets it on
-                    // replay, and the answer is the failure — nothing is
-                    // acknowledged that a restart of this node would lose.
-                    Err(cache_error) => {
-                        tracing::warn!(error = %cache_error, session_id = %id, "revocation held only in this node's memory until a store returns");
-                        Err(cache_error)
-                    }
+                self.defer(Deferred::Revoke { id, at: now }).await?;
+                if let Err(cache_error) = cache {
+                    tracing::warn!(error = %cache_error, session_id = %id, "revocation not in the cached session; the deferred log holds it");
                 }
+                Ok(())
             }
             Err(e) => Err(e),
         }
@@ -227,9 +362,7 @@ fn spawn_replay(store: Weak<LayeredSessionStore>) {
         loop {
             tick.tick().await;
             let Some(store) = store.upgrade() else { return };
-            if store.deferred_len() > 0 {
-                store.replay().await;
-            }
+            store.replay().await;
         }
     });
 }
@@ -246,11 +379,15 @@ impl SessionStore for LayeredSessionStore {
                 Ok(())
             }
             // Read-only (a replica answered the user lookup) or down: the
-            // cache holds the session and the ledger gets it on replay. If
-            // the cache cannot take it either, the login fails.
+            // cache holds the session and the log its create until the
+            // ledger takes it. If either cannot, the login fails.
             Err(e) if e.is_unavailable() => {
                 self.cache.put(session).await?;
-                self.defer(Deferred::Create(Box::new(session.clone()), user_version))
+                self.defer(Deferred::Create {
+                    session: Box::new(session.clone()),
+                    user_version,
+                })
+                .await
             }
             Err(e) => Err(e),
         }
@@ -274,35 +411,15 @@ impl SessionStore for LayeredSessionStore {
 
     async fn rotate(&self, swap: Swap<'_>) -> Result<Rotation, StoreError> {
         Ok(match self.cache.rotate(swap).await {
-            Ok(Some(Rotation::Rotated(session))) => match self.ledger_rotation(swap).await {
-                Ok(Rotation::Rotated(_) | Rotation::Mismatch) => Rotation::Rotated(session),
-                Ok(stale) => stale,
-                Err(e) if e.is_unavailable() => {
-                    self.defer(Deferred::Rotation {
-                        id: swap.id,
-                        used: swap.presented.to_string(),
-                        next: swap.next.to_string(),
-                        at: swap.at,
-                    })?;
-                    Rotation::Rotated(session)
-                }
-                Err(e) => return Err(e),
-            },
-            // The cache may have been refilled after the hash was used.
-            Ok(Some(Rotation::Mismatch)) => {
-                match self.ledger.was_used(swap.id, swap.presented).await {
-                    Ok(true) => Rotation::AlreadyRotated(None),
-                    Ok(false) => Rotation::Mismatch,
-                    Err(e) if e.is_unavailable() => Rotation::Mismatch,
-                    Err(e) => return Err(e),
-                }
-            }
+            Ok(Some(Rotation::Rotated(session))) => self.written_through(swap, session).await?,
+            // Unknown to the cache, which may be the stale one.
+            Ok(Some(Rotation::Mismatch)) => self.ledger_decides(swap).await?,
             Ok(Some(other)) => other,
             // Not cached, or the cache is unreachable: the ledger decides.
             Ok(None) => {
                 let outcome = self.ledger.rotate(swap).await?;
                 if let Rotation::Rotated(session) = &outcome {
-                    self.cache.put(session).await.ok();
+                    self.cache.catch_up(session, &[swap.presented]).await.ok();
                 }
                 outcome
             }

@@ -78,6 +78,7 @@ impl SessionCache for MemorySessionCache {
         entry.used.insert(swap.presented.to_string());
         entry.session.refresh_hash = swap.next.to_string();
         entry.session.last_used_at = swap.at;
+        entry.session.generation += 1;
         Ok(Some(Rotation::Rotated(entry.session.clone())))
     }
 
@@ -85,6 +86,22 @@ impl SessionCache for MemorySessionCache {
         if let Some(entry) = self.entries.lock().get_mut(&id) {
             entry.session.revoked_at.get_or_insert(now);
         }
+        Ok(())
+    }
+
+    async fn catch_up(&self, session: &Session, used: &[&str]) -> Result<(), StoreError> {
+        let mut entries = self.entries.lock();
+        Self::make_room(&mut entries, self.capacity, session.last_used_at);
+        let entry = entries.entry(session.id).or_insert_with(|| Entry {
+            session: session.clone(),
+            used: HashSet::new(),
+        });
+        let revoked = entry.session.revoked_at.or(session.revoked_at);
+        if session.generation > entry.session.generation {
+            entry.session = session.clone();
+        }
+        entry.session.revoked_at = revoked;
+        entry.used.extend(used.iter().map(|h| h.to_string()));
         Ok(())
     }
 }

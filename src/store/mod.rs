@@ -3,6 +3,7 @@
 //! `app.rs`; the domain never asks which one it has. Stores know nothing of
 //! HTTP or tokens: they keep rows and answer questions about them.
 
+pub mod deferred;
 pub mod event_logs;
 pub mod grants;
 pub mod layered;
@@ -10,6 +11,7 @@ pub mod memory;
 pub mod memory_limiter;
 pub mod private_files;
 pub mod redis;
+pub mod redis_deferred;
 pub mod redis_limiter;
 pub mod redis_link;
 pub mod sql;
@@ -130,7 +132,7 @@ pub struct User {
     pub updated_at: UnixTime,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Session {
     pub id: Uuid,
     pub user_id: Uuid,
@@ -146,6 +148,13 @@ pub struct Session {
     /// the users table cannot be read (database down).
     #[serde(default, deserialize_with = "roles_from_json")]
     pub roles: Vec<String>,
+    /// How many times the refresh hash has rotated, counted by every store
+    /// that rotates it: of two copies that disagree (a cache that was
+    /// unreachable while the ledger rotated, or the reverse), the higher
+    /// generation is the newer one. Copies cached before it existed read
+    /// as 0.
+    #[serde(default)]
+    pub generation: i64,
 }
 
 /// Redis's Lua cjson re-encodes an empty array as `{}` when a script
@@ -299,16 +308,22 @@ pub trait SessionCache: Send + Sync {
     async fn rotate(&self, swap: Swap<'_>) -> Result<Option<Rotation>, StoreError>;
     /// Marks a cached session revoked (kept, so a later refresh is `Gone`).
     async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError>;
+    /// Repairs a stale copy from a newer one (the ledger's): `session`
+    /// replaces the cached copy when its generation is higher or nothing is
+    /// cached, a revocation on either side is kept, and `used` joins the
+    /// hashes known as used. Never moves a copy back to an older rotation.
+    async fn catch_up(&self, session: &Session, used: &[&str]) -> Result<(), StoreError>;
 }
 
 /// What only the durable (SQL) session store can answer.
 #[async_trait]
 pub trait SessionLedger: SessionStore {
     /// Records a rotation already decided by a faster store (write-through):
-    /// `swap.presented` used, `swap.next` current.
-    /// Forward only: a rotation older than one already recorded only adds
-    /// its used hash.
-    async fn record_rotation(&self, swap: Swap<'_>) -> Result<(), StoreError>;
+    /// `swap.presented` used, `swap.next` current at `generation` (the
+    /// deciding store's count).
+    /// Forward only: a rotation not newer than the one recorded (a lower
+    /// generation, or a `next` already used) only adds its used hash.
+    async fn record_rotation(&self, swap: Swap<'_>, generation: i64) -> Result<(), StoreError>;
     /// Was `hash` ever a refresh hash of this session that has been used?
     async fn was_used(&self, id: Uuid, hash: &str) -> Result<bool, StoreError>;
     /// Sessions revoked after `since` that have not expired (warm-up of the

@@ -37,6 +37,7 @@ if s.revoked_at ~= cjson.null or s.expires_at <= now then return 'gone' end
 if s.refresh_hash ~= ARGV[1] then return 'mismatch' end
 s.refresh_hash = ARGV[2]
 s.last_used_at = now
+s.generation = (tonumber(s.generation) or 0) + 1
 local out = cjson.encode(s)
 redis.call('SET', KEYS[1], out, 'KEEPTTL')
 redis.call('SADD', KEYS[2], ARGV[1])
@@ -53,6 +54,27 @@ if s.revoked_at == cjson.null then
   s.revoked_at = tonumber(ARGV[1])
   redis.call('SET', KEYS[1], cjson.encode(s), 'KEEPTTL')
 end
+return 1
+"#;
+
+/// Repairs a stale copy from a newer one (`SessionCache::catch_up`):
+/// ARGV[1] is the newer store's session JSON, ARGV[2..] hashes it knows as
+/// used. The higher generation wins; a revocation on either side stays.
+const CATCH_UP: &str = r#"
+local new = cjson.decode(ARGV[1])
+local raw = redis.call('GET', KEYS[1])
+local out = new
+if raw then
+  local s = cjson.decode(raw)
+  if (tonumber(s.generation) or 0) >= (tonumber(new.generation) or 0) then out = s end
+  if out.revoked_at == cjson.null then
+    if s.revoked_at ~= cjson.null then out.revoked_at = s.revoked_at end
+    if new.revoked_at ~= cjson.null then out.revoked_at = new.revoked_at end
+  end
+end
+redis.call('SET', KEYS[1], cjson.encode(out), 'EXAT', out.expires_at)
+for i = 2, #ARGV do redis.call('SADD', KEYS[2], ARGV[i]) end
+if #ARGV > 1 then redis.call('EXPIREAT', KEYS[2], out.expires_at) end
 return 1
 "#;
 
@@ -75,6 +97,7 @@ pub struct RedisSessionCache {
     guard: Arc<DependencyGuard>,
     rotate: redis::Script,
     revoke: redis::Script,
+    catch_up: redis::Script,
 }
 
 impl RedisSessionCache {
@@ -84,6 +107,7 @@ impl RedisSessionCache {
             guard,
             rotate: redis::Script::new(ROTATE),
             revoke: redis::Script::new(REVOKE),
+            catch_up: redis::Script::new(CATCH_UP),
         }
     }
 
@@ -176,10 +200,28 @@ impl SessionCache for RedisSessionCache {
     async fn revoke(&self, id: Uuid, now: UnixTime) -> Result<(), StoreError> {
         let mut invocation = self.revoke.key(Self::session_key(id));
         invocation.arg(now);
+        self.run_script(&invocation).await
+    }
+
+    async fn catch_up(&self, session: &Session, used: &[&str]) -> Result<(), StoreError> {
+        let json = serde_json::to_string(session)
+            .map_err(|e| StoreError::Corrupt(format!("encode session: {e}")))?;
+        let mut invocation = self.catch_up.key(Self::session_key(session.id));
+        invocation.key(Self::used_key(session.id)).arg(json);
+        for hash in used {
+            invocation.arg(*hash);
+        }
+        self.run_script(&invocation).await
+    }
+}
+
+impl RedisSessionCache {
+    /// Runs a script whose answer is only "done"; both callers' scripts
+    /// are idempotent (a retry finds the work done), so the guard may retry.
+    async fn run_script(&self, invocation: &redis::ScriptInvocation<'_>) -> Result<(), StoreError> {
         self.guard
             .run_idempotent(|| {
                 let mut conn = self.conn.clone();
-                let invocation = &invocation;
                 async move {
                     invocation
                         .invoke_async::<i64>(&mut conn)

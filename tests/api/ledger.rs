@@ -50,15 +50,16 @@ async fn replayed_rotations_only_move_forward() {
         ip: None,
         revoked_at: None,
         roles: vec![],
+        generation: 0,
     };
     ledger.create(&session, Some(0)).await.expect("create");
     // Node B's later rotation (h1 -> h2) is replayed before node A's (h0 -> h1).
     ledger
-        .record_rotation(swap(id, "h1", "h2", 3))
+        .record_rotation(swap(id, "h1", "h2", 3), 2)
         .await
         .expect("b");
     ledger
-        .record_rotation(swap(id, "h0", "h1", 2))
+        .record_rotation(swap(id, "h0", "h1", 2), 1)
         .await
         .expect("a");
     let now = ledger.get(id).await.expect("get").expect("session");
@@ -80,6 +81,14 @@ async fn replayed_rotations_only_move_forward() {
         ledger.rotate(swap(id, "h1", "h9", 5)).await.expect("rotate"),
         Rotation::AlreadyRotated(Some(s)) if s.refresh_hash == "h3" && !s.holds("h9", 5)
     ));
+    // A record not newer than the ledger's copy (a stale cache's fork at
+    // the generation the ledger already reached) does not move it either.
+    ledger
+        .record_rotation(swap(id, "h2", "hz", 6), 3)
+        .await
+        .expect("stale");
+    let now = ledger.get(id).await.expect("get").expect("session");
+    assert_eq!((now.refresh_hash.as_str(), now.generation), ("h3", 3));
 }
 
 /// A login that read the user before a password change, deactivation or
@@ -101,6 +110,7 @@ async fn sessions_are_created_only_at_the_version_their_login_read() {
         ip: None,
         revoked_at: None,
         roles: vec![],
+        generation: 0,
     };
     assert!(matches!(
         ledger.create(&session("stale"), Some(1)).await,

@@ -14,6 +14,7 @@ mod caches;
 mod cli;
 mod cluster;
 mod docs_checks;
+mod durable_sessions;
 mod emergency;
 mod external_idp;
 mod failure_matrix;

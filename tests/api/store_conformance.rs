@@ -167,6 +167,7 @@ async fn session(subject: &impl Subject, now: UnixTime) -> Session {
         ip: None,
         revoked_at: None,
         roles: vec!["reader".into()],
+        generation: 0,
     };
     subject.put(&session).await;
     session
@@ -200,6 +201,7 @@ async fn rotation_and_retry(subject: &impl Subject, t: UnixTime) {
             assert_eq!(now.refresh_hash, h(&s, 1));
             assert_eq!(now.last_used_at, t + 1);
             assert_eq!(now.roles, vec!["reader".to_string()]);
+            assert_eq!(now.generation, 1, "every store counts rotations alike");
         }
         other => panic!("the current hash must rotate: {other:?}"),
     }
@@ -224,7 +226,10 @@ async fn rotation_and_retry(subject: &impl Subject, t: UnixTime) {
         .rotate(swap(s.id, &h(&s, 1), &h(&s, 2), t + 4))
         .await
     {
-        Some(Rotation::Rotated(now)) => assert_eq!(now.refresh_hash, h(&s, 2)),
+        Some(Rotation::Rotated(now)) => {
+            assert_eq!(now.refresh_hash, h(&s, 2));
+            assert_eq!(now.generation, 2, "a retry or a reuse counts no rotation");
+        }
         other => panic!("the client's current hash still rotates: {other:?}"),
     }
 }
@@ -291,9 +296,68 @@ async fn used_hashes_stay_used_after_revocation(subject: &impl Subject, t: UnixT
     }
 }
 
+/// A cache that was unreachable while the ledger rotated catches up to
+/// the ledger's copy: the newer generation wins, never the older, a
+/// revocation on either side stays, and the hashes given join the used.
+async fn caches_catch_up(cache: Arc<dyn SessionCache>) {
+    let t = now();
+    let subject = Cache(Arc::clone(&cache));
+    let s = session(&subject, t).await;
+    let newer = Session {
+        refresh_hash: h(&s, 2),
+        generation: 2,
+        ..s.clone()
+    };
+    cache
+        .catch_up(&newer, &[&h(&s, 1)])
+        .await
+        .expect("catch up");
+    let older = Session {
+        refresh_hash: h(&s, 1),
+        generation: 1,
+        ..s.clone()
+    };
+    cache.catch_up(&older, &[]).await.expect("older");
+    match subject
+        .rotate(swap(s.id, &h(&s, 1), &h(&s, 9), t + 1))
+        .await
+    {
+        Some(Rotation::AlreadyRotated(Some(now))) => assert_eq!(now.refresh_hash, h(&s, 2)),
+        other => panic!("a hash given as used is used: {other:?}"),
+    }
+    match subject
+        .rotate(swap(s.id, &h(&s, 2), &h(&s, 3), t + 2))
+        .await
+    {
+        Some(Rotation::Rotated(now)) => assert_eq!(now.generation, 3),
+        other => panic!("the newer copy is the one held: {other:?}"),
+    }
+    let revoked = Session {
+        revoked_at: Some(t),
+        generation: 1,
+        ..s.clone()
+    };
+    cache.catch_up(&revoked, &[]).await.expect("revoked");
+    let answer = subject
+        .rotate(swap(s.id, &h(&s, 3), &h(&s, 4), t + 3))
+        .await;
+    assert!(
+        matches!(answer, Some(Rotation::Gone)),
+        "a revocation wins, even from an older copy: {answer:?}"
+    );
+    let missing = Session {
+        id: Uuid::new_v4(),
+        ..newer
+    };
+    cache.catch_up(&missing, &[]).await.expect("missing");
+    let cached = cache.get(missing.id).await.expect("get").expect("cached");
+    assert_eq!(cached.generation, 2);
+}
+
 #[tokio::test]
 async fn memory_cache_conforms() {
     conforms(Cache(Arc::new(MemorySessionCache::new(1000)))).await;
+    caches_catch_up(Arc::new(MemorySessionCache::new(1000))).await;
 }
 
 #[tokio::test]
@@ -301,10 +365,11 @@ async fn redis_cache_conforms() {
     let redis = Redis::start();
     let conn = connect(&redis.url(), Duration::from_secs(5)).expect("redis");
     conforms(Cache(Arc::new(RedisSessionCache::new(
-        conn,
+        conn.clone(),
         guard("redis"),
     ))))
     .await;
+    caches_catch_up(Arc::new(RedisSessionCache::new(conn, guard("redis")))).await;
 }
 
 #[tokio::test]

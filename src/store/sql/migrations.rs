@@ -12,7 +12,7 @@ struct Step {
     sqlite: &'static str,
 }
 
-const STEPS: [Step; 6] = [
+const STEPS: [Step; 7] = [
     Step {
         version: 1,
         description: "init",
@@ -48,6 +48,12 @@ const STEPS: [Step; 6] = [
         description: "password normalization",
         postgres: include_str!("../../../migrations/postgres/0006_password_normalization.sql"),
         sqlite: include_str!("../../../migrations/sqlite/0006_password_normalization.sql"),
+    },
+    Step {
+        version: 7,
+        description: "session generation",
+        postgres: include_str!("../../../migrations/postgres/0007_session_generation.sql"),
+        sqlite: include_str!("../../../migrations/sqlite/0007_session_generation.sql"),
     },
 ];
 

@@ -9,7 +9,7 @@ use sqlx::{AssertSqlSafe, FromRow};
 use uuid::Uuid;
 
 const SESSION_COLUMNS: &str = "id, user_id, refresh_hash, created_at, last_used_at, expires_at, \
-     user_agent, ip, revoked_at, roles";
+     user_agent, ip, revoked_at, roles, generation";
 
 /// Remembers a hash the session rotated away from.
 const MARK_USED: &str = "INSERT INTO used_refresh_tokens (token_hash, session_id, used_at) \
@@ -31,6 +31,7 @@ impl<'r, R: Columns> FromRow<'r, R> for Session {
             ip: row.col("ip")?,
             revoked_at: row.col("revoked_at")?,
             roles: split(&row.col::<String>("roles")?, ','),
+            generation: row.col("generation")?,
         })
     }
 }
@@ -46,7 +47,7 @@ impl SqlStore {
     async fn rotate_in_tx(&self, swap: Swap<'_>) -> Result<Rotation, StoreError> {
         let mut tx = self.pool.begin().await?;
         let sql = AssertSqlSafe(format!(
-            "UPDATE sessions SET refresh_hash = $3, last_used_at = $4 \
+            "UPDATE sessions SET refresh_hash = $3, last_used_at = $4, generation = generation + 1 \
              WHERE id = $1 AND refresh_hash = $2 AND revoked_at IS NULL AND expires_at > $4 \
              RETURNING {SESSION_COLUMNS}"
         ));
@@ -85,10 +86,10 @@ impl SqlStore {
         Ok(outcome)
     }
 
-    /// Forward only: if `next` was already used, a later rotation was
-    /// recorded first (replays from several nodes arrive in any order) and
-    /// must not be undone.
-    async fn record_in_tx(&self, swap: Swap<'_>) -> Result<(), StoreError> {
+    /// Forward only: if the ledger is at `generation` or beyond, or `next`
+    /// was already used, a later rotation was recorded first (replays from
+    /// several nodes arrive in any order) and must not be undone.
+    async fn record_in_tx(&self, swap: Swap<'_>, generation: i64) -> Result<(), StoreError> {
         let Swap {
             id,
             presented: used,
@@ -98,10 +99,11 @@ impl SqlStore {
         let mut tx = self.pool.begin().await?;
         tx.exec()
             .execute(
-                "UPDATE sessions SET refresh_hash = $2, last_used_at = $3 WHERE id = $1 \
+                "UPDATE sessions SET refresh_hash = $2, last_used_at = $3, generation = $4 \
+                 WHERE id = $1 AND generation < $4 \
                  AND NOT EXISTS (SELECT 1 FROM used_refresh_tokens \
                                  WHERE token_hash = $2 AND session_id = $1)",
-                &[arg(id), arg(next), arg(now)],
+                &[arg(id), arg(next), arg(now), arg(generation)],
             )
             .await?;
         tx.exec()
@@ -121,14 +123,14 @@ impl SessionStore for SqlStore {
         // matches).
         let sql = AssertSqlSafe(format!(
             "INSERT INTO sessions (id, user_id, refresh_hash, created_at, last_used_at, \
-             expires_at, user_agent, ip, revoked_at, roles) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 FROM users \
+             expires_at, user_agent, ip, revoked_at, roles, generation) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 FROM users \
              WHERE id = $2 AND status = 'active' \
-             AND ($11 IS NULL OR security_version = $11) {}",
+             AND ($12 IS NULL OR security_version = $12) {}",
             self.pool.dialect().hold_user
         ));
         let roles = s.roles.join(",");
-        let args: [Arg; 11] = [
+        let args: [Arg; 12] = [
             arg(s.id),
             arg(s.user_id),
             arg(&s.refresh_hash),
@@ -139,6 +141,7 @@ impl SessionStore for SqlStore {
             arg(&s.ip),
             arg(s.revoked_at),
             arg(roles.as_str()),
+            arg(s.generation),
             arg(user_version),
         ];
         let inserted = self.write(self.pool.execute(sql, &args)).await?;
@@ -199,8 +202,8 @@ impl SessionStore for SqlStore {
 
 #[async_trait]
 impl SessionLedger for SqlStore {
-    async fn record_rotation(&self, swap: Swap<'_>) -> Result<(), StoreError> {
-        self.write(self.record_in_tx(swap)).await
+    async fn record_rotation(&self, swap: Swap<'_>, generation: i64) -> Result<(), StoreError> {
+        self.write(self.record_in_tx(swap, generation)).await
     }
 
     async fn was_used(&self, id: Uuid, hash: &str) -> Result<bool, StoreError> {

@@ -1,0 +1,171 @@
+//! The deferred write-through queue in Redis (`store::deferred`): a stream
+//! `hf:deferred` that every node appends to before it answers a write the
+//! ledger could not take, and that any node replays when the ledger
+//! answers again. A node killed during a PostgreSQL outage loses nothing
+//! that was acknowledged.
+//!
+//! "Acknowledged" (DESIGN.md §4): held by the Redis master and, when the
+//! master has a replica, by one replica too (`WAIT 1`), so a Sentinel
+//! failover right after the answer does not lose it either.
+
+use crate::resilience::failure::FailureKind;
+use crate::resilience::{Call, DependencyGuard};
+use crate::store::StoreError;
+use crate::store::deferred::{Deferred, DeferredLog, MAX_DEFERRED, Queued, full};
+use crate::store::redis::{DEPENDENCY, classify};
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use std::sync::Arc;
+
+const STREAM: &str = "hf:deferred";
+
+/// Appends unless the stream is full (never trimmed: a full queue refuses,
+/// it does not drop). Returns the new length (-1: full) and how many
+/// replicas the master has, which decides whether the caller must `WAIT`.
+const PUSH: &str = r#"
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[2]) then return {-1, 0} end
+redis.call('XADD', KEYS[1], '*', 'w', ARGV[1])
+local info = redis.call('INFO', 'replication')
+local replicas = tonumber(string.match(info, 'connected_slaves:(%d+)')) or 0
+return {redis.call('XLEN', KEYS[1]), replicas}
+"#;
+
+pub struct RedisDeferredLog {
+    conn: ConnectionManager,
+    guard: Arc<DependencyGuard>,
+    push: redis::Script,
+}
+
+impl RedisDeferredLog {
+    pub fn new(conn: ConnectionManager, guard: Arc<DependencyGuard>) -> Self {
+        Self {
+            conn,
+            guard,
+            push: redis::Script::new(PUSH),
+        }
+    }
+
+    /// Waits (within the guard's timeout) until a replica holds every
+    /// write this connection sent so far, ours included.
+    async fn replicated(&self) -> Result<(), StoreError> {
+        // WAIT answers (0 replicas) when its own timeout ends; it must end
+        // before the guard's, or a slow replica would count as Redis down.
+        let wait_ms = (self.guard.timeout().as_millis() * 3 / 4).max(1) as u64;
+        let mut conn = self.conn.clone();
+        let acked: i64 = self
+            .guard
+            .run(Call::Write, async {
+                redis::cmd("WAIT")
+                    .arg(1)
+                    .arg(wait_ms)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(classify)
+            })
+            .await?;
+        if acked < 1 {
+            return Err(StoreError::Unavailable {
+                dependency: DEPENDENCY,
+                kind: FailureKind::Timeout,
+                reason: "no replica acknowledged the deferred write".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl DeferredLog for RedisDeferredLog {
+    fn backend(&self) -> &'static str {
+        "redis"
+    }
+
+    async fn push(&self, write: &Deferred) -> Result<(), StoreError> {
+        let json = serde_json::to_string(write)
+            .map_err(|e| StoreError::Corrupt(format!("encode deferred write: {e}")))?;
+        let mut invocation = self.push.key(STREAM);
+        invocation.arg(json).arg(MAX_DEFERRED);
+        let mut conn = self.conn.clone();
+        // Not retried: a retry after a lost answer would append it twice
+        // (harmless on replay, but a write, so the guard's rule holds).
+        let (len, replicas): (i64, i64) = self
+            .guard
+            .run(Call::Write, async {
+                invocation.invoke_async(&mut conn).await.map_err(classify)
+            })
+            .await?;
+        if len < 0 {
+            return Err(full());
+        }
+        if replicas > 0 {
+            self.replicated().await?;
+        }
+        Ok(())
+    }
+
+    async fn oldest(&self, limit: usize) -> Result<Vec<Queued>, StoreError> {
+        let entries: Vec<(String, Vec<String>)> = self
+            .guard
+            .run_idempotent(|| {
+                let mut conn = self.conn.clone();
+                async move {
+                    redis::cmd("XRANGE")
+                        .arg(STREAM)
+                        .arg("-")
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(limit)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(classify)
+                }
+            })
+            .await?;
+        Ok(entries
+            .into_iter()
+            .map(|(key, fields)| {
+                // A write this binary cannot read (a bug, or a newer
+                // version's) is handed on as such, so replay can report it
+                // and move past it instead of stalling every node.
+                let write = fields
+                    .get(1)
+                    .and_then(|json| serde_json::from_str(json).ok());
+                Queued { key, write }
+            })
+            .collect())
+    }
+
+    async fn remove(&self, key: &str) -> Result<(), StoreError> {
+        self.guard
+            .run_idempotent(|| {
+                let mut conn = self.conn.clone();
+                async move {
+                    redis::cmd("XDEL")
+                        .arg(STREAM)
+                        .arg(key)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .map_err(classify)?;
+                    Ok(())
+                }
+            })
+            .await
+    }
+
+    async fn len(&self) -> Result<usize, StoreError> {
+        let len: usize = self
+            .guard
+            .run_idempotent(|| {
+                let mut conn = self.conn.clone();
+                async move {
+                    redis::cmd("XLEN")
+                        .arg(STREAM)
+                        .query_async(&mut conn)
+                        .await
+                        .map_err(classify)
+                }
+            })
+            .await?;
+        Ok(len)
+    }
+}
