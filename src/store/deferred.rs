@@ -67,7 +67,7 @@ pub trait DeferredLog: Send + Sync {
     /// Removes a write that has been replayed (or refused for good).
     async fn remove(&self, key: &str) -> Result<(), StoreError>;
     /// Writes waiting.
-    async fn len(&self) -> Result<usize, StoreError>;
+    async fn backlog(&self) -> Result<usize, StoreError>;
 }
 
 /// The refusal of a full log: the write is not acknowledged, none is lost.
@@ -134,7 +134,7 @@ impl DeferredLog for MemoryDeferredLog {
         Ok(())
     }
 
-    async fn len(&self) -> Result<usize, StoreError> {
+    async fn backlog(&self) -> Result<usize, StoreError> {
         Ok(self.queue.lock().1.len())
     }
 }
@@ -167,7 +167,7 @@ mod tests {
         let writes: Vec<_> = held.iter().filter_map(|q| q.write.clone()).collect();
         assert_eq!(writes, vec![revoke(1), revoke(2)], "in order, none dropped");
         log.remove(&held[0].key).await.expect("remove");
-        assert_eq!(log.len().await.expect("len"), 1);
+        assert_eq!(log.backlog().await.expect("len"), 1);
         log.push(&revoke(3)).await.expect("room again");
     }
 

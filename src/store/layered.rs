@@ -155,7 +155,7 @@ impl LayeredSessionStore {
     /// returns `applied`.
     async fn replayed(&self, applied: usize) -> usize {
         let strays = self.stray.lock().len();
-        if let Ok(logged) = self.log.len().await {
+        if let Ok(logged) = self.log.backlog().await {
             export_deferred(logged + strays);
         }
         applied

@@ -152,7 +152,7 @@ impl DeferredLog for RedisDeferredLog {
             .await
     }
 
-    async fn len(&self) -> Result<usize, StoreError> {
+    async fn backlog(&self) -> Result<usize, StoreError> {
         let len: usize = self
             .guard
             .run_idempotent(|| {
