@@ -19,6 +19,7 @@ mod external_idp;
 mod failure_matrix;
 mod failure_matrix_access;
 mod fuzz_regressions;
+mod harness;
 mod keys;
 mod ledger;
 mod modes;
