@@ -131,7 +131,7 @@ impl TestApp {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let router = state.router();
+        let router = holdfast::http::router(&state);
         let server = tokio::spawn(async move {
             let _ = axum::serve(
                 listener,
