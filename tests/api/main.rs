@@ -11,6 +11,7 @@ mod api_keys;
 mod api_postgres;
 mod authz;
 mod caches;
+mod chaos;
 mod cli;
 mod cluster;
 mod docs_checks;

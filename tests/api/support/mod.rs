@@ -2,6 +2,7 @@
 //! embedded default (SQLite + process memory) or private PostgreSQL + Redis
 //! processes, plus small HTTP helpers. Each test gets its own everything.
 
+pub mod chaos;
 pub mod edge;
 pub mod jwks;
 pub mod procs;
