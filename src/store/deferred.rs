@@ -68,6 +68,16 @@ pub trait DeferredLog: Send + Sync {
     async fn remove(&self, key: &str) -> Result<(), StoreError>;
     /// Writes waiting.
     async fn backlog(&self) -> Result<usize, StoreError>;
+    /// Takes the right to replay the log for a while, or extends it when
+    /// this node holds it (one replayer at a time across nodes); false when
+    /// another holds it. A log only one process sees needs none.
+    async fn claim_replay(&self) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+    /// Gives the right back (it also expires on its own).
+    async fn release_replay(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// The refusal of a full log: the write is not acknowledged, none is lost.

@@ -84,43 +84,64 @@ impl LayeredSessionStore {
     }
 
     /// Replays deferred writes in order (the log's, then this node's
-    /// strays) until none is left or the ledger fails again. Any node may
-    /// replay the log at the same time: every write is idempotent and
-    /// forward only, and each node applies the log in order, so a session's
-    /// writes are never applied out of order by one node. Returns how many
-    /// were applied.
+    /// strays) until none is left or the ledger fails again. One node at a
+    /// time replays the log (`DeferredLog::claim_replay`): every write is
+    /// idempotent and forward only, but a rotation replayed twice after the
+    /// ledger moved on past it would look like a fork of the session (see
+    /// `replay_rotation`). Returns how many were applied.
     pub async fn replay(&self) -> usize {
-        let mut applied = 0;
-        loop {
-            let batch = match self.log.oldest(REPLAY_BATCH).await {
-                Ok(batch) if batch.is_empty() => break,
-                Ok(batch) => batch,
-                Err(e) => {
-                    tracing::debug!(error = %e, "deferred log unreadable; its replay waits");
-                    return applied + self.replay_strays().await;
-                }
-            };
-            for queued in batch {
-                if let Some(write) = &queued.write {
-                    match self.apply_logged(write).await {
-                        Some(done) => applied += usize::from(done),
-                        None => return self.replayed(applied).await,
+        let applied = match self.log.oldest(1).await {
+            Ok(head) if head.is_empty() => 0,
+            Ok(_) => match self.log.claim_replay().await {
+                Ok(true) => {
+                    let replayed = self.replay_log().await;
+                    if let Err(e) = self.log.release_replay().await {
+                        tracing::debug!(error = %e, "replay claim not released; it expires");
                     }
-                } else {
-                    tracing::error!(key = %queued.key, "deferred write unreadable; removed");
+                    match replayed {
+                        Some(applied) => applied,
+                        None => return self.replayed(0).await,
+                    }
                 }
-                if self.log.remove(&queued.key).await.is_err() {
-                    return self.replayed(applied).await;
-                }
+                // Another node is replaying the log now.
+                _ => return self.replay_strays().await,
+            },
+            Err(e) => {
+                tracing::debug!(error = %e, "deferred log unreadable; its replay waits");
+                return self.replay_strays().await;
             }
-        }
+        };
         // The log is empty: no need to ask it for its length.
-        applied += self.replay_strays().await;
+        let applied = applied + self.replay_strays().await;
         export_deferred(self.stray.lock().len());
         if applied > 0 {
             tracing::info!(applied, "deferred session writes replayed");
         }
         applied
+    }
+
+    /// The log, oldest first, until it is empty (`Some(applied)`) or the
+    /// ledger or the log fails (`None`).
+    async fn replay_log(&self) -> Option<usize> {
+        let mut applied = 0;
+        loop {
+            // Renewed per batch: a long backlog outlives one claim.
+            if !self.log.claim_replay().await.ok()? {
+                return None;
+            }
+            let batch = self.log.oldest(REPLAY_BATCH).await.ok()?;
+            if batch.is_empty() {
+                return Some(applied);
+            }
+            for queued in batch {
+                if let Some(write) = &queued.write {
+                    applied += usize::from(self.apply_logged(write).await?);
+                } else {
+                    tracing::error!(key = %queued.key, "deferred write unreadable; removed");
+                }
+                self.log.remove(&queued.key).await.ok()?;
+            }
+        }
     }
 
     /// Applies one write: `None` when the ledger is unavailable (stop and
@@ -227,7 +248,6 @@ impl LayeredSessionStore {
         swap: Swap<'_>,
         generation: i64,
     ) -> Result<Rotation, StoreError> {
-        let Swap { id, at, .. } = swap;
         match self.ledger.rotate(swap).await? {
             rotated @ Rotation::Rotated(_) => Ok(rotated),
             // The ledger missed earlier rotations (deferred, or lost with a
@@ -236,10 +256,34 @@ impl LayeredSessionStore {
                 self.ledger.record_rotation(swap, generation).await?;
                 Ok(Rotation::Mismatch)
             }
-            // The ledger never got this session: it was started while the
-            // ledger was down and its deferred create was lost with a node.
-            // The cache holds it (already rotated); the ledger catches up.
-            Rotation::Gone if self.ledger.get(id).await?.is_none() => {
+            // The hash was used before (a stale cache copy, or the ledger
+            // already has this very write): the domain tells which.
+            used @ Rotation::AlreadyRotated(_) => Ok(used),
+            Rotation::Gone => self.ledger_lacks(swap, generation).await,
+        }
+    }
+
+    /// The ledger answered a rotation the cache made with "gone": the
+    /// session is revoked (or expired) there, or it is not there (yet).
+    async fn ledger_lacks(&self, swap: Swap<'_>, generation: i64) -> Result<Rotation, StoreError> {
+        let Swap { id, at, .. } = swap;
+        match self.ledger.get(id).await? {
+            // Revoked while the cache was unreachable: the cache copy was
+            // stale, and the revocation wins.
+            Some(session) if !session.is_live(at) => {
+                self.cache.revoke(id, at).await.ok();
+                Ok(Rotation::Gone)
+            }
+            // Its deferred create was replayed a moment ago, behind the
+            // cache: the ledger catches up.
+            Some(_) => {
+                self.ledger.record_rotation(swap, generation).await?;
+                Ok(Rotation::Mismatch)
+            }
+            // Started while the ledger was down, its deferred create not
+            // replayed yet (or lost): restored from the cache, which
+            // holds it already rotated.
+            None => {
                 let Some(session) = self.cache.get(id).await? else {
                     return Ok(Rotation::Gone);
                 };
@@ -251,15 +295,6 @@ impl LayeredSessionStore {
                 }
                 self.ledger.record_rotation(swap, generation).await?;
                 Ok(Rotation::Mismatch)
-            }
-            // The hash was used before (a stale cache copy, or the ledger
-            // already has this very write): the domain tells which.
-            used @ Rotation::AlreadyRotated(_) => Ok(used),
-            // The cache copy was stale: the session was revoked while the
-            // cache was unreachable.
-            Rotation::Gone => {
-                self.cache.revoke(id, at).await.ok();
-                Ok(Rotation::Gone)
             }
         }
     }
@@ -279,12 +314,13 @@ impl LayeredSessionStore {
             }
             Rotation::AlreadyRotated(current) => current.clone(),
             Rotation::Mismatch => None,
-            // Revoked or expired in the ledger — or never written there
-            // (started while it was down, its create still deferred): then
-            // the cache is the one that knows, and it said mismatch.
+            // Revoked or expired in the ledger: the cache catches up. Not
+            // there, or live again (started while the ledger was down, its
+            // create deferred or replayed just now): the cache is the one
+            // that knows, and it said mismatch.
             Rotation::Gone => match self.ledger.get(swap.id).await? {
-                Some(session) => Some(session),
-                None => return Ok(Rotation::Mismatch),
+                Some(session) if !session.is_live(swap.at) => Some(session),
+                _ => return Ok(Rotation::Mismatch),
             },
         };
         if let Some(session) = newer

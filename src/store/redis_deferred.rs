@@ -18,6 +18,24 @@ use redis::aio::ConnectionManager;
 use std::sync::Arc;
 
 const STREAM: &str = "hf:deferred";
+/// Who replays the stream now (`claim_replay`), and for how long at most:
+/// a node killed while replaying holds it no longer than that.
+const REPLAYER: &str = "hf:deferred:replayer";
+const REPLAY_CLAIM_MS: u64 = 10_000;
+
+/// Takes the claim, or extends it when it is already ours.
+const CLAIM: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
+
+/// Deletes the claim only if it is still ours.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
 
 /// Appends unless the stream is full (never trimmed: a full queue refuses,
 /// it does not drop). Returns the new length (-1: full) and how many
@@ -34,6 +52,10 @@ pub struct RedisDeferredLog {
     conn: ConnectionManager,
     guard: Arc<DependencyGuard>,
     push: redis::Script,
+    claim: redis::Script,
+    release: redis::Script,
+    /// This node's name in `REPLAYER`.
+    node: String,
 }
 
 impl RedisDeferredLog {
@@ -42,6 +64,9 @@ impl RedisDeferredLog {
             conn,
             guard,
             push: redis::Script::new(PUSH),
+            claim: redis::Script::new(CLAIM),
+            release: redis::Script::new(RELEASE),
+            node: uuid::Uuid::new_v4().to_string(),
         }
     }
 
@@ -167,5 +192,36 @@ impl DeferredLog for RedisDeferredLog {
             })
             .await?;
         Ok(len)
+    }
+
+    async fn claim_replay(&self) -> Result<bool, StoreError> {
+        let mut invocation = self.claim.key(REPLAYER);
+        invocation.arg(&self.node).arg(REPLAY_CLAIM_MS);
+        let mut conn = self.conn.clone();
+        let claimed: i64 = self
+            .guard
+            .run(Call::Write, async {
+                invocation.invoke_async(&mut conn).await.map_err(classify)
+            })
+            .await?;
+        Ok(claimed == 1)
+    }
+
+    async fn release_replay(&self) -> Result<(), StoreError> {
+        let mut invocation = self.release.key(REPLAYER);
+        invocation.arg(&self.node);
+        self.guard
+            .run_idempotent(|| {
+                let mut conn = self.conn.clone();
+                let invocation = &invocation;
+                async move {
+                    invocation
+                        .invoke_async::<i64>(&mut conn)
+                        .await
+                        .map_err(classify)?;
+                    Ok(())
+                }
+            })
+            .await
     }
 }
