@@ -3,6 +3,7 @@
 //! processes, plus small HTTP helpers. Each test gets its own everything.
 
 pub mod edge;
+pub mod ha_stack;
 pub mod jwks;
 pub mod procs;
 pub mod proxy;
