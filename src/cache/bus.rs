@@ -231,7 +231,7 @@ impl Bus {
                     Ok(messages) => messages,
                     Err(e) => {
                         tracing::debug!(error = %e, "invalidation subscriber cannot connect");
-                        tokio::time::sleep(backoff).await;
+                        link.pause_before_subscribing(backoff).await;
                         backoff = (backoff * 2).min(MAX_RESUBSCRIBE_BACKOFF);
                         continue;
                     }

@@ -49,6 +49,20 @@ impl RedisLink {
     }
 }
 
+impl RedisLink {
+    /// Waits `pause` before the next subscription attempt, or less when a
+    /// Sentinel link follows a new master meanwhile: a subscriber that
+    /// could not reach the old master tries the new one at once.
+    pub async fn pause_before_subscribing(&self, pause: Duration) {
+        match self.master_changes() {
+            Some(mut changes) => {
+                let _ = tokio::time::timeout(pause, changes.changed()).await;
+            }
+            None => tokio::time::sleep(pause).await,
+        }
+    }
+}
+
 impl SentinelLink {
     async fn subscribe(
         self: &Arc<Self>,

@@ -13,10 +13,12 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
 /// Generous per-IP limits (the load comes from one address) and a short
-/// per-pair lockout window, so a lockout takes three wrong passwords.
+/// per-pair lockout window, so a lockout takes three wrong passwords. The
+/// log poll is a minute, so an invalidation another node honours within
+/// 2 s came over pub/sub.
 /// The breaker keeps its defaults (open wait 30 s): a new master must be
 /// probed at once, not after the wait.
-const CONFIG: &str = "[redis]\ntimeout = \"250ms\"\n[rate_limit]\n\
+const CONFIG: &str = "[cache]\ninvalidation_poll = \"60s\"\n[redis]\ntimeout = \"250ms\"\n[rate_limit]\n\
     login_per_ip = \"100000/min\"\nregister_per_ip = \"100000/min\"\n\
     refresh_per_ip = \"100000/min\"\nlogin_failures_per_account = \"3/1h\"\n\
     lockout_max = \"30s\"\nlogin_failures_account_ceiling = \"100/30s\"\n";
@@ -168,6 +170,8 @@ async fn a_master_kill_under_load_costs_only_logins_for_seconds() {
     );
     let logged_out = to_logout.clone();
     app.register("victim@example.com", "victim").await;
+    // Subscribed on the master about to die.
+    let two = stack.another_node().await;
     let load = Load::start(app, &user, to_refresh, to_logout);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -211,6 +215,31 @@ async fn a_master_kill_under_load_costs_only_logins_for_seconds() {
         );
     }
     lockout_works(app, "victim").await;
+    pubsub_reaches(app, &two).await;
+}
+
+/// A logout on `one` is refused on `two` within 2 s (DESIGN.md §1): `two`
+/// subscribed again on the new master, and `one` publishes there.
+async fn pubsub_reaches(one: &TestApp, two: &TestApp) {
+    let tokens = one.login_ok("steady").await;
+    assert_eq!(
+        two.verify(&tokens.access).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        Caller::of(one).logout(&tokens.access).await,
+        StatusCode::NO_CONTENT
+    );
+    eventually(
+        "the other node hears the logout",
+        Duration::from_secs(2),
+        || refused(two, &tokens.access),
+    )
+    .await;
+}
+
+async fn refused(node: &TestApp, access: &str) -> bool {
+    node.verify(access).await.status == StatusCode::UNAUTHORIZED
 }
 
 /// Every verification, refresh and logout answered; logins refused only
