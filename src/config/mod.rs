@@ -20,9 +20,9 @@ mod redis_url;
 mod sections;
 mod validate;
 
-pub use breaker::{BreakerConfig, BreakerOverride};
+pub use breaker::{BreakerConfig, BreakerOverride, BreakerSettings};
 pub use caches_idps::{CacheConfig, IdpConfig};
-pub use parse::parse_rate;
+pub use parse::{Window, parse_rate};
 pub use redis_url::{ClusterTopology, Credentials, HostPort, RedisTopology, SentinelTopology};
 pub use sections::{
     AdminConfig, DatabaseConfig, EmergencyConfig, OnBackendFailure, PasswordConfig,
