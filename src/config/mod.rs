@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 mod breaker;
 mod caches_idps;
+mod database_url;
 mod defaults;
 mod env;
 mod parse;
@@ -22,6 +23,7 @@ mod validate;
 
 pub use breaker::{BreakerConfig, BreakerOverride};
 pub use caches_idps::{CacheConfig, IdpConfig};
+pub use database_url::{PgHost, pg_hosts};
 pub use parse::parse_rate;
 pub use redis_url::{ClusterTopology, Credentials, HostPort, RedisTopology, SentinelTopology};
 pub use sections::{
@@ -154,6 +156,7 @@ impl Config {
             Some(url) => {
                 let url = url.expose();
                 if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                    pg_hosts(url)?;
                     Ok(DatabaseBackend::Postgres(Secret::new(url.clone())))
                 } else if let Some(path) = url.strip_prefix("sqlite://") {
                     Ok(DatabaseBackend::Sqlite(path.to_string()))
@@ -161,6 +164,14 @@ impl Config {
                     Err("must start with postgres:// or sqlite://".into())
                 }
             }
+        }
+    }
+
+    /// The read hosts `[database] replica_url` names (none when unset).
+    pub fn replica_hosts(&self) -> Result<Vec<PgHost>, String> {
+        match &self.database.replica_url {
+            None => Ok(Vec::new()),
+            Some(url) => pg_hosts(url.expose()),
         }
     }
 }
