@@ -156,8 +156,7 @@ impl Config {
             Some(url) => {
                 let url = url.expose();
                 if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                    pg_hosts(url)?;
-                    Ok(DatabaseBackend::Postgres(Secret::new(url.clone())))
+                    Ok(DatabaseBackend::Postgres(pg_hosts(url)?))
                 } else if let Some(path) = url.strip_prefix("sqlite://") {
                     Ok(DatabaseBackend::Sqlite(path.to_string()))
                 } else {
@@ -179,7 +178,8 @@ impl Config {
 /// The SQL backend chosen from `[database] url`.
 #[derive(Debug, Clone)]
 pub enum DatabaseBackend {
-    Postgres(Secret<String>),
+    /// The hosts of the URL, in its order (one, or libpq's `h1,h2` list).
+    Postgres(Vec<PgHost>),
     /// A file path.
     Sqlite(String),
 }

@@ -86,6 +86,9 @@ pub enum FailureKind {
     ServerUnavailable,
     /// A bounded queue of ours is full.
     QueueFull,
+    /// A PostgreSQL standby refused a write (SQLSTATE 25006), or no host is
+    /// out of recovery: the primary is gone until one is promoted.
+    Standby,
     /// None of the above.
     Other,
 }
@@ -104,6 +107,7 @@ impl FailureKind {
             FailureKind::PoolExhausted => "pool exhausted",
             FailureKind::ServerUnavailable => "server unavailable",
             FailureKind::QueueFull => "queue full",
+            FailureKind::Standby => "standby",
             FailureKind::Other => "error",
         }
     }
