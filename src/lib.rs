@@ -22,6 +22,6 @@ pub mod fuzzing;
 pub mod http;
 pub mod resilience;
 pub mod secret;
-pub mod startup;
+
 pub mod store;
 pub mod telemetry;

@@ -6,6 +6,7 @@
 
 mod domain;
 mod health;
+pub mod startup;
 mod stores;
 
 use crate::auth::accounts::Accounts;
@@ -23,15 +24,12 @@ use crate::auth::revocation::RevocationSet;
 use crate::auth::sessions::Sessions;
 use crate::auth::tokens::AccessTokens;
 use crate::auth::validation_cache::ValidationCache;
-use crate::config::{Config, ConfigError, Environment};
-use crate::http;
-use crate::http::middleware::security_headers;
+use crate::config::{Config, ConfigError};
 use crate::resilience::DependencyGuard;
 use crate::resilience::health::HealthMonitor;
-use crate::startup::{Readiness, Startup};
 use crate::store::{StoreError, UserStore};
-use axum::Router;
 use domain::Domain;
+use startup::{Readiness, Startup};
 use std::sync::Arc;
 use std::time::Duration;
 use stores::Stores;
@@ -261,17 +259,6 @@ impl AppState {
             tracing::warn!("[emergency] deny_jti set, but emergency tokens are off on this node");
         }
         Ok(())
-    }
-
-    pub fn router(&self) -> Router {
-        let hsts = security_headers::Hsts(self.config.env == Environment::Production);
-        http::routes(self.clone(), hsts)
-    }
-
-    /// The `[admin] listen` listener's router (`/metrics`).
-    pub fn admin_router(&self) -> Router {
-        let hsts = security_headers::Hsts(self.config.env == Environment::Production);
-        http::operator::routes(self.clone(), hsts)
     }
 }
 

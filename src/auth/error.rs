@@ -3,7 +3,6 @@
 //! edge (`http::error`) maps it to the contract's codes in one place, the
 //! CLI prints it.
 
-use crate::auth::passwords::HashError;
 use crate::store::StoreError;
 use serde::Serialize;
 use std::time::Duration;
@@ -135,4 +134,13 @@ pub enum KeyError {
     Generation,
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The password hasher's failures (`auth::passwords`).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HashError {
+    #[error("password hashing queue is full")]
+    Overloaded,
+    #[error("password hashing failed: {0}")]
+    Failed(String),
 }

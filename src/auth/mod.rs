@@ -41,11 +41,7 @@ pub fn sha256_hex(text: &str) -> String {
 
 /// Seconds since the Unix epoch, read once per request at the edge.
 pub fn now() -> crate::store::UnixTime {
-    // Straight from the clock: `OffsetDateTime::now_utc` computes a
-    // calendar date first, on every verification.
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |since| since.as_secs() as crate::store::UnixTime)
+    crate::store::unix_now()
 }
 
 /// Milliseconds since the Unix epoch: for ordering changes that can happen

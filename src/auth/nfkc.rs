@@ -5,7 +5,7 @@
 //! which Argon2 runs happen, so that the work depends on the input alone
 //! and never tells a known user from an unknown one.
 
-use crate::auth::passwords::HashError;
+use crate::auth::error::HashError;
 use unicode_normalization::UnicodeNormalization;
 
 /// The form every password is checked, hashed and verified in.

@@ -16,6 +16,7 @@
 //! from the raw input; for them alone, and only when NFKC changes the input,
 //! the raw form is tried too, and a match replaces the hash.
 
+use crate::auth::error::HashError;
 use crate::auth::nfkc::{Argon2Work, normalize, verify_job};
 use crate::store::{PRE_NFKC_PREFIX, UserStore};
 use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
@@ -29,14 +30,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 const MEMORY_KIB: u32 = 19 * 1024;
 const ITERATIONS: u32 = 2;
 const PARALLELISM: u32 = 1;
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum HashError {
-    #[error("password hashing queue is full")]
-    Overloaded,
-    #[error("password hashing failed: {0}")]
-    Failed(String),
-}
 
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 

@@ -207,7 +207,7 @@ impl Bus {
             return;
         }
         metrics::counter!("holdfast_invalidations_received_total", "via" => via).increment(1);
-        self.deliver(event, crate::auth::now());
+        self.deliver(event, crate::store::unix_now());
     }
 
     /// Listens on pub/sub for as long as the process lives, reconnecting
@@ -277,7 +277,7 @@ impl Bus {
                 }
                 if last_prune.elapsed() > Duration::from_secs(60) {
                     last_prune = Instant::now();
-                    let before = crate::auth::now() - retention.as_secs() as i64;
+                    let before = crate::store::unix_now() - retention.as_secs() as i64;
                     if let Err(e) = log.prune_invalidations(before).await {
                         tracing::debug!(error = %e, "invalidation log not pruned");
                     }

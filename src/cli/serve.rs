@@ -91,7 +91,7 @@ async fn run(
         }
     };
     let admin = admin_listener.map(|admin_listener| {
-        let router = state.admin_router();
+        let router = holdfast::http::admin_router(&state);
         let stopped = stopped.clone();
         tokio::spawn(async move {
             axum::serve(
@@ -105,13 +105,17 @@ async fn run(
     let served = match certificate {
         Some(certificate) => {
             certificate.spawn_watch();
-            tls::serve(listener, state.router(), &certificate, stopped()).await
+            tls::serve(
+                listener,
+                holdfast::http::router(&state),
+                &certificate,
+                stopped(),
+            )
+            .await
         }
         None => axum::serve(
             listener,
-            state
-                .router()
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            holdfast::http::router(&state).into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stopped())
         .await

@@ -3,7 +3,6 @@
 //! the common case is written once.
 
 use super::parse::{duration, opt_duration};
-use crate::resilience::breaker::BreakerSettings;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -70,6 +69,37 @@ impl BreakerConfig {
             open_wait: o.open_wait.unwrap_or(self.open_wait),
             open_wait_max: o.open_wait_max.unwrap_or(self.open_wait_max),
             half_open_permits: o.half_open_permits.unwrap_or(self.half_open_permits),
+        }
+    }
+}
+
+/// One dependency's circuit-breaker settings, as `resilience::breaker`
+/// uses them (the percentages as fractions of 100).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerSettings {
+    pub window: Duration,
+    pub minimum_calls: u32,
+    /// Percent, 1..=100.
+    pub failure_rate_threshold: f64,
+    pub slow_call_duration: Duration,
+    /// Percent, 1..=100.
+    pub slow_call_rate_threshold: f64,
+    pub open_wait: Duration,
+    pub open_wait_max: Duration,
+    pub half_open_permits: u32,
+}
+
+impl Default for BreakerSettings {
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(10),
+            minimum_calls: 5,
+            failure_rate_threshold: 50.0,
+            slow_call_duration: Duration::from_secs(1),
+            slow_call_rate_threshold: 100.0,
+            open_wait: Duration::from_secs(30),
+            open_wait_max: Duration::from_secs(300),
+            half_open_permits: 2,
         }
     }
 }

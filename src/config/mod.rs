@@ -21,10 +21,10 @@ mod redis_url;
 mod sections;
 mod validate;
 
-pub use breaker::{BreakerConfig, BreakerOverride};
+pub use breaker::{BreakerConfig, BreakerOverride, BreakerSettings};
 pub use caches_idps::{CacheConfig, IdpConfig};
 pub use database_url::{PgHost, pg_hosts};
-pub use parse::parse_rate;
+pub use parse::{Window, parse_rate};
 pub use redis_url::{ClusterTopology, Credentials, HostPort, RedisTopology, SentinelTopology};
 pub use sections::{
     AdminConfig, DatabaseConfig, EmergencyConfig, OnBackendFailure, PasswordConfig,

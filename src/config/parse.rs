@@ -1,7 +1,6 @@
 //! The contract's value syntaxes: durations (`250ms`, `15m`), rates
 //! (`10/min`, `5/15min`) and address lists.
 
-use crate::store::Window;
 use serde::{Deserialize, Deserializer};
 use std::time::Duration;
 
@@ -58,4 +57,11 @@ pub(super) fn opt_duration<'de, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Duration>, D::Error> {
     duration(deserializer).map(Some)
+}
+
+/// `limit` events per `period`, e.g. 5 per 15 minutes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub limit: u32,
+    pub period: std::time::Duration,
 }

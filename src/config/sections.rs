@@ -3,9 +3,9 @@
 //! typed keys, kept apart from the loader so each reads as the contract's
 //! table of keys.
 
+use super::parse::Window;
 use super::parse::{duration, rate};
 use crate::secret::Secret;
-use crate::store::Window;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;

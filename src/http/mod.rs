@@ -20,11 +20,12 @@ pub mod users;
 pub mod well_known;
 
 use crate::app::AppState;
+use crate::config::Environment;
 use crate::http::error::ApiError;
 use axum::Router;
 use axum::routing::{delete, get, patch, post, put};
 use middleware::edge::Edge;
-use middleware::security_headers::Hsts;
+use middleware::security_headers::{self, Hsts};
 
 /// Request bodies larger than this are refused with 413 REQ002.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -83,7 +84,7 @@ pub fn routes(state: AppState, hsts: Hsts) -> Router {
         // at start), 503 for everything that needs a store.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::startup::require_ready,
+            middleware::ready::require_ready,
         ))
         .layer(Edge::new(hsts))
         .with_state(state)
@@ -144,4 +145,16 @@ pub(crate) async fn not_found() -> ApiError {
 
 pub(crate) async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
+}
+
+/// The public listener's router.
+pub fn router(state: &AppState) -> Router {
+    let hsts = security_headers::Hsts(state.config().env == Environment::Production);
+    routes(state.clone(), hsts)
+}
+
+/// The `[admin] listen` listener's router (`/metrics`).
+pub fn admin_router(state: &AppState) -> Router {
+    let hsts = security_headers::Hsts(state.config().env == Environment::Production);
+    operator::routes(state.clone(), hsts)
 }

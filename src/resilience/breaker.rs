@@ -22,34 +22,8 @@ use tokio::time::Instant;
 /// Buckets in the sliding window (each `window / BUCKETS` long).
 const BUCKETS: usize = 10;
 
-#[derive(Debug, Clone, PartialEq)]
-pub struct BreakerSettings {
-    pub window: Duration,
-    pub minimum_calls: u32,
-    /// Percent, 1..=100.
-    pub failure_rate_threshold: f64,
-    pub slow_call_duration: Duration,
-    /// Percent, 1..=100.
-    pub slow_call_rate_threshold: f64,
-    pub open_wait: Duration,
-    pub open_wait_max: Duration,
-    pub half_open_permits: u32,
-}
-
-impl Default for BreakerSettings {
-    fn default() -> Self {
-        Self {
-            window: Duration::from_secs(10),
-            minimum_calls: 5,
-            failure_rate_threshold: 50.0,
-            slow_call_duration: Duration::from_secs(1),
-            slow_call_rate_threshold: 100.0,
-            open_wait: Duration::from_secs(30),
-            open_wait_max: Duration::from_secs(300),
-            half_open_permits: 2,
-        }
-    }
-}
+/// The breaker's settings are read from `[breaker]` (`config::breaker`).
+pub use crate::config::BreakerSettings;
 
 /// Serialized as `as_str` spells it (the health report's `circuit_state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -11,7 +11,6 @@
 //! an infrastructure failure counts against a breaker; every other error is
 //! an answer, and an answer is a success.
 
-use crate::store::StoreError;
 use serde::Serialize;
 use std::error::Error;
 use std::io;
@@ -32,32 +31,6 @@ pub trait GuardedError: Sized {
     /// Does this error count against the breaker?
     fn is_infrastructure(&self) -> bool {
         self.failure().is_some()
-    }
-}
-
-/// The stores' errors: `Unavailable` is the failure; a conflict, a missing
-/// row or a refused write is the store answering.
-impl GuardedError for StoreError {
-    fn failure(&self) -> Option<(FailureKind, &str)> {
-        match self {
-            StoreError::Unavailable { kind, reason, .. } => Some((*kind, reason)),
-            _ => None,
-        }
-    }
-
-    fn timed_out(dependency: &'static str, reason: String) -> Self {
-        StoreError::Unavailable {
-            dependency,
-            kind: FailureKind::Timeout,
-            reason,
-        }
-    }
-
-    fn rejected(dependency: &'static str, retry_after: Duration) -> Self {
-        StoreError::CircuitOpen {
-            dependency,
-            retry_after,
-        }
     }
 }
 

@@ -25,6 +25,14 @@ pub use grants::{ApiKey, ApiKeyStore, Role, RoleStore};
 /// comparisons behave the same in PostgreSQL and SQLite.
 pub type UnixTime = i64;
 
+/// The current `UnixTime`, straight from the clock: `OffsetDateTime::now_utc`
+/// computes a calendar date first, on every verification.
+pub fn unix_now() -> UnixTime {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as UnixTime)
+}
+
 /// Why a store call did not give an answer. A missing row is not an error
 /// (`Ok(None)`); only `Unavailable` counts against a dependency's health.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -335,12 +343,8 @@ pub trait KeyStore: Send + Sync {
     }
 }
 
-/// `limit` events per `period`, e.g. 5 per 15 minutes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub limit: u32,
-    pub period: std::time::Duration,
-}
+/// A rate window is configuration (`[rate_limit]`).
+pub use crate::config::Window;
 
 /// A rate-limit answer, with what the `RateLimit-*` headers report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -435,5 +439,31 @@ pub trait Probe: Send + Sync {
     /// one that is now; health shows it.
     fn primary_host(&self) -> Option<usize> {
         None
+    }
+}
+
+/// The stores' errors: `Unavailable` is the failure; a conflict, a missing
+/// row or a refused write is the store answering.
+impl crate::resilience::failure::GuardedError for StoreError {
+    fn failure(&self) -> Option<(FailureKind, &str)> {
+        match self {
+            StoreError::Unavailable { kind, reason, .. } => Some((*kind, reason)),
+            _ => None,
+        }
+    }
+
+    fn timed_out(dependency: &'static str, reason: String) -> Self {
+        StoreError::Unavailable {
+            dependency,
+            kind: FailureKind::Timeout,
+            reason,
+        }
+    }
+
+    fn rejected(dependency: &'static str, retry_after: std::time::Duration) -> Self {
+        StoreError::CircuitOpen {
+            dependency,
+            retry_after,
+        }
     }
 }

@@ -124,13 +124,20 @@ async fn upstream_tokens_follow_the_jwks_through_rotation_and_outage() {
     app.verify(&k1.token("down"))
         .await
         .expect_error(503, "SVC001");
-    let listener = loop {
-        // The port is ours again once the aborted server has closed it.
+    // The port is ours again once the aborted server has closed it; 5 s is
+    // far more than that takes, and a port taken by someone else fails
+    // here instead of hanging the suite.
+    let mut rebind = None;
+    for _ in 0..100 {
         match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => break l,
+            Ok(l) => {
+                rebind = Some(l);
+                break;
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
         }
-    };
+    }
+    let listener = rebind.expect("the IdP's port was not free again within 5 s");
     let (up, _server) = start_upstream(listener).await;
     up.publish(&[&k1, &k2]);
     let refreshed = app

@@ -3,5 +3,6 @@
 
 pub mod edge;
 pub mod metrics;
+pub mod ready;
 pub mod request_id;
 pub mod security_headers;

@@ -2,6 +2,7 @@
 //! embedded default (SQLite + process memory) or private PostgreSQL + Redis
 //! processes, plus small HTTP helpers. Each test gets its own everything.
 
+pub mod chaos;
 pub mod edge;
 pub mod jwks;
 pub mod procs;
@@ -131,7 +132,7 @@ impl TestApp {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let router = state.router();
+        let router = holdfast::http::router(&state);
         let server = tokio::spawn(async move {
             let _ = axum::serve(
                 listener,

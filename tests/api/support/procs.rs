@@ -1,7 +1,6 @@
 //! Private PostgreSQL and Redis servers for one test: a temp dir, a free
 //! loopback port, killed by PID on drop (also when the test panics). They
 //! never touch the machine's own services or standard ports.
-#![allow(dead_code)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -106,6 +105,13 @@ struct Process {
 }
 
 impl Process {
+    /// Whether the server has already exited (e.g. its port was taken).
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| c.try_wait().ok().flatten().is_some())
+    }
+
     fn pause(&self) {
         if let Some(child) = &self.child {
             signal(child, libc::SIGSTOP);
@@ -144,11 +150,24 @@ fn kill_group(child: &mut Child) {
     let _ = child.wait();
 }
 
-fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ready() {
+/// `free_port` hands out a number, not a socket: another process may bind
+/// it before our server does. Then our server exits, and a probe could even
+/// reach the other process. So a start counts only when the probe finds
+/// *our* server, and a server that exited is started again on a new port.
+const START_ATTEMPTS: usize = 5;
+
+/// Waits until `ours` answers (true), or the process exits (false).
+fn started(what: &str, process: &mut Process, timeout: Duration, ours: impl Fn() -> bool) -> bool {
+    let begun = Instant::now();
+    loop {
+        if ours() {
+            return true;
+        }
+        if process.exited() {
+            return false;
+        }
         assert!(
-            started.elapsed() < timeout,
+            begun.elapsed() < timeout,
             "{what} did not become ready in {timeout:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -202,7 +221,7 @@ impl Postgres {
             dir,
             process: Process::default(),
         };
-        pg.launch();
+        pg.launch(true);
         pg
     }
 
@@ -247,11 +266,26 @@ impl Postgres {
             dir,
             process: Process::default(),
         };
-        replica.launch();
+        replica.launch(true);
         replica
     }
 
-    fn launch(&mut self) {
+    /// Starts the server; `may_move`: on a port taken meanwhile, try
+    /// another (a first start), or fail (a restart must keep its port).
+    fn launch(&mut self, may_move: bool) {
+        for _ in 0..START_ATTEMPTS {
+            if self.spawn() {
+                return;
+            }
+            self.process.kill();
+            assert!(may_move, "postgres could not bind port {} again", self.port);
+            self.port = free_port();
+        }
+        panic!("postgres did not start on {START_ATTEMPTS} ports");
+    }
+
+    /// Spawns postgres on `self.port`; true once it answers as ours.
+    fn spawn(&mut self) -> bool {
         let log = std::fs::File::create(self.dir.path().join("postgres.log")).expect("log");
         let mut cmd = Command::new(pg_bin("postgres"));
         cmd.args([
@@ -278,21 +312,13 @@ impl Postgres {
         }
         self.process.child = Some(cmd.spawn().expect("spawn postgres"));
         let url = self.url();
-        wait_until("postgres", Duration::from_secs(30), || {
-            let url = url.clone();
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("rt");
-                rt.block_on(async {
-                    use sqlx::Connection;
-                    sqlx::PgConnection::connect(&url).await.is_ok()
-                })
-            })
-            .join()
-            .unwrap_or(false)
-        });
+        let data = self.dir.path().join("data");
+        started(
+            "postgres",
+            &mut self.process,
+            Duration::from_secs(30),
+            || serves_data_dir(&url, &data),
+        )
     }
 
     pub fn url(&self) -> String {
@@ -335,7 +361,7 @@ impl Postgres {
         self.kill();
         // A killed postmaster leaves its pid file and shared memory behind;
         // postgres recovers from both on the next start.
-        self.launch();
+        self.launch(false);
     }
 }
 
@@ -347,20 +373,39 @@ pub struct Redis {
 
 impl Redis {
     pub fn start() -> Self {
+        Self::start_trying(free_port())
+    }
+
+    /// Starts on `port`, or on another one if `port` is taken.
+    pub fn start_trying(port: u16) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("holdfast-redis-")
             .tempdir()
             .expect("tempdir");
         let mut redis = Self {
             dir,
-            port: free_port(),
+            port,
             process: Process::default(),
         };
-        redis.launch();
+        redis.launch(true);
         redis
     }
 
-    fn launch(&mut self) {
+    /// As `Postgres::launch`.
+    fn launch(&mut self, may_move: bool) {
+        for _ in 0..START_ATTEMPTS {
+            if self.spawn() {
+                return;
+            }
+            self.process.kill();
+            assert!(may_move, "redis could not bind port {} again", self.port);
+            self.port = free_port();
+        }
+        panic!("redis did not start on {START_ATTEMPTS} ports");
+    }
+
+    /// Spawns redis-server on `self.port`; true once it answers as ours.
+    fn spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -369,9 +414,12 @@ impl Redis {
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server (is it installed?)");
+        let pid = child.id();
         self.process.child = Some(child);
         let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
-        wait_until("redis", Duration::from_secs(10), || ping(addr));
+        started("redis", &mut self.process, Duration::from_secs(10), || {
+            redis_pid(addr) == Some(pid)
+        })
     }
 
     pub fn url(&self) -> String {
@@ -395,18 +443,53 @@ impl Redis {
     /// (no persistence), as after a crash of a cache-only Redis.
     pub fn restart(&mut self) {
         self.kill();
-        self.launch();
+        self.launch(false);
     }
 }
 
-fn ping(addr: SocketAddr) -> bool {
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
+/// The process id the Redis at `addr` reports (`INFO server`).
+fn redis_pid(addr: SocketAddr) -> Option<u32> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
+    stream.write_all(b"INFO server\r\n").ok()?;
+    let mut text = String::new();
+    let mut buf = [0u8; 4096];
+    while !text.contains("process_id:") || !text.split("process_id:").nth(1)?.contains('\n') {
+        let n = stream.read(&mut buf).ok().filter(|n| *n > 0)?;
+        text.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    let mut buf = [0u8; 7];
-    stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    text.split("process_id:")
+        .nth(1)?
+        .lines()
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Whether the PostgreSQL at `url` runs on `data` (and not some other
+/// server that took the port first).
+fn serves_data_dir(url: &str, data: &Path) -> bool {
+    let url = url.to_string();
+    let want = data.to_path_buf();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("rt");
+        rt.block_on(async {
+            use sqlx::Connection;
+            let Ok(mut conn) = sqlx::PgConnection::connect(&url).await else {
+                return false;
+            };
+            let dir: Result<String, _> = sqlx::query_scalar("SHOW data_directory")
+                .fetch_one(&mut conn)
+                .await;
+            dir.is_ok_and(|d| std::fs::canonicalize(&d).ok() == std::fs::canonicalize(&want).ok())
+        })
+    })
+    .join()
+    .unwrap_or(false)
 }

@@ -7,18 +7,14 @@
 //! becomes ready by itself within seconds of PostgreSQL appearing
 //! (DESIGN.md §5).
 
-use crate::app::{AppState, StartError};
+use crate::app::StartError;
 use crate::auth::error::KeyError;
 use crate::auth::keys::KeyRing;
 use crate::auth::revocation::RevocationSet;
 use crate::cache::bus::Bus;
-use crate::http::error::ApiError;
 use crate::resilience::DependencyGuard;
 use crate::store::sql::PgStore;
 use crate::store::{InvalidationLog, SessionLedger, StoreError, UserStore};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -145,40 +141,4 @@ fn transient(e: &StartError) -> bool {
         StartError::Store(e) | StartError::Key(KeyError::Store(e)) => e.is_unavailable(),
         _ => false,
     }
-}
-
-/// Until the node is ready, only what needs no store is served: liveness,
-/// readiness, metrics, health, the status page and emergency tokens.
-pub async fn require_ready(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if state.ready().is_ready() || served_unready(&request) {
-        return next.run(request).await;
-    }
-    ApiError::Unavailable {
-        dependency: "database".into(),
-        retry_after_secs: 1,
-    }
-    .into_response()
-}
-
-fn served_unready(request: &Request) -> bool {
-    match request.uri().path() {
-        "/livez" | "/readyz" | "/metrics" | "/status" | "/" | "/api/v1/health" => true,
-        _ => carries_emergency_token(request),
-    }
-}
-
-/// Emergency tokens are told apart by their `kid`, like `caller` does.
-fn carries_emergency_token(request: &Request) -> bool {
-    request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .and_then(|token| jsonwebtoken::decode_header(token.trim()).ok())
-        .and_then(|header| header.kid)
-        .is_some_and(|kid| kid == crate::auth::emergency::KID)
 }
