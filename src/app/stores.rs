@@ -103,16 +103,18 @@ async fn open_durable(config: &Config, guard: Arc<DependencyGuard>) -> Result<Du
     }
     let backend = config.database_backend().map_err(StartError::Other)?;
     match backend {
-        DatabaseBackend::Postgres(url) => {
-            let mut store = PgStore::connect(url.expose(), config.database.pool_size, guard)?;
-            if let Some(replica) = &config.database.replica_url {
+        DatabaseBackend::Postgres(hosts) => {
+            let read = config.replica_hosts().map_err(StartError::Other)?;
+            let mut store = PgStore::connect(&hosts, &read, config.database.pool_size, guard)?;
+            if store.has_replica_host() {
                 let guard = Arc::new(DependencyGuard::new(
                     REPLICA,
                     config.database.timeout,
                     config.breaker.for_dependency(REPLICA),
                 ));
-                store = store.with_replica(replica.expose(), config.database.pool_size, guard)?;
+                store = store.with_replica(guard);
             }
+            store.spawn_classifier();
             let replica = store.replica_probe();
             let store = Arc::new(store);
             let clock: Arc<dyn ServerClock> = store.clone();

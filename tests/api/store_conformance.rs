@@ -325,6 +325,7 @@ async fn sqlite_ledger_conforms() {
 #[tokio::test]
 async fn postgres_ledger_conforms() {
     let pg = Postgres::start();
-    let store = SqlStore::connect(&pg.url(), 4, guard("database")).expect("connect");
+    let hosts = holdfast::config::pg_hosts(&pg.url()).expect("url");
+    let store = SqlStore::connect(&hosts, &[], 4, guard("database")).expect("connect");
     conforms(Ledger::new(store).await).await;
 }
