@@ -139,7 +139,7 @@ fn bus(stores: &Stores) -> Arc<Bus> {
             .shared
             .redis
             .as_ref()
-            .map(|(conn, _)| (conn.clone(), Arc::clone(&stores.redis_guard))),
+            .map(|link| (link.clone(), Arc::clone(&stores.redis_guard))),
     )
 }
 

@@ -199,10 +199,10 @@ impl AppState {
         let domain = Domain::build(&config, &stores, master)?;
         let ready = Arc::new(Readiness::default());
         start(&config, &stores, &domain, &ready).await?;
-        if let Some((_, client)) = &stores.shared.redis {
+        if let Some(link) = &stores.shared.redis {
             domain
                 .bus
-                .spawn_subscriber(client.clone(), config.redis.timeout);
+                .spawn_subscriber(link.clone(), config.redis.timeout);
         }
         let leeway = config.tokens.leeway.as_secs();
         let external = Arc::new(ExternalIdps::start(&config, leeway).map_err(StartError::Other)?);

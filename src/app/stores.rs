@@ -9,16 +9,15 @@ use crate::resilience::clock::ServerClock;
 use crate::store::deferred::{DeferredLog, MAX_DEFERRED, MemoryDeferredLog};
 use crate::store::memory::MemorySessionCache;
 use crate::store::memory_limiter::MemoryLimiter;
-use crate::store::redis::{self, RedisSessionCache};
+use crate::store::redis::RedisSessionCache;
 use crate::store::redis_deferred::RedisDeferredLog;
 use crate::store::redis_limiter::RedisLimiter;
+use crate::store::redis_link::RedisLink;
 use crate::store::sql::{PgStore, REPLICA, SqliteStore};
 use crate::store::{
     ApiKeyStore, AuditStore, InvalidationLog, KeyStore, LimiterStore, Probe, RoleStore,
     SessionCache, SessionLedger, UserStore,
 };
-use ::redis as redis_rs;
-use ::redis::aio::ConnectionManager;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -106,16 +105,18 @@ async fn open_durable(config: &Config, guard: Arc<DependencyGuard>) -> Result<Du
     }
     let backend = config.database_backend().map_err(StartError::Other)?;
     match backend {
-        DatabaseBackend::Postgres(url) => {
-            let mut store = PgStore::connect(url.expose(), config.database.pool_size, guard)?;
-            if let Some(replica) = &config.database.replica_url {
+        DatabaseBackend::Postgres(hosts) => {
+            let read = config.replica_hosts().map_err(StartError::Other)?;
+            let mut store = PgStore::connect(&hosts, &read, config.database.pool_size, guard)?;
+            if store.has_replica_host() {
                 let guard = Arc::new(DependencyGuard::new(
                     REPLICA,
                     config.database.timeout,
                     config.breaker.for_dependency(REPLICA),
                 ));
-                store = store.with_replica(replica.expose(), config.database.pool_size, guard)?;
+                store = store.with_replica(guard);
             }
+            store.spawn_classifier();
             let replica = store.replica_probe();
             let store = Arc::new(store);
             let clock: Arc<dyn ServerClock> = store.clone();
@@ -161,8 +162,8 @@ pub(super) struct SharedState {
     /// in Redis whenever Redis is the cache (DESIGN.md §4).
     pub deferred: Arc<dyn DeferredLog>,
     pub probe: Option<Arc<dyn Probe>>,
-    /// The Redis connection and client, for the invalidation bus.
-    pub redis: Option<(ConnectionManager, redis_rs::Client)>,
+    /// The Redis connection, for the invalidation bus.
+    pub redis: Option<RedisLink>,
 }
 
 async fn shared_state(
@@ -176,24 +177,48 @@ async fn shared_state(
         probe: None,
         redis: None,
     };
-    let Some(url) = &config.redis.url else {
+    let Some(topology) = config.redis_topology().map_err(StartError::Other)? else {
         return Ok(memory());
     };
-    let conn = redis::connect(url.expose(), guard.timeout())?;
-    let cache = Arc::new(RedisSessionCache::new(conn.clone(), Arc::clone(&guard)));
-    if config.env == Environment::Development
-        && let Err(e) = cache.ping().await
-    {
+    let development = config.env == Environment::Development;
+    let link = match RedisLink::connect(&topology, guard.timeout()).await {
+        Ok(link) => link,
+        Err(e) if development => {
+            tracing::warn!(error = %e, "redis unreachable at start; development falls back to process memory");
+            return Ok(memory());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let cache = Arc::new(RedisSessionCache::new(link.clone(), Arc::clone(&guard)));
+    if development && let Err(e) = cache.ping().await {
         tracing::warn!(error = %e, "redis unreachable at start; development falls back to process memory");
         return Ok(memory());
     }
-    let client = redis_rs::Client::open(url.expose().as_str())
-        .map_err(|e| StartError::Other(format!("bad redis url: {e}")))?;
+    probe_each_new_master(&link, &guard);
     Ok(SharedState {
         cache: cache.clone(),
-        limiter: Arc::new(RedisLimiter::new(conn.clone(), Arc::clone(&guard))),
-        deferred: Arc::new(RedisDeferredLog::new(conn.clone(), guard)),
+        limiter: Arc::new(RedisLimiter::new(link.clone(), Arc::clone(&guard))),
+        deferred: Arc::new(RedisDeferredLog::new(link.clone(), guard)),
         probe: Some(cache),
-        redis: Some((conn, client)),
+        redis: Some(link),
     })
+}
+
+/// A Sentinel failover ends what the Redis breaker opened for: the
+/// failures were the old master's. An open breaker probes the new master
+/// at once instead of waiting out `open_wait` (30 s by default), so logins
+/// are back within seconds of the new master (DESIGN.md §4).
+fn probe_each_new_master(link: &RedisLink, guard: &Arc<DependencyGuard>) {
+    let Some(mut changes) = link.master_changes() else {
+        return;
+    };
+    let guard = Arc::downgrade(guard);
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let Some(guard) = guard.upgrade() else { return };
+            guard
+                .breaker()
+                .probe_now("Sentinel named a new Redis master");
+        }
+    });
 }

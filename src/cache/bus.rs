@@ -15,6 +15,7 @@
 
 use crate::resilience::outbox::Outbox;
 use crate::resilience::{Call, DependencyGuard};
+use crate::store::redis_link::RedisLink;
 use crate::store::{InvalidationLog, LoggedInvalidation, UnixTime};
 use futures::StreamExt;
 use parking_lot::RwLock;
@@ -33,6 +34,11 @@ pub const CHANNEL: &str = "hf:invalidations";
 /// a row with a lower `seq` can appear after a higher one. Commits are
 /// bounded by the database timeout; 30 s behind is far beyond that.
 const POLL_OVERLAP: Duration = Duration::from_secs(30);
+
+/// The longest pause between attempts to subscribe again: short enough
+/// that pub/sub is back within seconds of a failover, the log poll
+/// covering the gap.
+const MAX_RESUBSCRIBE_BACKOFF: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -95,7 +101,7 @@ pub struct Bus {
     subscribers: RwLock<Vec<Arc<dyn Subscriber>>>,
     log: Option<Outbox<LoggedInvalidation>>,
     log_store: Option<Arc<dyn InvalidationLog>>,
-    redis: Option<(redis::aio::ConnectionManager, Arc<DependencyGuard>)>,
+    redis: Option<(RedisLink, Arc<DependencyGuard>)>,
     /// Wakes the poller at once (after pub/sub reconnects).
     poll_now: Notify,
 }
@@ -105,7 +111,7 @@ impl Bus {
     /// published. Either may be absent (embedded mode has neither).
     pub fn new(
         log: Option<Arc<dyn InvalidationLog>>,
-        redis: Option<(redis::aio::ConnectionManager, Arc<DependencyGuard>)>,
+        redis: Option<(RedisLink, Arc<DependencyGuard>)>,
     ) -> Arc<Self> {
         let log_store = log.clone();
         let log = log.map(|log| {
@@ -210,38 +216,29 @@ impl Bus {
         self.deliver(event, crate::store::unix_now());
     }
 
-    /// Listens on pub/sub for as long as the process lives, reconnecting
-    /// with capped backoff; after each (re)connect the poller runs at once
-    /// to pick up what was missed while disconnected.
-    pub fn spawn_subscriber(self: &Arc<Self>, client: redis::Client, timeout: Duration) {
+    /// Listens on pub/sub for as long as the process lives, where the
+    /// link's topology says it is heard (`RedisLink::subscribe`: a Sentinel
+    /// subscription moves with the master, a Cluster one to another node),
+    /// reconnecting with capped backoff; after each (re)connect the poller
+    /// runs at once to pick up what was missed while disconnected.
+    pub fn spawn_subscriber(self: &Arc<Self>, link: RedisLink, timeout: Duration) {
         let bus = Arc::clone(self);
         tokio::spawn(async move {
             let mut backoff = Duration::from_millis(100);
             loop {
-                let connected = tokio::time::timeout(timeout.max(Duration::from_secs(1)), async {
-                    let mut pubsub = client.get_async_pubsub().await?;
-                    pubsub.subscribe(CHANNEL).await?;
-                    Ok::<_, redis::RedisError>(pubsub)
-                })
-                .await;
-                let mut pubsub = match connected {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(e)) => {
+                let timeout = timeout.max(Duration::from_secs(1));
+                let mut messages = match link.subscribe(CHANNEL, timeout).await {
+                    Ok(messages) => messages,
+                    Err(e) => {
                         tracing::debug!(error = %e, "invalidation subscriber cannot connect");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                    Err(_) => {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        link.pause_before_subscribing(backoff).await;
+                        backoff = (backoff * 2).min(MAX_RESUBSCRIBE_BACKOFF);
                         continue;
                     }
                 };
                 backoff = Duration::from_millis(100);
                 bus.poll_now.notify_one();
                 tracing::info!("invalidation subscriber listening");
-                let mut messages = pubsub.on_message();
                 while let Some(msg) = messages.next().await {
                     match serde_json::from_slice::<Message>(msg.get_payload_bytes()) {
                         Ok(m) => bus.receive(&m.node, &m.event, "pubsub"),
@@ -289,7 +286,7 @@ impl Bus {
 
 /// PUBLISH on the invalidation channel, through the Redis guard.
 async fn send(
-    mut conn: redis::aio::ConnectionManager,
+    mut conn: RedisLink,
     guard: &DependencyGuard,
     payload: &str,
 ) -> Result<i64, crate::store::StoreError> {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 mod breaker;
 mod caches_idps;
+mod database_url;
 mod defaults;
 mod env;
 mod parse;
@@ -22,6 +23,7 @@ mod validate;
 
 pub use breaker::{BreakerConfig, BreakerOverride, BreakerSettings};
 pub use caches_idps::{CacheConfig, IdpConfig};
+pub use database_url::{PgHost, pg_hosts};
 pub use parse::{Window, parse_rate};
 pub use redis_url::{ClusterTopology, Credentials, HostPort, RedisTopology, SentinelTopology};
 pub use sections::{
@@ -154,7 +156,7 @@ impl Config {
             Some(url) => {
                 let url = url.expose();
                 if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                    Ok(DatabaseBackend::Postgres(Secret::new(url.clone())))
+                    Ok(DatabaseBackend::Postgres(pg_hosts(url)?))
                 } else if let Some(path) = url.strip_prefix("sqlite://") {
                     Ok(DatabaseBackend::Sqlite(path.to_string()))
                 } else {
@@ -163,12 +165,21 @@ impl Config {
             }
         }
     }
+
+    /// The read hosts `[database] replica_url` names (none when unset).
+    pub fn replica_hosts(&self) -> Result<Vec<PgHost>, String> {
+        match &self.database.replica_url {
+            None => Ok(Vec::new()),
+            Some(url) => pg_hosts(url.expose()),
+        }
+    }
 }
 
 /// The SQL backend chosen from `[database] url`.
 #[derive(Debug, Clone)]
 pub enum DatabaseBackend {
-    Postgres(Secret<String>),
+    /// The hosts of the URL, in its order (one, or libpq's `h1,h2` list).
+    Postgres(Vec<PgHost>),
     /// A file path.
     Sqlite(String),
 }

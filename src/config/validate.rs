@@ -138,10 +138,9 @@ fn urls(c: &Config, p: &mut Problems) {
     if let Err(msg) = c.database_backend() {
         p.bad("database.url", &msg);
     }
-    if let Some(replica) = &c.database.replica_url {
-        let url = replica.expose();
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            p.bad("database.replica_url", "must be a postgres:// URL");
+    if c.database.replica_url.is_some() {
+        if let Err(msg) = c.replica_hosts() {
+            p.bad("database.replica_url", &msg);
         } else if !matches!(c.database_backend(), Ok(DatabaseBackend::Postgres(_))) {
             p.bad("database.replica_url", "needs a postgres:// database.url");
         }

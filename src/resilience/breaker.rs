@@ -241,6 +241,20 @@ impl CircuitBreaker {
         self.log(transition);
     }
 
+    /// The dependency behind an open breaker was replaced (Redis Sentinel
+    /// followed a new master): the failures it counted were the old one's,
+    /// so probe now instead of waiting out the open wait. A failing probe
+    /// reopens it with the usual longer wait; a closed or half-open
+    /// breaker is left alone.
+    pub fn probe_now(&self, why: &str) {
+        let transition = {
+            let mut inner = self.inner.lock();
+            (inner.state == BreakerState::Open)
+                .then(|| self.switch(&mut inner, BreakerState::HalfOpen, why.to_string()))
+        };
+        self.log(transition);
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let now = Instant::now();
         let inner = self.inner.lock();

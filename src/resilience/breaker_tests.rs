@@ -178,3 +178,22 @@ async fn outcomes_from_before_a_transition_are_ignored_and_reset_closes() {
     assert_eq!(b.state(), BreakerState::Closed);
     assert!(b.acquire().is_ok());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_replaced_dependency_is_probed_at_once() {
+    let b = CircuitBreaker::new("redis", settings());
+    b.probe_now("nothing to do while closed");
+    assert_eq!(b.state(), BreakerState::Closed);
+    open(&b);
+    assert!(b.acquire().is_err(), "open: waits out open_wait");
+    b.probe_now("a new master");
+    assert_eq!(b.state(), BreakerState::HalfOpen);
+    call(&b, Outcome::Success);
+    call(&b, Outcome::Success);
+    assert_eq!(b.state(), BreakerState::Closed, "the probes closed it");
+    open(&b);
+    b.probe_now("a new master");
+    call(&b, Outcome::Failure);
+    assert_eq!(b.state(), BreakerState::Open, "a failed probe reopens it");
+    assert!(b.acquire().is_err());
+}

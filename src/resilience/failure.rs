@@ -59,6 +59,9 @@ pub enum FailureKind {
     ServerUnavailable,
     /// A bounded queue of ours is full.
     QueueFull,
+    /// A PostgreSQL standby refused a write (SQLSTATE 25006), or no host is
+    /// out of recovery: the primary is gone until one is promoted.
+    Standby,
     /// None of the above.
     Other,
 }
@@ -77,6 +80,7 @@ impl FailureKind {
             FailureKind::PoolExhausted => "pool exhausted",
             FailureKind::ServerUnavailable => "server unavailable",
             FailureKind::QueueFull => "queue full",
+            FailureKind::Standby => "standby",
             FailureKind::Other => "error",
         }
     }

@@ -51,6 +51,10 @@ pub struct ComponentHealth {
     pub failure_count: u64,
     pub last_failure: Option<String>,
     pub backend: &'static str,
+    /// The primary's position in `[database] url` (a position, not an
+    /// address: this view is public); absent for other components.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_host: Option<usize>,
 }
 
 #[derive(Debug, Serialize)]
@@ -148,6 +152,7 @@ impl HealthMonitor {
                             .map(|at| format!("{at}: {}", f.kind))
                     }),
                     backend: c.probe.backend(),
+                    primary_host: c.probe.primary_host(),
                 },
             )
         });
@@ -163,6 +168,7 @@ impl HealthMonitor {
                     failure_count: 0,
                     last_failure: None,
                     backend,
+                    primary_host: None,
                 },
             );
         }

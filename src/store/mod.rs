@@ -450,6 +450,11 @@ pub trait Probe: Send + Sync {
     /// `"postgres"`, `"sqlite"`, `"redis"` or `"memory"`.
     fn backend(&self) -> &'static str;
     async fn ping(&self) -> Result<(), StoreError>;
+    /// Where several hosts may be primary, the position (1 = first) of the
+    /// one that is now; health shows it.
+    fn primary_host(&self) -> Option<usize> {
+        None
+    }
 }
 
 /// The stores' errors: `Unavailable` is the failure; a conflict, a missing

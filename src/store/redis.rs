@@ -5,14 +5,20 @@
 //! `hf:session:{<id>}:used`. The braces are a Redis Cluster hash tag: both
 //! keys of a session land on one slot, so the rotation script (compare,
 //! swap, remember the used hash, atomically) also works on a cluster.
+//!
+//! Commands go through a `RedisLink`, which follows a Sentinel failover
+//! or a Cluster's slots. A new master has none of our scripts:
+//! `Script::invoke_async` sends `EVALSHA`, and on `NOSCRIPT` loads the
+//! script and sends it again; a `NOSCRIPT` that still gets through (the
+//! link moved between the load and the second try) is a server not ready
+//! yet, which a retry answers.
 
 use crate::resilience::failure::FailureKind;
 use crate::resilience::{Call, DependencyGuard};
+use crate::store::redis_link::RedisLink;
 use crate::store::{Probe, Rotation, Session, SessionCache, StoreError, Swap, UnixTime};
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
-use std::time::Duration;
 use uuid::Uuid;
 
 pub const DEPENDENCY: &str = "redis";
@@ -78,22 +84,8 @@ if #ARGV > 1 then redis.call('EXPIREAT', KEYS[2], out.expires_at) end
 return 1
 "#;
 
-/// Connects lazily so that holdfast starts (degraded) with Redis down
-/// instead of blocking in redis-rs's first-connect retries. One multiplexed
-/// connection is shared by the session cache and the rate limiter.
-pub fn connect(url: &str, timeout: Duration) -> Result<ConnectionManager, StoreError> {
-    let client =
-        redis::Client::open(url).map_err(|e| StoreError::Corrupt(format!("bad redis url: {e}")))?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_secs(2));
-    ConnectionManager::new_lazy_with_config(client, config).map_err(classify)
-}
-
 pub struct RedisSessionCache {
-    conn: ConnectionManager,
+    conn: RedisLink,
     guard: Arc<DependencyGuard>,
     rotate: redis::Script,
     revoke: redis::Script,
@@ -101,7 +93,7 @@ pub struct RedisSessionCache {
 }
 
 impl RedisSessionCache {
-    pub fn new(conn: ConnectionManager, guard: Arc<DependencyGuard>) -> Self {
+    pub fn new(conn: RedisLink, guard: Arc<DependencyGuard>) -> Self {
         Self {
             conn,
             guard,
@@ -260,7 +252,8 @@ impl Probe for RedisSessionCache {
 }
 
 /// Connection trouble and a server that cannot serve (loading, read-only
-/// replica, cluster down) are infrastructure failures; the rest are answers.
+/// replica, cluster down, a new master still without our scripts) are
+/// infrastructure failures; the rest are answers.
 pub(crate) fn classify(e: redis::RedisError) -> StoreError {
     let text = e.to_string();
     let server_unready = [
@@ -270,6 +263,7 @@ pub(crate) fn classify(e: redis::RedisError) -> StoreError {
         "MASTERDOWN",
         "TRYAGAIN",
         "CLUSTERDOWN",
+        "NOSCRIPT",
     ]
     .iter()
     .any(|code| text.contains(code));

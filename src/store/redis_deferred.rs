@@ -13,8 +13,8 @@ use crate::resilience::{Call, DependencyGuard};
 use crate::store::StoreError;
 use crate::store::deferred::{Deferred, DeferredLog, MAX_DEFERRED, Queued, full};
 use crate::store::redis::{DEPENDENCY, classify};
+use crate::store::redis_link::RedisLink;
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use std::sync::Arc;
 
 const STREAM: &str = "hf:deferred";
@@ -49,7 +49,7 @@ return {redis.call('XLEN', KEYS[1]), replicas}
 "#;
 
 pub struct RedisDeferredLog {
-    conn: ConnectionManager,
+    conn: RedisLink,
     guard: Arc<DependencyGuard>,
     push: redis::Script,
     claim: redis::Script,
@@ -59,7 +59,7 @@ pub struct RedisDeferredLog {
 }
 
 impl RedisDeferredLog {
-    pub fn new(conn: ConnectionManager, guard: Arc<DependencyGuard>) -> Self {
+    pub fn new(conn: RedisLink, guard: Arc<DependencyGuard>) -> Self {
         Self {
             conn,
             guard,

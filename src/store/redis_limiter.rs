@@ -6,9 +6,9 @@
 
 use crate::resilience::DependencyGuard;
 use crate::store::redis::classify;
+use crate::store::redis_link::RedisLink;
 use crate::store::{AccountWindows, LimitDecision, LimiterStore, LoginSubject, StoreError, Window};
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -96,7 +96,7 @@ return 1
 const KNOWN_PER_ACCOUNT: u32 = 256;
 
 pub struct RedisLimiter {
-    conn: ConnectionManager,
+    conn: RedisLink,
     guard: Arc<DependencyGuard>,
     reserve: redis::Script,
     reserve_login: redis::Script,
@@ -105,7 +105,7 @@ pub struct RedisLimiter {
 }
 
 impl RedisLimiter {
-    pub fn new(conn: ConnectionManager, guard: Arc<DependencyGuard>) -> Self {
+    pub fn new(conn: RedisLink, guard: Arc<DependencyGuard>) -> Self {
         Self {
             conn,
             guard,
@@ -267,5 +267,42 @@ impl LimiterStore for RedisLimiter {
             })
             .await?;
         Ok((lock_ms > 0).then(|| Duration::from_millis(lock_ms as u64)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What Redis Cluster hashes to pick a key's slot: the text between
+    /// the first `{` and the next `}` when that is not empty, else the key.
+    fn hash_tag(key: &str) -> &str {
+        let Some(open) = key.find('{') else {
+            return key;
+        };
+        match key[open + 1..].find('}') {
+            Some(0) | None => key,
+            Some(len) => &key[open + 1..open + 1 + len],
+        }
+    }
+
+    /// Each login script's keys sit in one slot, or a cluster refuses it
+    /// (`CROSSSLOT`) — whatever the account (a login tried for an unknown
+    /// user is the typed text, braces included) and the address.
+    #[test]
+    fn the_keys_of_one_account_share_a_cluster_slot() {
+        let subjects = [
+            ("0190d6f2-7a7e-7cc1-a0b4-4f5c1e0e9c11", "203.0.113.5"),
+            ("}{evil}", "2001:db8::1"),
+            ("", "198.51.100.7"),
+        ];
+        for (account, address) in subjects {
+            let k = login_keys(LoginSubject { account, address });
+            let tag = hash_tag(&k.pair);
+            assert!(tag.starts_with("a:"), "{tag}");
+            for key in [&k.lock, &k.strikes, &k.all, &k.known] {
+                assert_eq!(hash_tag(key), tag, "{key}");
+            }
+        }
     }
 }

@@ -16,14 +16,13 @@
 //! master came back as a replica) or a `+switch-master` event. When no
 //! sentinel answers, the current master is kept: a Sentinel outage alone
 //! must not take Redis away. A Cluster needs none of this: redis-rs's
-//! async `ClusterConnection` follows `MOVED`/`ASK` and promotions itself;
-//! it speaks RESP3, which cluster pub/sub needs.
+//! async `ClusterConnection` follows `MOVED`/`ASK` and promotions itself.
+//! Pub/sub (the invalidation bus) follows the topology too: `pubsub`.
 
 use super::StoreError;
 use super::redis::classify;
 use crate::config::{ClusterTopology, Credentials, HostPort, RedisTopology, SentinelTopology};
 use arc_swap::ArcSwapOption;
-use futures::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
@@ -32,25 +31,28 @@ use redis::{
     RedisConnectionInfo, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::task::AbortHandle;
 
-/// The channel on which sentinels announce a new master.
-const SWITCH_MASTER: &str = "+switch-master";
-/// Pause before trying the sentinels again when none could be listened to.
-const RELISTEN_DELAY: Duration = Duration::from_secs(1);
+mod events;
+mod pubsub;
+
+pub use pubsub::Messages;
 
 /// The current connection for the configured topology. Cheap to clone;
 /// every clone follows the same failovers.
 #[derive(Clone)]
 pub struct RedisLink(Link);
 
+/// Each topology's command connection, and what its pub/sub needs: the
+/// server's address, or every configured Cluster node's.
 #[derive(Clone)]
 enum Link {
-    Standalone(ConnectionManager),
+    Standalone(ConnectionManager, Arc<ConnectionInfo>),
     Sentinel(Arc<SentinelLink>),
-    Cluster(ClusterConnection),
+    Cluster(ClusterConnection, Arc<[ConnectionInfo]>),
 }
 
 impl RedisLink {
@@ -63,10 +65,14 @@ impl RedisLink {
             RedisTopology::Standalone(url) => {
                 let client = redis::Client::open(url.expose().as_str())
                     .map_err(|e| StoreError::Corrupt(format!("bad redis url: {e}")))?;
-                Link::Standalone(manager(client, timeout)?)
+                let info = Arc::new(client.get_connection_info().clone());
+                Link::Standalone(manager(client, timeout)?, info)
             }
             RedisTopology::Sentinel(s) => Link::Sentinel(SentinelLink::start(s, timeout).await),
-            RedisTopology::Cluster(c) => Link::Cluster(cluster(c, timeout).await?),
+            RedisTopology::Cluster(c) => {
+                let (conn, nodes) = cluster(c, timeout).await?;
+                Link::Cluster(conn, nodes)
+            }
         };
         Ok(Self(link))
     }
@@ -78,13 +84,23 @@ impl RedisLink {
             _ => None,
         }
     }
+
+    /// Sentinel only: a receiver that changes each time the link follows a
+    /// new master — the failures an open breaker counted were the old
+    /// master's, and a subscription there hears nothing any more.
+    pub fn master_changes(&self) -> Option<watch::Receiver<u64>> {
+        match &self.0 {
+            Link::Sentinel(s) => Some(s.switched.subscribe()),
+            _ => None,
+        }
+    }
 }
 
 impl ConnectionLike for RedisLink {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.0 {
-            Link::Standalone(c) => c.req_packed_command(cmd),
-            Link::Cluster(c) => c.req_packed_command(cmd),
+            Link::Standalone(c, _) => c.req_packed_command(cmd),
+            Link::Cluster(c, _) => c.req_packed_command(cmd),
             Link::Sentinel(s) => Box::pin(async move {
                 let mut conn = s.current()?;
                 let answer = conn.req_packed_command(cmd).await;
@@ -101,8 +117,8 @@ impl ConnectionLike for RedisLink {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.0 {
-            Link::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
-            Link::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Link::Standalone(c, _) => c.req_packed_commands(pipeline, offset, count),
+            Link::Cluster(c, _) => c.req_packed_commands(pipeline, offset, count),
             Link::Sentinel(s) => Box::pin(async move {
                 let mut conn = s.current()?;
                 let answer = conn.req_packed_commands(pipeline, offset, count).await;
@@ -114,8 +130,8 @@ impl ConnectionLike for RedisLink {
 
     fn get_db(&self) -> i64 {
         match &self.0 {
-            Link::Standalone(c) => c.get_db(),
-            Link::Cluster(c) => c.get_db(),
+            Link::Standalone(c, _) => c.get_db(),
+            Link::Cluster(c, _) => c.get_db(),
             Link::Sentinel(s) => s.topology.db,
         }
     }
@@ -172,6 +188,8 @@ struct SentinelLink {
     resolving: AtomicBool,
     /// The `+switch-master` listener, stopped when the link is dropped.
     listener: OnceLock<AbortHandle>,
+    /// Counts the masters followed (`RedisLink::master_changes`).
+    switched: watch::Sender<u64>,
 }
 
 impl Drop for SentinelLink {
@@ -190,13 +208,14 @@ impl SentinelLink {
             master: ArcSwapOption::empty(),
             resolving: AtomicBool::new(false),
             listener: OnceLock::new(),
+            switched: watch::Sender::new(0),
         });
         if let Some(addr) = link.resolve().await {
             link.follow(addr, &None);
         } else {
             tracing::warn!(service = %topology.service, "no sentinel named the Redis master yet");
         }
-        let listener = tokio::spawn(listen(Arc::downgrade(&link)));
+        let listener = tokio::spawn(events::listen(Arc::downgrade(&link)));
         let _ = link.listener.set(listener.abort_handle());
         link
     }
@@ -298,6 +317,7 @@ impl SentinelLink {
             .master
             .compare_and_swap(asked, Some(Arc::new(Master { addr, conn })));
         if same(&before, asked) {
+            self.switched.send_modify(|n| *n += 1);
             tracing::info!(
                 master = %named,
                 service = %self.topology.service,
@@ -309,10 +329,15 @@ impl SentinelLink {
     }
 
     fn connect_to(&self, addr: &HostPort) -> Result<ConnectionManager, StoreError> {
-        let info = address(addr, self.topology.tls).map_err(classify)?;
-        let redis = RedisConnectionInfo::default().set_db(self.topology.db);
-        let info = info.set_redis_settings(with_credentials(redis, &self.topology.credentials));
+        let info = self.data_node(addr).map_err(classify)?;
         manager(redis::Client::open(info).map_err(classify)?, self.timeout)
+    }
+
+    /// A data node with the URL's credentials, database and TLS.
+    fn data_node(&self, addr: &HostPort) -> RedisResult<ConnectionInfo> {
+        let info = address(addr, self.topology.tls)?;
+        let redis = RedisConnectionInfo::default().set_db(self.topology.db);
+        Ok(info.set_redis_settings(with_credentials(redis, &self.topology.credentials)))
     }
 }
 
@@ -333,80 +358,23 @@ fn master_may_have_moved(e: &RedisError) -> bool {
         || e.kind() == ErrorKind::Server(ServerErrorKind::ReadOnly)
 }
 
-/// Listens for `+switch-master` on one sentinel at a time, moving to the
-/// next when one goes away; ends when the link is dropped.
-async fn listen(link: Weak<SentinelLink>) {
-    loop {
-        let Some(sentinels) = link.upgrade().map(|l| l.topology.sentinels.clone()) else {
-            return;
-        };
-        for sentinel in &sentinels {
-            if let Err(e) = listen_to(&link, sentinel).await {
-                tracing::debug!(error = %e, "sentinel event stream ended");
-            }
-            if link.strong_count() == 0 {
-                return;
-            }
-        }
-        tokio::time::sleep(RELISTEN_DELAY).await;
-    }
-}
-
-async fn listen_to(link: &Weak<SentinelLink>, sentinel: &HostPort) -> RedisResult<()> {
-    let (info, timeout, service) = match link.upgrade() {
-        Some(l) => (
-            l.sentinel_info(sentinel)?,
-            l.timeout,
-            l.topology.service.clone(),
-        ),
-        None => return Ok(()),
-    };
-    let client = redis::Client::open(info)?;
-    let mut pubsub = tokio::time::timeout(timeout, client.get_async_pubsub())
-        .await
-        .map_err(|_| RedisError::from((ErrorKind::Io, "sentinel timed out")))??;
-    pubsub.subscribe(SWITCH_MASTER).await?;
-    // A switch may have happened while nobody was listening.
-    if let Some(l) = link.upgrade() {
-        l.rediscover();
-    }
-    let mut events = pubsub.into_on_message();
-    while let Some(event) = events.next().await {
-        let payload: String = event.get_payload()?;
-        match (switched_to(&payload, &service), link.upgrade()) {
-            (_, None) => return Ok(()),
-            (Some(addr), Some(l)) => {
-                let now = l.master.load_full();
-                l.follow(addr, &now);
-            }
-            (None, Some(_)) => {}
-        }
-    }
-    Ok(())
-}
-
-/// `<service> <old-ip> <old-port> <new-ip> <new-port>`: the new master,
-/// when the event is about our service.
-fn switched_to(payload: &str, service: &str) -> Option<HostPort> {
-    let parts: Vec<&str> = payload.split_whitespace().collect();
-    match parts.as_slice() {
-        [name, _, _, host, port] if *name == service => Some(HostPort {
-            host: host.to_string(),
-            port: port.parse().ok()?,
-        }),
-        _ => None,
-    }
-}
-
-/// Learns the slots from the first node that answers; RESP3 so the
-/// invalidation bus can subscribe on a cluster.
-async fn cluster(c: &ClusterTopology, timeout: Duration) -> Result<ClusterConnection, StoreError> {
+/// Learns the slots from the first node that answers; also returns every
+/// configured node with its credentials, where pub/sub may listen.
+async fn cluster(
+    c: &ClusterTopology,
+    timeout: Duration,
+) -> Result<(ClusterConnection, Arc<[ConnectionInfo]>), StoreError> {
     let nodes = c
         .nodes
         .iter()
         .map(|n| address(n, false))
         .collect::<RedisResult<Vec<_>>>()
         .map_err(classify)?;
+    let credentials = with_credentials(RedisConnectionInfo::default(), &c.credentials);
+    let listeners = nodes
+        .iter()
+        .map(|n| n.clone().set_redis_settings(credentials.clone()))
+        .collect();
     let mut builder = ClusterClientBuilder::new(nodes)
         .use_protocol(ProtocolVersion::RESP3)
         .connection_timeout(timeout)
@@ -419,30 +387,16 @@ async fn cluster(c: &ClusterTopology, timeout: Duration) -> Result<ClusterConnec
     }
     let client = builder.build().map_err(classify)?;
     let first = timeout.max(Duration::from_secs(1)) * 4;
-    tokio::time::timeout(first, client.get_async_connection())
+    let conn = tokio::time::timeout(first, client.get_async_connection())
         .await
         .map_err(|_| classify(RedisError::from((ErrorKind::Io, "cluster did not answer"))))?
-        .map_err(classify)
+        .map_err(classify)?;
+    Ok((conn, listeners))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn switch_master_events_name_the_new_master_of_our_service() {
-        let event = "mymaster 127.0.0.1 6380 127.0.0.1 6381";
-        assert_eq!(
-            switched_to(event, "mymaster"),
-            Some(HostPort {
-                host: "127.0.0.1".into(),
-                port: 6381
-            })
-        );
-        assert_eq!(switched_to(event, "other"), None);
-        assert_eq!(switched_to("mymaster 1 2 3", "mymaster"), None);
-        assert_eq!(switched_to("mymaster a 1 b port", "mymaster"), None);
-    }
 
     #[test]
     fn readonly_and_connection_errors_mean_ask_again() {

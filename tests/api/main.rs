@@ -27,6 +27,7 @@ mod ledger;
 mod modes;
 mod operations;
 mod operator;
+mod pg_failover;
 mod read_only;
 mod redis_ha;
 mod security_authority;

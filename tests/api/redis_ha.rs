@@ -1,11 +1,21 @@
 //! The private Sentinel and Cluster deployments work as the HA tests need
 //! them (issue 14 item 7): both start on free ports, a Sentinel failover
 //! follows a master kill, and the cluster promotes a replica — and
-//! holdfast's `RedisLink` follows both.
+//! holdfast's `RedisLink` follows both. Holdfast itself on each, under
+//! the failures DESIGN.md §4 names: `on_sentinel`, `on_cluster`.
 
+mod on_cluster;
+mod on_sentinel;
+
+use crate::support::procs::Redis;
 use crate::support::redis_ha::{DOWN_AFTER, RedisCluster, RedisSentinel, query};
 use holdfast::config::RedisTopology;
+use holdfast::resilience::DependencyGuard;
+use holdfast::resilience::breaker::BreakerSettings;
+use holdfast::store::redis_limiter::RedisLimiter;
 use holdfast::store::redis_link::RedisLink;
+use holdfast::store::{LimiterStore, Window};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,6 +175,37 @@ async fn link_writes_through_a_cluster_promotion() {
         }
     }
     drop(cluster);
+}
+
+/// A master new after a failover has none of our scripts: `EVALSHA` is
+/// answered `NOSCRIPT`, the script is loaded again and the call goes
+/// through — here on one server whose script cache is flushed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scripts_load_again_where_the_server_lost_them() {
+    let redis = tokio::task::spawn_blocking(Redis::start)
+        .await
+        .expect("redis");
+    let mut link = connect(&redis.url()).await;
+    let guard = DependencyGuard::new("redis", Duration::from_secs(2), BreakerSettings::default());
+    let limiter = RedisLimiter::new(link.clone(), Arc::new(guard));
+    let window = Window {
+        limit: 2,
+        period: Duration::from_secs(60),
+    };
+    let mut allowed = Vec::new();
+    for member in ["one", "two", "three"] {
+        let _: () = redis::cmd("SCRIPT")
+            .arg("FLUSH")
+            .query_async(&mut link)
+            .await
+            .expect("flush scripts");
+        let decision = limiter
+            .reserve("flushed", window, member, 1_000)
+            .await
+            .expect("the script runs after NOSCRIPT");
+        allowed.push(decision.allowed);
+    }
+    assert_eq!(allowed, [true, true, false], "the limit still holds");
 }
 
 /// Election, promotion and the link's own re-resolution after detection.

@@ -10,10 +10,12 @@
 
 use crate::support::procs::{Postgres, Redis};
 use async_trait::async_trait;
+use holdfast::config::RedisTopology;
 use holdfast::resilience::DependencyGuard;
 use holdfast::resilience::breaker::BreakerSettings;
 use holdfast::store::memory::MemorySessionCache;
-use holdfast::store::redis::{RedisSessionCache, connect};
+use holdfast::store::redis::RedisSessionCache;
+use holdfast::store::redis_link::RedisLink;
 use holdfast::store::sql::SqlStore;
 use holdfast::store::{
     Rotation, Session, SessionCache, SessionStore, Swap, UnixTime, User, UserStatus, UserStore,
@@ -363,7 +365,10 @@ async fn memory_cache_conforms() {
 #[tokio::test]
 async fn redis_cache_conforms() {
     let redis = Redis::start();
-    let conn = connect(&redis.url(), Duration::from_secs(5)).expect("redis");
+    let topology = RedisTopology::parse(&redis.url()).expect("url");
+    let conn = RedisLink::connect(&topology, Duration::from_secs(5))
+        .await
+        .expect("redis");
     conforms(Cache(Arc::new(RedisSessionCache::new(
         conn.clone(),
         guard("redis"),
@@ -385,6 +390,7 @@ async fn sqlite_ledger_conforms() {
 #[tokio::test]
 async fn postgres_ledger_conforms() {
     let pg = Postgres::start();
-    let store = SqlStore::connect(&pg.url(), 4, guard("database")).expect("connect");
+    let hosts = holdfast::config::pg_hosts(&pg.url()).expect("url");
+    let store = SqlStore::connect(&hosts, &[], 4, guard("database")).expect("connect");
     conforms(Ledger::new(store).await).await;
 }

@@ -3,25 +3,26 @@
 //! One `SqlStore` serves both databases: each capability is written once
 //! in its own file against `pool::Pool`, which hides which driver runs the
 //! statement. Every query runs through the database's `DependencyGuard`,
-//! and reads fall back to a read replica when one is configured.
+//! and reads fall back to a read replica when one is configured. On
+//! PostgreSQL, `hosts` decides which of several hosts is the primary.
 
 mod event_logs;
 mod grants;
+mod hosts;
 mod keys;
 mod migrations;
 mod pool;
 mod sessions;
 mod users;
 
+use crate::config::PgHost;
 use crate::resilience::failure::FailureKind;
 use crate::resilience::{Call, DependencyGuard};
 use crate::store::{Probe, StoreError};
+use hosts::{Hosts, Role};
 use pool::{Arg, Pool, Record};
 use sqlx::AssertSqlSafe;
-use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,8 +37,11 @@ pub const REPLICA: &str = "database_replica";
 pub struct SqlStore {
     pool: Pool,
     guard: Arc<DependencyGuard>,
-    /// Only PostgreSQL has one.
+    /// Only PostgreSQL has one, when more than one host is named.
     replica: Option<Replica>,
+    /// PostgreSQL's hosts and their roles; `pool` and the replica's follow
+    /// them.
+    hosts: Option<Arc<Hosts>>,
 }
 
 /// The store on PostgreSQL (`connect`), as the start-up wiring names it.
@@ -63,6 +67,19 @@ impl SqlStore {
             .filter(|r| crate::resilience::mode::read_only(&self.guard, &r.guard))
     }
 
+    /// The primary's host answered as a standby and none is out of
+    /// recovery: a write would only meet SQLSTATE 25006.
+    fn standby_only(&self) -> bool {
+        self.hosts.as_ref().is_some_and(|h| h.roles().standby_only)
+    }
+
+    /// Lets the hosts' classifier know of an infrastructure failure.
+    fn failed<T>(&self, result: &Result<T, StoreError>) {
+        if let (Some(hosts), Err(e)) = (&self.hosts, result) {
+            hosts.failed(e);
+        }
+    }
+
     /// A read (idempotent, so retried on fast failures): the primary, or
     /// the replica when the primary is unavailable — straight to the
     /// replica in read-only mode.
@@ -78,6 +95,7 @@ impl SqlStore {
                 .await;
         }
         let primary = self.guard.run_idempotent(|| query(self.pool.clone())).await;
+        self.failed(&primary);
         match (&self.replica, primary) {
             (Some(replica), Err(e)) if e.is_unavailable() => {
                 replica
@@ -90,16 +108,24 @@ impl SqlStore {
     }
 
     /// A write, on the primary only. With a replica configured, an
-    /// unavailable primary means read-only mode; in that mode the write is
-    /// refused before it starts.
+    /// unavailable primary means read-only mode; in that mode, or while the
+    /// only host answering is a standby, the write is refused before it
+    /// starts. A standby's refusal (SQLSTATE 25006, a connection that
+    /// landed on it behind a proxy) is read-only too, never a bug.
     async fn write<T, Fut>(&self, fut: Fut) -> Result<T, StoreError>
     where
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
-        if self.read_only().is_some() {
+        if self.read_only().is_some() || self.standby_only() {
             return Err(StoreError::ReadOnly);
         }
-        match self.guard.run(Call::Write, fut).await {
+        let result = self.guard.run(Call::Write, fut).await;
+        self.failed(&result);
+        match result {
+            Err(StoreError::Unavailable {
+                kind: FailureKind::Standby,
+                ..
+            }) => Err(StoreError::ReadOnly),
             Err(e) if e.is_unavailable() && self.replica.is_some() => Err(StoreError::ReadOnly),
             other => other,
         }
@@ -129,32 +155,49 @@ impl SqlStore {
         self.write(self.pool.execute(sql, args)).await
     }
 
-    /// Connects to PostgreSQL lazily: the pool opens connections on first
-    /// use, each acquire bounded by the guard's timeout.
+    /// Connects to PostgreSQL lazily: a pool per host (`write` from
+    /// `[database] url`, `read` from `replica_url`) that opens connections
+    /// on first use, each acquire bounded by the guard's timeout. Writes
+    /// go to the first host until the hosts have been asked their roles.
     pub fn connect(
-        url: &str,
+        write: &[PgHost],
+        read: &[PgHost],
         pool_size: u32,
         guard: Arc<DependencyGuard>,
     ) -> Result<Self, StoreError> {
+        let hosts = Hosts::connect(write, read, pool_size, guard.timeout())?;
         Ok(Self {
-            pool: Pool::Pg(pg_pool(url, pool_size, &guard)?),
+            pool: Pool::Pg(hosts.target(Role::Primary)),
             guard,
             replica: None,
+            hosts: Some(hosts),
         })
     }
 
-    /// Adds a PostgreSQL read replica with its own pool and guard.
-    pub fn with_replica(
-        mut self,
-        url: &str,
-        pool_size: u32,
-        guard: Arc<DependencyGuard>,
-    ) -> Result<Self, StoreError> {
-        self.replica = Some(Replica {
-            pool: Pool::Pg(pg_pool(url, pool_size, &guard)?),
-            guard,
-        });
-        Ok(self)
+    /// Whether more than one PostgreSQL host is named: reads then have a
+    /// replica to fall back to, which needs a guard of its own.
+    pub fn has_replica_host(&self) -> bool {
+        self.hosts.as_ref().is_some_and(|h| h.has_replica())
+    }
+
+    /// The replica role (a host other than the primary), behind `guard`;
+    /// nothing with a single host.
+    pub fn with_replica(mut self, guard: Arc<DependencyGuard>) -> Self {
+        if let Some(hosts) = self.hosts.as_ref().filter(|h| h.has_replica()) {
+            self.replica = Some(Replica {
+                pool: Pool::Pg(hosts.target(Role::Replica)),
+                guard,
+            });
+        }
+        self
+    }
+
+    /// Starts asking the hosts their roles in the background
+    /// (`hosts::spawn_classifier`); PostgreSQL only.
+    pub fn spawn_classifier(&self) {
+        if let Some(hosts) = &self.hosts {
+            hosts::spawn_classifier(hosts, Arc::clone(&self.guard));
+        }
     }
 
     /// The replica, as a health component.
@@ -186,41 +229,27 @@ impl SqlStore {
             pool: Pool::Sqlite(pool),
             guard,
             replica: None,
+            hosts: None,
         })
     }
 
-    /// Brings the schema up to date. A PostgreSQL failure counts as the
-    /// database being unavailable (`startup` waits for it); a SQLite one,
-    /// on a local file, is not something waiting fixes.
+    /// Brings the schema up to date, on the primary (the hosts are asked
+    /// first). A PostgreSQL failure counts as the database being
+    /// unavailable (`startup` waits for it) — unless the host is a standby
+    /// whose schema is already current: then the node starts read-only. A
+    /// SQLite failure, on a local file, is not something waiting fixes.
     pub async fn migrate(&self) -> Result<(), StoreError> {
+        if let Some(hosts) = &self.hosts {
+            let _ = self.guard.run(Call::Read, hosts.classify()).await;
+        }
         match &self.pool {
-            Pool::Pg(pool) => {
-                migrations::postgres()
-                    .run(pool)
-                    .await
-                    .map_err(|e| StoreError::Unavailable {
-                        dependency: DEPENDENCY,
-                        kind: FailureKind::of_error(&e),
-                        reason: format!("migration failed: {e}"),
-                    })
-            }
+            Pool::Pg(target) => hosts::migrate(&target.current(), &migrations::postgres()).await,
             Pool::Sqlite(pool) => migrations::sqlite()
                 .run(pool)
                 .await
                 .map_err(|e| StoreError::Corrupt(format!("migration failed: {e}"))),
         }
     }
-}
-
-/// Connects lazily: the pool opens connections on first use, each acquire
-/// bounded by the guard's timeout.
-fn pg_pool(url: &str, size: u32, guard: &DependencyGuard) -> Result<PgPool, StoreError> {
-    let options = PgConnectOptions::from_str(url)
-        .map_err(|e| StoreError::Corrupt(format!("bad database url: {e}")))?;
-    Ok(PgPoolOptions::new()
-        .max_connections(size)
-        .acquire_timeout(guard.timeout())
-        .connect_lazy_with(options))
 }
 
 /// The primary's clock, for `holdfast_clock_skew_seconds`: through the
@@ -250,8 +279,23 @@ impl Probe for SqlStore {
         self.pool.dialect().name
     }
 
+    /// On PostgreSQL the ping asks every host its role: it is what closes
+    /// the breaker again after a failover (the health monitor's probes).
+    /// A lone standby answers reads, so it does not open the breaker, but
+    /// health must not call it healthy: writes are refused.
     async fn ping(&self) -> Result<(), StoreError> {
-        ping(&self.guard, &self.pool).await
+        let Some(hosts) = &self.hosts else {
+            return ping(&self.guard, &self.pool).await;
+        };
+        self.guard.run(Call::Read, hosts.classify()).await?;
+        if hosts.roles().standby_only {
+            return Err(StoreError::ReadOnly);
+        }
+        Ok(())
+    }
+
+    fn primary_host(&self) -> Option<usize> {
+        self.hosts.as_ref().and_then(|h| h.primary_position())
     }
 }
 
@@ -324,7 +368,10 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
                 || code.starts_with("53")
                 || code == "5"
                 || code == "6";
-            if infrastructure {
+            if code == "25006" {
+                // read_only_sql_transaction: a standby answered a write.
+                unavailable(FailureKind::Standby, db.to_string())
+            } else if infrastructure {
                 unavailable(FailureKind::ServerUnavailable, db.to_string())
             } else {
                 StoreError::Corrupt(db.to_string())

@@ -11,13 +11,12 @@
 //! below.
 
 use super::classify;
+use super::hosts::PgTarget;
 use crate::store::StoreError;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::sqlite::{SqliteConnection, SqliteRow};
-use sqlx::{
-    Decode, FromRow, PgPool, Postgres, Row, SqlSafeStr, Sqlite, SqlitePool, Transaction, Type,
-};
+use sqlx::{Decode, FromRow, Postgres, Row, SqlSafeStr, Sqlite, SqlitePool, Transaction, Type};
 use uuid::Uuid;
 
 /// Runs `$body` with `$c` bound to the driver-typed value inside `$on`,
@@ -55,10 +54,12 @@ const SQLITE: Dialect = Dialect {
     hold_user: "",
 };
 
-/// A connection pool of either database; cheap to clone.
+/// A connection pool of either database; cheap to clone. A PostgreSQL
+/// pool follows a role (primary or replica) across the hosts of
+/// `[database] url`, so a promotion changes where the next call goes.
 #[derive(Clone)]
 pub enum Pool {
-    Pg(PgPool),
+    Pg(PgTarget),
     Sqlite(SqlitePool),
 }
 

@@ -4,6 +4,7 @@
 
 pub mod chaos;
 pub mod edge;
+pub mod ha_stack;
 pub mod jwks;
 pub mod procs;
 pub mod proxy;

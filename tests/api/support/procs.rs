@@ -338,6 +338,25 @@ impl Postgres {
         self.process.kill();
     }
 
+    /// `pg_ctl promote` on a standby: it leaves recovery and takes
+    /// writes (pg_ctl waits until it has).
+    pub fn promote(&self) {
+        let mut cmd = Command::new(pg_bin("pg_ctl"));
+        cmd.args(["promote", "-w", "-D", "data"])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = postgres_ids() {
+            cmd.uid(uid).gid(gid);
+        }
+        let out = cmd.output().expect("run pg_ctl promote");
+        assert!(
+            out.status.success(),
+            "pg_ctl promote failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     pub fn restart(&mut self) {
         self.kill();
         // A killed postmaster leaves its pid file and shared memory behind;
