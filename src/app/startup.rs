@@ -106,8 +106,11 @@ impl Startup {
         }
         let now = crate::auth::now();
         self.keys.initialise(now).await?;
-        self.warm_revocations(now).await?;
+        // The poller's start is read before the warm-up: an invalidation
+        // logged between the two is then read by the poller, instead of by
+        // neither (a logout answered by another node while this one starts).
         let start_seq = self.invalidations.last_invalidation().await?;
+        self.warm_revocations(now).await?;
         self.bus.spawn_poller(
             Arc::clone(&self.invalidations),
             start_seq,
