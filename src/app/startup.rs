@@ -106,9 +106,12 @@ impl Startup {
         }
         let now = crate::auth::now();
         self.keys.initialise(now).await?;
-        // The poller's start is read before the warm-up: an invalidation
-        // logged between the two is then read by the poller, instead of by
-        // neither (a logout answered by another node while this one starts).
+        // The log's position is read before the revocations: a logout made
+        // elsewhere after the revocations were read commits its
+        // invalidation row later still, so the poller reads it. Read the
+        // other way round, a row committed between the two reads was in
+        // neither (found by the chaos drill: a node restarted while another
+        // node logged a session out honoured that session for good).
         let start_seq = self.invalidations.last_invalidation().await?;
         self.warm_revocations(now).await?;
         self.bus.spawn_poller(
