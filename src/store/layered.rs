@@ -125,15 +125,15 @@ impl LayeredSessionStore {
     async fn replay_log(&self) -> Option<usize> {
         let mut applied = 0;
         loop {
-            // Renewed per batch: a long backlog outlives one claim.
-            if !self.log.claim_replay().await.ok()? {
-                return None;
-            }
             let batch = self.log.oldest(REPLAY_BATCH).await.ok()?;
             if batch.is_empty() {
                 return Some(applied);
             }
             for queued in batch {
+                // Renewed per write: a long backlog outlives one claim.
+                if !self.log.claim_replay().await.ok()? {
+                    return None;
+                }
                 if let Some(write) = &queued.write {
                     applied += usize::from(self.apply_logged(write).await?);
                 } else {

@@ -19,9 +19,12 @@ use std::sync::Arc;
 
 const STREAM: &str = "hf:deferred";
 /// Who replays the stream now (`claim_replay`), and for how long at most:
-/// a node killed while replaying holds it no longer than that.
+/// a node killed while replaying (during a PostgreSQL outage every node
+/// tries every 500 ms, so one usually holds it) delays the replay by no
+/// more than that. Renewed before each write, so it outlasts any one
+/// ledger call at the database timeouts holdfast is run with.
 const REPLAYER: &str = "hf:deferred:replayer";
-const REPLAY_CLAIM_MS: u64 = 10_000;
+const REPLAY_CLAIM_MS: u64 = 5_000;
 
 /// Takes the claim, or extends it when it is already ours.
 const CLAIM: &str = r#"
