@@ -1,8 +1,11 @@
 //! The chaos drill (issue 14, item 5): three `holdfast serve` processes on
-//! one private PostgreSQL and Redis, behind a client that spreads requests
-//! over them and tries another node on a connection error, under a steady
-//! mix of verify, login, refresh and logout. Events: a node SIGKILLed and
-//! restarted, PostgreSQL paused, Redis killed and restarted. It prints a
+//! Sentinel-managed Redis (master, replica, three sentinels) and PostgreSQL
+//! with a streaming standby (both hosts in `[database] url`), behind a
+//! client that spreads requests over them and tries another node on a
+//! connection error, under a steady mix of verify, login, refresh and
+//! logout. Events: a node SIGKILLed and restarted, PostgreSQL paused, the
+//! Redis master killed, the PostgreSQL primary killed and its standby
+//! promoted. It prints a
 //! table per event (requests, errors by status, longest gap, time to
 //! recover) and checks what must never happen: an acknowledged write lost
 //! (a refresh token answered 200 that no longer refreshes; a logout not
@@ -18,7 +21,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use support::chaos::{Node, Outcome, Spread};
-use support::procs::{Postgres, Redis};
+use support::procs::Postgres;
+use support::redis_ha::RedisSentinel;
 use tokio::sync::watch;
 
 mod drill;
@@ -45,19 +49,30 @@ const NODE_CONFIG: &str = "[breaker]\nminimum_calls = 3\nopen_wait = \"1s\"\nhal
 const LOGOUT_REACH: Duration = Duration::from_secs(2);
 
 struct Cluster {
-    pg: Postgres,
-    redis: Redis,
+    primary: Postgres,
+    standby: Postgres,
+    redis: RedisSentinel,
     nodes: Vec<Node>,
     _dir: tempfile::TempDir,
 }
 
 impl Cluster {
     async fn start(count: usize) -> Self {
-        let (pg, redis) = tokio::task::spawn_blocking(|| (Postgres::start(), Redis::start()))
-            .await
-            .expect("servers");
+        let (primary, standby, redis) = tokio::task::spawn_blocking(|| {
+            let primary = Postgres::start();
+            let standby = Postgres::start_replica(&primary);
+            (primary, standby, RedisSentinel::start())
+        })
+        .await
+        .expect("servers");
         let dir = tempfile::tempdir().expect("tempdir");
-        let (db, cache) = (pg.url(), redis.url());
+        // libpq's multi-host form: holdfast writes to whichever host is
+        // not in recovery.
+        let db = format!(
+            "postgres://holdfast@127.0.0.1:{},127.0.0.1:{}/postgres",
+            primary.port, standby.port
+        );
+        let cache = redis.url();
         // The first node migrates and makes the signing key; the others
         // start once it is ready and load them.
         let mut nodes = vec![Node::start(dir.path(), 0, &db, &cache, NODE_CONFIG)];
@@ -69,7 +84,8 @@ impl Cluster {
             node.ready(Duration::from_secs(30)).await;
         }
         Self {
-            pg,
+            primary,
+            standby,
             redis,
             nodes,
             _dir: dir,
@@ -97,7 +113,8 @@ async fn three_nodes_keep_every_acknowledged_write_through_kills_and_pauses() {
     let mut events = Vec::new();
     events.push(kill_a_node(&drill, &mut cluster, settle).await);
     events.push(pause_postgres(&drill, &cluster, seconds("CHAOS_PAUSE_SECS", 4), settle).await);
-    events.push(restart_redis(&drill, &mut cluster, settle).await);
+    events.push(kill_the_redis_master(&drill, &mut cluster, settle).await);
+    events.push(promote_the_standby(&drill, &mut cluster, settle).await);
 
     stop.send(true).expect("stop workers");
     for worker in workers {
@@ -134,9 +151,9 @@ async fn pause_postgres(
     settle: Duration,
 ) -> Event {
     let begun = drill.elapsed();
-    cluster.pg.pause();
+    cluster.primary.pause();
     tokio::time::sleep(pause).await;
-    cluster.pg.resume();
+    cluster.primary.resume();
     let ended = drill.elapsed();
     tokio::time::sleep(settle * 2).await;
     Event::new(
@@ -147,14 +164,37 @@ async fn pause_postgres(
     )
 }
 
-async fn restart_redis(drill: &Drill, cluster: &mut Cluster, settle: Duration) -> Event {
+/// The fault ends when the sentinels have promoted the replica.
+async fn kill_the_redis_master(drill: &Drill, cluster: &mut Cluster, settle: Duration) -> Event {
     let begun = drill.elapsed();
     let redis = &mut cluster.redis;
-    tokio::task::block_in_place(|| redis.restart());
+    tokio::task::block_in_place(|| {
+        let old = redis.kill_master();
+        redis.wait_for_failover(old);
+    });
     let ended = drill.elapsed();
     tokio::time::sleep(settle * 2).await;
     Event::new(
-        "Redis killed, restarted empty",
+        "Redis master SIGKILLed (Sentinel failover)",
+        begun,
+        ended,
+        drill.elapsed(),
+    )
+}
+
+/// The primary is killed; until the standby is promoted holdfast is in
+/// read-only mode (logins still work, from the standby). The fault ends
+/// when `pg_ctl promote` returns.
+async fn promote_the_standby(drill: &Drill, cluster: &mut Cluster, settle: Duration) -> Event {
+    let begun = drill.elapsed();
+    cluster.primary.kill();
+    tokio::time::sleep(settle).await;
+    let standby = &cluster.standby;
+    tokio::task::block_in_place(|| standby.promote());
+    let ended = drill.elapsed();
+    tokio::time::sleep(settle * 2).await;
+    Event::new(
+        "PostgreSQL primary SIGKILLed, standby promoted",
         begun,
         ended,
         drill.elapsed(),

@@ -229,6 +229,7 @@ impl Spread {
         bearer: Option<&str>,
         body: Option<&Value>,
     ) -> Option<Outcome> {
+        let method_was_get = method == Method::GET;
         let mut request = self.client.request(method, format!("{url}{path}"));
         if let Some(token) = bearer {
             request = request.bearer_auth(token);
@@ -238,8 +239,9 @@ impl Spread {
         }
         let reply = match request.send().await {
             Ok(reply) => reply,
-            // Nothing was sent: another node may take it.
-            Err(e) if e.is_connect() => return None,
+            // Nothing was sent, or a read (GET is idempotent): another
+            // node may take it.
+            Err(e) if e.is_connect() || method_was_get => return None,
             // Sent, but no answer: it may have been applied.
             Err(_) => return Some(Outcome::Unreachable),
         };
