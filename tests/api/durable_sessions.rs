@@ -17,17 +17,7 @@ use support::{Backend, PASSWORD, Reply, Stack, TestApp, Tokens};
 
 /// Short timeouts and breakers that probe again after 1 s, so a resumed
 /// store is used again within seconds.
-const CONFIG: &str = r#"
-[database]
-timeout = "500ms"
-[redis]
-timeout = "200ms"
-[breaker]
-minimum_calls = 3
-open_wait = "1s"
-open_wait_max = "2s"
-half_open_permits = 1
-"#;
+const CONFIG: &str = support::FAST_RECOVERY;
 
 /// Waits (bounded) until health is `healthy`: both breakers closed, so
 /// the next calls reach both stores again.

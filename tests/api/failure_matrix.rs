@@ -16,17 +16,7 @@ mod limits;
 
 /// Database timeout 500 ms, Redis 200 ms; breakers open after 3 failed
 /// calls and probe again after 1 s.
-const CONFIG: &str = r#"
-[database]
-timeout = "500ms"
-[redis]
-timeout = "200ms"
-[breaker]
-minimum_calls = 3
-open_wait = "1s"
-open_wait_max = "2s"
-half_open_permits = 1
-"#;
+const CONFIG: &str = support::FAST_RECOVERY;
 
 const DB_TIMEOUT: Duration = Duration::from_millis(500);
 const REDIS_TIMEOUT: Duration = Duration::from_millis(200);

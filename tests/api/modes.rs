@@ -11,7 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::json;
 use sqlx::Connection;
 use std::time::{Duration, Instant};
-use support::procs::{Postgres, Redis};
+use support::replica::ReplicaStack;
 use support::{Backend, PASSWORD, Stack, TestApp, Tokens};
 
 /// One primary timeout. Every read-only answer must come well under it
@@ -47,68 +47,9 @@ async fn await_mode(app: &TestApp, wanted: &str) {
     }
 }
 
-async fn replica_has_user(url: &str, username: &str) -> bool {
-    let Ok(mut conn) = sqlx::PgConnection::connect(url).await else {
-        return false;
-    };
-    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users WHERE username = $1")
-        .bind(username)
-        .fetch_one(&mut conn)
-        .await
-        .is_ok_and(|n| n == 1)
-}
-
-/// A primary, its streaming replica and Redis; a 2 s database timeout and
-/// breakers that open after 3 failed calls and probe again after 1 s.
-struct ReplicaStack {
-    primary: Postgres,
-    replica: Postgres,
-    _redis: Redis,
-    data: tempfile::TempDir,
-}
-
-impl ReplicaStack {
-    async fn start() -> Self {
-        let (primary, redis) = tokio::task::spawn_blocking(|| (Postgres::start(), Redis::start()))
-            .await
-            .expect("servers");
-        let replica = tokio::task::block_in_place(|| Postgres::start_replica(&primary));
-        let data = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            data.path().join("holdfast.toml"),
-            format!(
-                "issuer = \"http://holdfast.test\"\naudience = \"holdfast-tests\"\ndata_dir = \"{}\"\n\
-                 [database]\nurl = \"{}\"\ntimeout = \"2s\"\nreplica_url = \"{}\"\n\
-                 [redis]\nurl = \"{}\"\n\
-                 [breaker]\nminimum_calls = 3\nopen_wait = \"1s\"\nopen_wait_max = \"2s\"\nhalf_open_permits = 1\n\
-                 [rate_limit]\nlogin_per_ip = \"1000/min\"\nrefresh_per_ip = \"1000/min\"\n",
-                data.path().display(),
-                primary.url(),
-                replica.url(),
-                redis.url()
-            ),
-        )
-        .expect("config");
-        Self {
-            primary,
-            replica,
-            _redis: redis,
-            data,
-        }
-    }
-
-    async fn await_replica(&self, username: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !replica_has_user(&self.replica.url(), username).await {
-            assert!(Instant::now() < deadline, "replica never caught up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_mode_waits_on_no_paused_primary() {
-    let stack = ReplicaStack::start().await;
+    let stack = ReplicaStack::start("2s", RAISED_LIMITS).await;
     let app = TestApp::spawn(&stack.data.path().join("holdfast.toml"), None).await;
     // The replica's breaker is exported from the first scrape as well.
     let metrics = app.get("/metrics", None).await;
@@ -185,17 +126,11 @@ async fn read_only_mode_waits_on_no_paused_primary() {
     assert_eq!(put.status, StatusCode::OK, "{}", put.body);
 }
 
-const BOTH_DOWN: &str = r#"
-[database]
-timeout = "500ms"
-[redis]
-timeout = "200ms"
-[breaker]
-minimum_calls = 3
-open_wait = "1s"
-open_wait_max = "2s"
-half_open_permits = 1
-"#;
+/// Enough logins and refreshes for the timing loops.
+const RAISED_LIMITS: &str =
+    "[rate_limit]\nlogin_per_ip = \"1000/min\"\nrefresh_per_ip = \"1000/min\"\n";
+
+const BOTH_DOWN: &str = support::FAST_RECOVERY;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minimal_mode_revokes_a_logout_on_the_node_and_answers_503() {

@@ -7,21 +7,9 @@ use crate::support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::json;
-use sqlx::Connection;
 use std::time::{Duration, Instant};
-use support::procs::{Postgres, Redis};
+use support::replica::ReplicaStack;
 use support::{PASSWORD, TestApp, Tokens};
-
-async fn replica_has_user(url: &str, username: &str) -> bool {
-    let Ok(mut conn) = sqlx::PgConnection::connect(url).await else {
-        return false;
-    };
-    sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM users WHERE username = $1")
-        .bind(username)
-        .fetch_one(&mut conn)
-        .await
-        .is_ok_and(|n| n == 1)
-}
 
 async fn mode(app: &TestApp) -> (String, String) {
     let health = app.get("/api/v1/health", None).await;
@@ -31,62 +19,9 @@ async fn mode(app: &TestApp) -> (String, String) {
     )
 }
 
-/// A primary, its streaming replica and Redis, and a config naming all
-/// three (a replica needs a PostgreSQL primary in the same file).
-struct ReplicaStack {
-    primary: Postgres,
-    replica: Postgres,
-    redis: Redis,
-    data: tempfile::TempDir,
-}
-
-impl ReplicaStack {
-    async fn start() -> Self {
-        let (primary, redis) = tokio::task::spawn_blocking(|| (Postgres::start(), Redis::start()))
-            .await
-            .expect("servers");
-        // pg_basebackup blocks: keep it off the async workers.
-        let replica = tokio::task::block_in_place(|| Postgres::start_replica(&primary));
-        let data = tempfile::tempdir().expect("tempdir");
-        std::fs::write(
-            data.path().join("holdfast.toml"),
-            format!(
-                "issuer = \"http://holdfast.test\"\naudience = \"holdfast-tests\"\ndata_dir = \"{}\"\n\
-                 [database]\nurl = \"{}\"\ntimeout = \"500ms\"\nreplica_url = \"{}\"\n\
-                 [redis]\nurl = \"{}\"\n\
-                 [breaker]\nminimum_calls = 3\nopen_wait = \"1s\"\nopen_wait_max = \"2s\"\nhalf_open_permits = 1\n",
-                data.path().display(),
-                primary.url(),
-                replica.url(),
-                redis.url()
-            ),
-        )
-        .expect("config");
-        Self {
-            primary,
-            replica,
-            redis,
-            data,
-        }
-    }
-
-    async fn app(&self) -> TestApp {
-        TestApp::spawn(&self.data.path().join("holdfast.toml"), None).await
-    }
-
-    /// Waits until the replica has replayed the user's registration.
-    async fn await_replica(&self, username: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !replica_has_user(&self.replica.url(), username).await {
-            assert!(Instant::now() < deadline, "replica never caught up");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn primary_down_with_a_replica_is_read_only() {
-    let mut stack = ReplicaStack::start().await;
+    let mut stack = ReplicaStack::start("500ms", "").await;
     let mut app = stack.app().await;
     let before = app.user("rex").await;
     stack.await_replica("rex").await;
@@ -181,7 +116,7 @@ async fn writes_are_refused_and_health_says_read_only(app: &TestApp, during: &To
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_started_read_only_survives_losing_its_deferred_write() {
-    let mut stack = ReplicaStack::start().await;
+    let mut stack = ReplicaStack::start("500ms", "").await;
     let app = stack.app().await;
     app.register("sam@example.com", "sam").await;
     stack.await_replica("sam").await;

@@ -6,9 +6,11 @@ pub mod chaos;
 pub mod edge;
 pub mod ha_stack;
 pub mod jwks;
+pub mod owner;
 pub mod procs;
 pub mod proxy;
 pub mod redis_ha;
+pub mod replica;
 pub mod scenarios;
 
 use holdfast::app::AppState;
@@ -22,6 +24,21 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 
 pub const PASSWORD: &str = "tangerine-orbit-lamp";
+
+/// Database timeout 500 ms, Redis 200 ms; breakers open after 3 failed
+/// calls and probe again after 1 s, so a resumed store is used again within
+/// seconds.
+pub const FAST_RECOVERY: &str = r#"
+[database]
+timeout = "500ms"
+[redis]
+timeout = "200ms"
+[breaker]
+minimum_calls = 3
+open_wait = "1s"
+open_wait_max = "2s"
+half_open_permits = 1
+"#;
 
 /// A database timeout and breaker that open fast and stay open: for tests
 /// that watch a breaker open (`TestApp::fail_database_until_open`).

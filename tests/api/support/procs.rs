@@ -2,8 +2,8 @@
 //! loopback port, killed by PID on drop (also when the test panics). They
 //! never touch the machine's own services or standard ports.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use super::owner::{redis_pid, serves_data_dir};
+use std::net::{SocketAddr, TcpListener};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -156,6 +156,27 @@ fn kill_group(child: &mut Child) {
 /// *our* server, and a server that exited is started again on a new port.
 const START_ATTEMPTS: usize = 5;
 
+/// Starts `server` with `spawn`; `may_move`: on a port taken meanwhile, try
+/// another (a first start), or fail (a restart must keep its port).
+fn launch<S>(
+    what: &str,
+    may_move: bool,
+    server: &mut S,
+    spawn: fn(&mut S) -> bool,
+    parts: fn(&mut S) -> (&mut u16, &mut Process),
+) {
+    for _ in 0..START_ATTEMPTS {
+        if spawn(server) {
+            return;
+        }
+        let (port, process) = parts(server);
+        process.kill();
+        assert!(may_move, "{what} could not bind port {port} again");
+        *port = free_port();
+    }
+    panic!("{what} did not start on {START_ATTEMPTS} ports");
+}
+
 /// Waits until `ours` answers (true), or the process exits (false).
 fn started(what: &str, process: &mut Process, timeout: Duration, ours: impl Fn() -> bool) -> bool {
     let begun = Instant::now();
@@ -270,18 +291,10 @@ impl Postgres {
         replica
     }
 
-    /// Starts the server; `may_move`: on a port taken meanwhile, try
-    /// another (a first start), or fail (a restart must keep its port).
     fn launch(&mut self, may_move: bool) {
-        for _ in 0..START_ATTEMPTS {
-            if self.spawn() {
-                return;
-            }
-            self.process.kill();
-            assert!(may_move, "postgres could not bind port {} again", self.port);
-            self.port = free_port();
-        }
-        panic!("postgres did not start on {START_ATTEMPTS} ports");
+        launch("postgres", may_move, self, Self::spawn, |pg| {
+            (&mut pg.port, &mut pg.process)
+        });
     }
 
     /// Spawns postgres on `self.port`; true once it answers as ours.
@@ -391,17 +404,10 @@ impl Redis {
         redis
     }
 
-    /// As `Postgres::launch`.
     fn launch(&mut self, may_move: bool) {
-        for _ in 0..START_ATTEMPTS {
-            if self.spawn() {
-                return;
-            }
-            self.process.kill();
-            assert!(may_move, "redis could not bind port {} again", self.port);
-            self.port = free_port();
-        }
-        panic!("redis did not start on {START_ATTEMPTS} ports");
+        launch("redis", may_move, self, Self::spawn, |r| {
+            (&mut r.port, &mut r.process)
+        });
     }
 
     /// Spawns redis-server on `self.port`; true once it answers as ours.
@@ -445,51 +451,4 @@ impl Redis {
         self.kill();
         self.launch(false);
     }
-}
-
-/// The process id the Redis at `addr` reports (`INFO server`).
-fn redis_pid(addr: SocketAddr) -> Option<u32> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    stream
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .ok()?;
-    stream.write_all(b"INFO server\r\n").ok()?;
-    let mut text = String::new();
-    let mut buf = [0u8; 4096];
-    while !text.contains("process_id:") || !text.split("process_id:").nth(1)?.contains('\n') {
-        let n = stream.read(&mut buf).ok().filter(|n| *n > 0)?;
-        text.push_str(&String::from_utf8_lossy(&buf[..n]));
-    }
-    text.split("process_id:")
-        .nth(1)?
-        .lines()
-        .next()?
-        .trim()
-        .parse()
-        .ok()
-}
-
-/// Whether the PostgreSQL at `url` runs on `data` (and not some other
-/// server that took the port first).
-fn serves_data_dir(url: &str, data: &Path) -> bool {
-    let url = url.to_string();
-    let want = data.to_path_buf();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("rt");
-        rt.block_on(async {
-            use sqlx::Connection;
-            let Ok(mut conn) = sqlx::PgConnection::connect(&url).await else {
-                return false;
-            };
-            let dir: Result<String, _> = sqlx::query_scalar("SHOW data_directory")
-                .fetch_one(&mut conn)
-                .await;
-            dir.is_ok_and(|d| std::fs::canonicalize(&d).ok() == std::fs::canonicalize(&want).ok())
-        })
-    })
-    .join()
-    .unwrap_or(false)
 }
