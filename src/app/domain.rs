@@ -21,7 +21,9 @@ use crate::auth::validation_cache::ValidationCache;
 use crate::cache::bus::Bus;
 use crate::config::Config;
 use crate::store::SessionStore;
+use crate::store::deferred::{DeferredLog, MAX_DEFERRED, MemoryDeferredLog};
 use crate::store::layered::LayeredSessionStore;
+use crate::store::redis_deferred::RedisDeferredLog;
 use std::sync::Arc;
 
 /// Every domain service; `AppState` holds them for the handlers.
@@ -44,7 +46,7 @@ impl Domain {
     pub fn build(config: &Config, stores: &Stores, master: MasterKey) -> Result<Self, StartError> {
         let durable = &stores.durable;
         let bus = bus(stores);
-        let audit = Audit::new(Arc::clone(&durable.audit));
+        let audit = Audit::new(Arc::clone(&durable.audit), spill(stores, AUDIT_SPILL));
         let sessions: Arc<dyn SessionStore> = LayeredSessionStore::start(
             Arc::clone(&stores.shared.cache),
             Arc::clone(&durable.ledger),
@@ -130,11 +132,35 @@ impl Domain {
     }
 }
 
+/// The streams where the outboxes hold what the database could not take.
+const AUDIT_SPILL: &str = "hf:outbox:audit";
+const INVALIDATION_SPILL: &str = "hf:outbox:invalidations";
+
+/// An outbox's spill log: a Redis stream wherever Redis is the shared
+/// state (so nothing acknowledged waits in one process), process memory
+/// in the embedded mode.
+fn spill<T>(stores: &Stores, stream: &'static str) -> Arc<dyn DeferredLog<T>>
+where
+    T: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+{
+    match &stores.shared.redis {
+        Some(link) => Arc::new(RedisDeferredLog::on_stream(
+            stream,
+            link.clone(),
+            Arc::clone(&stores.redis_guard),
+        )),
+        None => Arc::new(MemoryDeferredLog::new(MAX_DEFERRED)),
+    }
+}
+
 /// The invalidation bus: its log in the database, pub/sub on Redis when
 /// Redis is there.
 fn bus(stores: &Stores) -> Arc<Bus> {
     Bus::new(
-        Some(Arc::clone(&stores.durable.invalidations)),
+        Some((
+            Arc::clone(&stores.durable.invalidations),
+            spill(stores, INVALIDATION_SPILL),
+        )),
         stores
             .shared
             .redis

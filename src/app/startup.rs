@@ -165,6 +165,15 @@ impl Startup {
                 tracing::warn!(error = %e, "deferred log unreadable at start; revocations from the database only");
             }
         }
+        // The same holds for invalidation rows waiting in the bus's spill
+        // log (a logout-all or a key revocation answered during the outage).
+        match self.bus.apply_spilled().await {
+            Ok(0) => {}
+            Ok(applied) => tracing::info!(applied, "spilled invalidations applied at start"),
+            Err(e) => {
+                tracing::warn!(error = %e, "invalidation spill log unreadable at start; invalidations from the database only");
+            }
+        }
     }
 }
 

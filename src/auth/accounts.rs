@@ -170,17 +170,21 @@ impl Accounts {
         if !matched {
             tracing::warn!(user_id = %id, "password change refused: wrong current password");
             if let Some(lock) = self.limits.account_failed(attempt).await {
-                self.audit.record(
-                    "account_locked",
-                    Some(id),
-                    serde_json::json!({"ip": address, "lock_secs": lock.as_secs()}),
-                );
+                self.audit
+                    .record(
+                        "account_locked",
+                        Some(id),
+                        serde_json::json!({"ip": address, "lock_secs": lock.as_secs()}),
+                    )
+                    .await?;
             }
-            self.audit.record(
-                "password_change_failed",
-                Some(id),
-                serde_json::json!({"ip": address}),
-            );
+            self.audit
+                .record(
+                    "password_change_failed",
+                    Some(id),
+                    serde_json::json!({"ip": address}),
+                )
+                .await?;
             return Err(AuthError::InvalidCredentials);
         }
         self.limits.account_succeeded(attempt).await;
@@ -195,13 +199,17 @@ impl Accounts {
         self.users.set_password(id, &hash, now).await?;
         let revoked = self.sessions.revoke_user(id, Some(keep), now).await?;
         for &sid in &revoked {
-            self.bus.publish(Invalidation::SessionRevoked { sid }, now);
+            self.bus
+                .publish(Invalidation::SessionRevoked { sid }, now)
+                .await?;
         }
-        self.audit.record(
-            "password_changed",
-            Some(id),
-            serde_json::json!({"sessions_revoked": revoked.len()}),
-        );
+        self.audit
+            .record(
+                "password_changed",
+                Some(id),
+                serde_json::json!({"sessions_revoked": revoked.len()}),
+            )
+            .await?;
         Ok(())
     }
 
@@ -216,14 +224,18 @@ impl Accounts {
         // The not-before time ends every token of the user on every node;
         // the sessions are revoked so no refresh brings one back.
         self.bus
-            .publish(Invalidation::UserDisabled { user: id, at: now }, now);
+            .publish(Invalidation::UserDisabled { user: id, at: now }, now)
+            .await?;
         // Tokens issued within this same second pass a not-before check;
         // their sessions' revocations catch them.
         for sid in self.sessions.revoke_user(id, None, now).await? {
-            self.bus.publish(Invalidation::SessionRevoked { sid }, now);
+            self.bus
+                .publish(Invalidation::SessionRevoked { sid }, now)
+                .await?;
         }
         self.audit
-            .record("user_disabled", Some(id), serde_json::json!({"by": actor}));
+            .record("user_disabled", Some(id), serde_json::json!({"by": actor}))
+            .await?;
         Ok(())
     }
 
@@ -236,7 +248,8 @@ impl Accounts {
         }
         self.users.enable(id, now).await?;
         self.audit
-            .record("user_enabled", Some(id), serde_json::json!({"by": actor}));
+            .record("user_enabled", Some(id), serde_json::json!({"by": actor}))
+            .await?;
         Ok(())
     }
 

@@ -169,7 +169,7 @@ impl ApiKeys {
             "api_key_created",
             Some(user_id),
             serde_json::json!({"key_id": stored.id, "prefix": stored.prefix, "scopes": stored.scopes}),
-        );
+        ).await?;
         Ok(CreatedKey { key, stored })
     }
 
@@ -185,12 +185,16 @@ impl ApiKeys {
             .revoke_api_key(user_id, id, now)
             .await?
             .ok_or(AuthError::NotFound)?;
-        self.bus.publish(Invalidation::ApiKeyRevoked { id }, now);
-        self.audit.record(
-            "api_key_deleted",
-            Some(user_id),
-            serde_json::json!({"key_id": id, "prefix": key.prefix}),
-        );
+        self.bus
+            .publish(Invalidation::ApiKeyRevoked { id }, now)
+            .await?;
+        self.audit
+            .record(
+                "api_key_deleted",
+                Some(user_id),
+                serde_json::json!({"key_id": id, "prefix": key.prefix}),
+            )
+            .await?;
         Ok(())
     }
 

@@ -1,18 +1,22 @@
 //! The audit log: security events stored in the database for operators
-//! (`GET /admin/audit`). Recording never blocks a request and never fails
-//! one: events go through an outbox that buffers them while the database is
-//! down and writes them when it returns. Each event is also a log line,
-//! stamped by the `Clock` the log was given.
+//! (`GET /admin/audit`). An event is held durably before the request that
+//! made it is answered (DESIGN.md §4): by the database, or while it is away
+//! by the spill log (`resilience::outbox`); when neither can take it the
+//! request is answered 503, never acknowledged with its event lost. Each
+//! event is also a log line, stamped by the `Clock` the log was given.
 
 use crate::auth::clock::{self, Clock};
 use crate::auth::error::AuthError;
 use crate::resilience::outbox::Outbox;
+use crate::store::deferred::{DeferredLog, MemoryDeferredLog};
 use crate::store::{AuditEvent, AuditStore, UnixTime};
 use std::sync::Arc;
 use uuid::Uuid;
 
-/// Events buffered while the database is away before new ones are dropped.
+/// Events waiting for the writer before new ones are refused.
 const BUFFER: usize = 10_000;
+/// The spill log's bound in the embedded mode (process memory).
+const MEMORY_SPILL: usize = 100_000;
 
 pub struct Audit {
     store: Arc<dyn AuditStore>,
@@ -21,14 +25,26 @@ pub struct Audit {
 }
 
 impl Audit {
-    pub fn new(store: Arc<dyn AuditStore>) -> Arc<Self> {
-        Self::with_clock(store, clock::system())
+    /// An audit log whose events wait in `spill` while the database is
+    /// away.
+    pub fn new(store: Arc<dyn AuditStore>, spill: Arc<dyn DeferredLog<AuditEvent>>) -> Arc<Self> {
+        Self::with_clock(store, spill, clock::system())
+    }
+
+    /// An audit log of one process (tests, the CLI): its spill log is
+    /// process memory.
+    pub fn in_process(store: Arc<dyn AuditStore>) -> Arc<Self> {
+        Self::new(store, Arc::new(MemoryDeferredLog::new(MEMORY_SPILL)))
     }
 
     /// An audit log whose events are stamped by `clock`.
-    pub fn with_clock(store: Arc<dyn AuditStore>, clock: Arc<dyn Clock>) -> Arc<Self> {
+    pub fn with_clock(
+        store: Arc<dyn AuditStore>,
+        spill: Arc<dyn DeferredLog<AuditEvent>>,
+        clock: Arc<dyn Clock>,
+    ) -> Arc<Self> {
         let writer = Arc::clone(&store);
-        let outbox = Outbox::start("audit", BUFFER, move |events| {
+        let outbox = Outbox::start("audit", BUFFER, spill, move |events| {
             let writer = Arc::clone(&writer);
             async move { writer.append_audit(&events).await }
         });
@@ -39,9 +55,34 @@ impl Audit {
         })
     }
 
-    pub fn record(&self, kind: &'static str, user_id: Option<Uuid>, detail: serde_json::Value) {
-        self.outbox
-            .push(event(kind, user_id, detail, self.clock.now()));
+    /// Records an event: `Ok` once it is held durably, a 503 otherwise.
+    pub async fn record(
+        &self,
+        kind: &'static str,
+        user_id: Option<Uuid>,
+        detail: serde_json::Value,
+    ) -> Result<(), AuthError> {
+        Ok(self
+            .outbox
+            .push(event(kind, user_id, detail, self.clock.now()))
+            .await?)
+    }
+
+    /// `record` for an event whose request must not wait for (or fail
+    /// with) the stores: a break-glass use, accepted with every store down.
+    /// Whether the row is stored is logged, not answered.
+    pub fn record_detached(
+        self: &Arc<Self>,
+        kind: &'static str,
+        user_id: Option<Uuid>,
+        detail: serde_json::Value,
+    ) {
+        let audit = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(e) = audit.record(kind, user_id, detail).await {
+                tracing::warn!(kind, error = %e, "audit event not stored; its log line is the record");
+            }
+        });
     }
 
     /// `record` for a process about to exit (the CLI): stored before it
@@ -113,7 +154,11 @@ mod tests {
     async fn events_are_stamped_by_the_clock_given() {
         let clock = ManualClock::at(1_700_000_000_999);
         let store = Arc::new(Kept::default());
-        let audit = Audit::with_clock(Arc::clone(&store) as Arc<dyn AuditStore>, clock.clone());
+        let audit = Audit::with_clock(
+            Arc::clone(&store) as Arc<dyn AuditStore>,
+            Arc::new(MemoryDeferredLog::new(10)),
+            clock.clone(),
+        );
         audit
             .record_and_wait("key_rotated", None, serde_json::json!({}))
             .await

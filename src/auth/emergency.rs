@@ -202,10 +202,12 @@ impl EmergencyVerifier {
         &self,
         token: &str,
         now: UnixTime,
-        audit: &Audit,
+        audit: &Arc<Audit>,
     ) -> Result<EmergencyClaims, AuthError> {
         let claims = self.verify(token, now)?;
-        audit.record(
+        // Accepted with both stores down (DESIGN.md §2): the WARN line and
+        // the metric are its record then, the audit row follows if it can.
+        audit.record_detached(
             "emergency_token_used",
             None,
             serde_json::json!({"jti": claims.jti, "sub": claims.sub, "reason": claims.reason}),

@@ -14,8 +14,9 @@ use std::sync::Arc;
 /// How the change reaches the other nodes and the audit log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
-    /// Queued (the bus's and the audit log's outboxes): a running server,
-    /// which answers without waiting on either.
+    /// Through the bus's and the audit log's outboxes (held by the
+    /// database or their spill logs before the call returns): a running
+    /// server.
     Queued,
     /// Stored before the operation returns: a process about to exit (the
     /// CLI), whose queues would die with it.
@@ -29,11 +30,11 @@ pub struct KeyChange {
     pub kid: String,
     /// Revoke-all only: how many sessions it revoked.
     pub sessions_revoked: Option<u64>,
-    /// `Delivery::Wait` only: the announcement that did not go out. Not
+    /// The announcement that could not be held. Not
     /// fatal — the keys are changed and every node re-reads them within
     /// seconds anyway — but the operator should hear of it.
     pub not_announced: Option<String>,
-    /// `Delivery::Wait` only: the audit event that was not stored.
+    /// The audit event that could not be held.
     pub not_audited: Option<String>,
 }
 
@@ -102,19 +103,19 @@ impl KeyRotation {
         let event = Invalidation::KeysChanged {
             revoked_all: change.sessions_revoked.is_some(),
         };
-        match delivery {
-            Delivery::Queued => {
-                self.bus.publish(event, now);
-                self.audit.record(kind, None, detail);
-            }
-            Delivery::Wait => {
-                if let Err(e) = self.bus.publish_and_wait(event, now).await {
-                    change.not_announced = Some(e.to_string());
-                }
-                if let Err(e) = self.audit.record_and_wait(kind, None, detail).await {
-                    change.not_audited = Some(e.to_string());
-                }
-            }
+        let announced = match delivery {
+            Delivery::Queued => self.bus.publish(event, now).await,
+            Delivery::Wait => self.bus.publish_and_wait(event, now).await,
+        };
+        if let Err(e) = announced {
+            change.not_announced = Some(e.to_string());
+        }
+        let audited = match delivery {
+            Delivery::Queued => self.audit.record(kind, None, detail).await,
+            Delivery::Wait => self.audit.record_and_wait(kind, None, detail).await,
+        };
+        if let Err(e) = audited {
+            change.not_audited = Some(e.to_string());
         }
     }
 }

@@ -234,12 +234,14 @@ impl Rbac {
             updated_at: now,
         };
         self.roles.put_role(&role).await?;
-        self.bus.publish(Invalidation::RolesChanged, now);
-        self.audit.record(
-            "role_changed",
-            None,
-            serde_json::json!({"role": role.name, "permissions": role.permissions}),
-        );
+        self.bus.publish(Invalidation::RolesChanged, now).await?;
+        self.audit
+            .record(
+                "role_changed",
+                None,
+                serde_json::json!({"role": role.name, "permissions": role.permissions}),
+            )
+            .await?;
         Ok(role)
     }
 
@@ -254,19 +256,23 @@ impl Rbac {
         if !self.roles.delete_role(name, at_ms).await? {
             return Err(AuthError::NotFound);
         }
-        self.bus.publish(Invalidation::RolesChanged, now);
-        self.bus.publish(
-            Invalidation::RoleDeleted {
-                name: name.to_string(),
-                at_ms,
-            },
-            now,
-        );
-        self.audit.record(
-            "role_changed",
-            None,
-            serde_json::json!({"role": name, "deleted": true}),
-        );
+        self.bus.publish(Invalidation::RolesChanged, now).await?;
+        self.bus
+            .publish(
+                Invalidation::RoleDeleted {
+                    name: name.to_string(),
+                    at_ms,
+                },
+                now,
+            )
+            .await?;
+        self.audit
+            .record(
+                "role_changed",
+                None,
+                serde_json::json!({"role": name, "deleted": true}),
+            )
+            .await?;
         Ok(())
     }
 
@@ -297,19 +303,23 @@ impl Rbac {
         {
             return Err(AuthError::NotFound);
         }
-        self.bus.publish(
-            Invalidation::UserRolesChanged {
-                user: user_id,
-                roles: Some(roles.clone()),
-                at_ms,
-            },
-            now,
-        );
-        self.audit.record(
-            "role_changed",
-            Some(user_id),
-            serde_json::json!({"user_roles": roles}),
-        );
+        self.bus
+            .publish(
+                Invalidation::UserRolesChanged {
+                    user: user_id,
+                    roles: Some(roles.clone()),
+                    at_ms,
+                },
+                now,
+            )
+            .await?;
+        self.audit
+            .record(
+                "role_changed",
+                Some(user_id),
+                serde_json::json!({"user_roles": roles}),
+            )
+            .await?;
         Ok(roles)
     }
 }
@@ -423,7 +433,7 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_secs(60),
             Bus::new(None, None),
-            Audit::new(Arc::new(NoAudit)),
+            Audit::in_process(Arc::new(NoAudit)),
         )
     }
 

@@ -95,11 +95,13 @@ impl Sessions {
     ) -> Result<TokenPair, AuthError> {
         let user = self.check_password(slot, login, password, &client).await?;
         if user.status == UserStatus::Disabled {
-            self.audit.record(
-                "login_failed",
-                Some(user.id),
-                serde_json::json!({"reason": "account_disabled", "ip": client.ip}),
-            );
+            self.audit
+                .record(
+                    "login_failed",
+                    Some(user.id),
+                    serde_json::json!({"reason": "account_disabled", "ip": client.ip}),
+                )
+                .await?;
             return Err(AuthError::AccountDisabled);
         }
         let (secret, hash) = new_refresh_secret()?;
@@ -117,11 +119,13 @@ impl Sessions {
             generation: 0,
         };
         self.start(&user, &session).await?;
-        self.audit.record(
-            "login_succeeded",
-            Some(user.id),
-            serde_json::json!({"session_id": session.id, "ip": session.ip}),
-        );
+        self.audit
+            .record(
+                "login_succeeded",
+                Some(user.id),
+                serde_json::json!({"session_id": session.id, "ip": session.ip}),
+            )
+            .await?;
         self.pair(&user, &session, &secret, now)
     }
 
@@ -160,17 +164,21 @@ impl Sessions {
                 let user_id = user.map(|u| u.id);
                 let login: String = login.trim().chars().take(64).collect();
                 if let Some(lock) = self.limits.account_failed(attempt).await {
-                    self.audit.record(
-                        "account_locked",
-                        user_id,
-                        serde_json::json!({"login": login, "lock_secs": lock.as_secs()}),
-                    );
+                    self.audit
+                        .record(
+                            "account_locked",
+                            user_id,
+                            serde_json::json!({"login": login, "lock_secs": lock.as_secs()}),
+                        )
+                        .await?;
                 }
-                self.audit.record(
-                    "login_failed",
-                    user_id,
-                    serde_json::json!({"login": login, "ip": client.ip}),
-                );
+                self.audit
+                    .record(
+                        "login_failed",
+                        user_id,
+                        serde_json::json!({"login": login, "ip": client.ip}),
+                    )
+                    .await?;
                 Err(AuthError::InvalidCredentials)
             }
         }
@@ -187,11 +195,13 @@ impl Sessions {
         {
             Ok(()) => Ok(()),
             Err(StoreError::Superseded) => {
-                self.audit.record(
-                    "login_failed",
-                    Some(user.id),
-                    serde_json::json!({"reason": "superseded", "ip": session.ip}),
-                );
+                self.audit
+                    .record(
+                        "login_failed",
+                        Some(user.id),
+                        serde_json::json!({"reason": "superseded", "ip": session.ip}),
+                    )
+                    .await?;
                 Err(AuthError::InvalidCredentials)
             }
             Err(e) => Err(e.into()),
@@ -242,7 +252,9 @@ impl Sessions {
         match self.users.by_id(session.user_id).await {
             Ok(Some(user)) if user.status == UserStatus::Disabled => {
                 self.sessions.revoke(sid, now).await?;
-                self.bus.publish(Invalidation::SessionRevoked { sid }, now);
+                self.bus
+                    .publish(Invalidation::SessionRevoked { sid }, now)
+                    .await?;
                 Err(AuthError::AccountDisabled)
             }
             Ok(Some(user)) => self.pair(&user, &session, secret, now),
@@ -263,7 +275,9 @@ impl Sessions {
     /// everywhere, and the reuse audited.
     async fn reused(&self, sid: Uuid, now: UnixTime) -> Result<TokenPair, AuthError> {
         self.sessions.revoke(sid, now).await?;
-        self.bus.publish(Invalidation::SessionRevoked { sid }, now);
+        self.bus
+            .publish(Invalidation::SessionRevoked { sid }, now)
+            .await?;
         // Whose session was stolen, for the audit log (best effort: the
         // revocation above does not depend on it).
         let user_id = match self.sessions.get(sid).await {
@@ -273,11 +287,13 @@ impl Sessions {
                 None
             }
         };
-        self.audit.record(
-            "refresh_reuse",
-            user_id,
-            serde_json::json!({"session_id": sid}),
-        );
+        self.audit
+            .record(
+                "refresh_reuse",
+                user_id,
+                serde_json::json!({"session_id": sid}),
+            )
+            .await?;
         Err(AuthError::RefreshReuse)
     }
 
@@ -304,17 +320,21 @@ impl Sessions {
 
     pub async fn logout_all(&self, user_id: Uuid, now: UnixTime) -> Result<(), AuthError> {
         self.users.set_not_before(user_id, now).await?;
-        self.bus.publish(
-            Invalidation::UserNotBefore {
-                user: user_id,
-                at: now,
-            },
-            now,
-        );
+        self.bus
+            .publish(
+                Invalidation::UserNotBefore {
+                    user: user_id,
+                    at: now,
+                },
+                now,
+            )
+            .await?;
         // Tokens issued within this same second pass the not-before check;
         // their sessions' revocations catch them.
         for sid in self.sessions.revoke_user(user_id, None, now).await? {
-            self.bus.publish(Invalidation::SessionRevoked { sid }, now);
+            self.bus
+                .publish(Invalidation::SessionRevoked { sid }, now)
+                .await?;
         }
         tracing::info!(%user_id, "logout from every session");
         Ok(())
@@ -344,8 +364,12 @@ impl Sessions {
         if matches!(&stored, Err(e) if !e.is_unavailable()) {
             return Ok(stored?);
         }
-        self.bus.publish(Invalidation::SessionRevoked { sid }, now);
-        Ok(stored?)
+        let published = self
+            .bus
+            .publish(Invalidation::SessionRevoked { sid }, now)
+            .await;
+        stored?;
+        Ok(published?)
     }
 
     fn pair(

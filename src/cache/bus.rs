@@ -5,16 +5,19 @@
 //! 1. applied at once on this node (in-memory revocations and caches);
 //! 2. published on Redis pub/sub, so other nodes apply it within
 //!    milliseconds while Redis is up;
-//! 3. appended to the `invalidations` table (through an outbox, so a
-//!    database outage never blocks the request), which every node polls
-//!    every `[cache] invalidation_poll`: the safety net when pub/sub loses
-//!    a message, Redis is down, or a node was restarting.
+//! 3. appended to the `invalidations` table (through an outbox: held by
+//!    the database, or while it is away by the spill log in Redis, before
+//!    the request is answered), which every node polls every
+//!    `[cache] invalidation_poll`: the safety net when pub/sub loses a
+//!    message, Redis is down, or a node was restarting. A node starting
+//!    applies what still waits in the spill log as well.
 //!
 //! Applying an event is idempotent, so receiving it twice is harmless and
 //! the poller may re-read recent rows on purpose (see `Poller`).
 
 use crate::resilience::outbox::Outbox;
 use crate::resilience::{Call, DependencyGuard};
+use crate::store::deferred::DeferredLog;
 use crate::store::redis_link::RedisLink;
 use crate::store::{InvalidationLog, LoggedInvalidation, UnixTime};
 use futures::StreamExt;
@@ -107,15 +110,19 @@ pub struct Bus {
 }
 
 impl Bus {
-    /// `log` is where events are made durable; `redis` where they are
-    /// published. Either may be absent (embedded mode has neither).
+    /// `log` is where events are made durable, with the spill log that
+    /// holds them while the database is away; `redis` where they are
+    /// published. Either may be absent.
     pub fn new(
-        log: Option<Arc<dyn InvalidationLog>>,
+        log: Option<(
+            Arc<dyn InvalidationLog>,
+            Arc<dyn DeferredLog<LoggedInvalidation>>,
+        )>,
         redis: Option<(RedisLink, Arc<DependencyGuard>)>,
     ) -> Arc<Self> {
-        let log_store = log.clone();
-        let log = log.map(|log| {
-            Outbox::start("invalidations", 10_000, move |rows| {
+        let log_store = log.as_ref().map(|(log, _)| Arc::clone(log));
+        let log = log.map(|(log, spill)| {
+            Outbox::start("invalidations", 10_000, spill, move |rows| {
                 let log = Arc::clone(&log);
                 async move { log.append_invalidations(&rows).await }
             })
@@ -156,21 +163,18 @@ impl Bus {
         Ok((row, payload))
     }
 
-    /// Applies `event` here, then ships it to the other nodes without
-    /// waiting for either transport.
-    pub fn publish(&self, event: Invalidation, now: UnixTime) {
+    /// Applies `event` here, publishes it to the other nodes without
+    /// waiting, and returns once its log row is held durably (the database
+    /// or the spill log): the caller answers only then, or 503 when the
+    /// row could not be held.
+    pub async fn publish(
+        &self,
+        event: Invalidation,
+        now: UnixTime,
+    ) -> Result<(), crate::store::StoreError> {
         self.deliver(&event, now);
         metrics::counter!("holdfast_invalidations_published_total").increment(1);
-        let (row, payload) = match self.encode(&event, now) {
-            Ok(encoded) => encoded,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot encode an invalidation");
-                return;
-            }
-        };
-        if let Some(log) = &self.log {
-            log.push(row);
-        }
+        let (row, payload) = self.encode(&event, now)?;
         if let Some((conn, guard)) = &self.redis {
             let (conn, guard) = (conn.clone(), Arc::clone(guard));
             tokio::spawn(async move {
@@ -179,6 +183,28 @@ impl Bus {
                 }
             });
         }
+        match &self.log {
+            Some(log) => log.push(row).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Applies the invalidations still waiting in the spill log (made
+    /// while the database was away, not yet in the table the poller
+    /// reads). Returns how many.
+    pub async fn apply_spilled(&self) -> Result<usize, crate::store::StoreError> {
+        let Some(log) = &self.log else {
+            return Ok(0);
+        };
+        let rows = log.spilled(crate::store::deferred::MAX_DEFERRED).await?;
+        let now = crate::store::unix_now();
+        for row in &rows {
+            match serde_json::from_str::<Invalidation>(&row.event) {
+                Ok(event) => self.deliver(&event, now),
+                Err(e) => tracing::warn!(error = %e, "unreadable spilled invalidation"),
+            }
+        }
+        Ok(rows.len())
     }
 
     /// `publish` for a process about to exit (the CLI): waits until the

@@ -100,7 +100,8 @@ pub async fn logout_all_user(
     state.sessions().logout_all(id, now()).await?;
     state
         .audit()
-        .record("user_logout_all", Some(id), json!({"by": admin.actor}));
+        .record("user_logout_all", Some(id), json!({"by": admin.actor}))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

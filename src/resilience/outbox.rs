@@ -1,75 +1,297 @@
-//! Best-effort durable writes that must never hold up a request: audit
-//! events and invalidation-log rows. The request pushes onto a bounded
-//! queue and goes on; one task writes batches to the database and, while
-//! it cannot, keeps the batch and retries with capped backoff. When the
-//! queue is full (a long outage under load) new items are dropped, counted
-//! and logged: the request still never waits.
+//! Durable side writes of a request: audit events and invalidation-log
+//! rows. DESIGN.md §4: nothing acknowledged waits only in one process's
+//! memory, so `push` returns only once the item is held by the database
+//! or, while the database is away, by the spill log (a Redis stream with
+//! Redis configured, process memory in the embedded mode), and the caller
+//! answers 503 when neither can take it. A full outbox refuses new items;
+//! it never drops one it accepted.
+//!
+//! One writer task batches what concurrent requests push (one database
+//! round trip per batch, not per item); one drain task moves the spill log
+//! back into the database when it answers again, one node at a time
+//! (`DeferredLog::claim_replay`). A replay may write an item twice when a
+//! node dies between the insert and the removal: invalidations are
+//! idempotent, and an audit event seen twice is better than one lost.
 
+use crate::resilience::failure::FailureKind;
 use crate::store::StoreError;
+use crate::store::deferred::DeferredLog;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 /// Items written per database round trip.
 const BATCH: usize = 100;
+/// How often the spill log is checked for items to move back.
+const DRAIN_EVERY: Duration = Duration::from_millis(500);
 
-pub struct Outbox<T> {
-    name: &'static str,
-    tx: mpsc::Sender<T>,
+/// One pushed item and who waits for its answer.
+struct Pending<T> {
+    item: T,
+    done: oneshot::Sender<Result<(), StoreError>>,
 }
 
-impl<T: Clone + Send + 'static> Outbox<T> {
-    /// Starts the writer task. `write` stores one batch; an `Unavailable`
-    /// answer keeps the batch for a retry, any other error drops it.
-    pub fn start<F, Fut>(name: &'static str, capacity: usize, write: F) -> Self
+pub struct Outbox<T: Send + Sync + 'static> {
+    name: &'static str,
+    tx: mpsc::Sender<Pending<T>>,
+    spill: Arc<dyn DeferredLog<T>>,
+}
+
+impl<T: Clone + Send + Sync + 'static> Outbox<T> {
+    /// Starts the writer and drain tasks. `write` stores one batch in the
+    /// database; an `Unavailable` answer sends the batch to `spill`, any
+    /// other error is the pushers' answer. At most `capacity` items wait
+    /// for the writer; more are refused.
+    pub fn start<F, Fut>(
+        name: &'static str,
+        capacity: usize,
+        spill: Arc<dyn DeferredLog<T>>,
+        write: F,
+    ) -> Self
     where
-        F: Fn(Vec<T>) -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), StoreError>> + Send,
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), StoreError>> + Send + 'static,
     {
-        let (tx, mut rx) = mpsc::channel::<T>(capacity);
-        tokio::spawn(async move {
-            let mut batch: Vec<T> = Vec::with_capacity(BATCH);
-            let mut backoff = Duration::from_millis(100);
-            loop {
-                if batch.is_empty() {
-                    if rx.recv_many(&mut batch, BATCH).await == 0 {
-                        return; // every sender dropped
-                    }
-                } else if batch.len() < BATCH {
-                    while batch.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(item) => batch.push(item),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                match write(batch.clone()).await {
-                    Ok(()) => {
-                        batch.clear();
-                        backoff = Duration::from_millis(100);
-                    }
-                    Err(e) if e.is_unavailable() => {
-                        tracing::debug!(outbox = name, pending = batch.len(), error = %e, "outbox write deferred");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                    Err(e) => {
-                        tracing::error!(outbox = name, dropped = batch.len(), error = %e, "outbox write failed; batch dropped");
-                        metrics::counter!("holdfast_outbox_dropped_total", "outbox" => name)
-                            .increment(batch.len() as u64);
-                        batch.clear();
-                    }
-                }
-            }
-        });
-        Self { name, tx }
+        let (tx, rx) = mpsc::channel::<Pending<T>>(capacity);
+        let write = Arc::new(write);
+        tokio::spawn(run_writer(name, rx, Arc::clone(&spill), Arc::clone(&write)));
+        tokio::spawn(run_drain(name, Arc::downgrade(&spill), write));
+        Self { name, tx, spill }
     }
 
-    /// Queues `item` without waiting.
-    pub fn push(&self, item: T) {
-        if self.tx.try_send(item).is_err() {
-            metrics::counter!("holdfast_outbox_dropped_total", "outbox" => self.name).increment(1);
-            tracing::warn!(outbox = self.name, "outbox full; item dropped");
+    /// Holds `item` durably: `Ok` once the database or the spill log has
+    /// it, the refusal otherwise (the caller answers 503).
+    pub async fn push(&self, item: T) -> Result<(), StoreError> {
+        let (done, answer) = oneshot::channel();
+        if self.tx.try_send(Pending { item, done }).is_err() {
+            metrics::counter!("holdfast_outbox_refused_total", "outbox" => self.name).increment(1);
+            tracing::warn!(outbox = self.name, "outbox full; write refused");
+            return Err(refused(self.name, FailureKind::QueueFull, "outbox full"));
         }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(refused(self.name, FailureKind::QueueFull, "outbox closed")))
+    }
+
+    /// Items the spill log holds now, oldest first (a starting node applies
+    /// the invalidations in it before it is ready).
+    pub async fn spilled(&self, limit: usize) -> Result<Vec<T>, StoreError> {
+        Ok(self
+            .spill
+            .oldest(limit)
+            .await?
+            .into_iter()
+            .filter_map(|queued| queued.write)
+            .collect())
+    }
+}
+
+fn refused(name: &'static str, kind: FailureKind, reason: &str) -> StoreError {
+    StoreError::Unavailable {
+        dependency: "database",
+        kind,
+        reason: format!("{name}: {reason}"),
+    }
+}
+
+async fn run_writer<T, F, Fut>(
+    name: &'static str,
+    mut rx: mpsc::Receiver<Pending<T>>,
+    spill: Arc<dyn DeferredLog<T>>,
+    write: Arc<F>,
+) where
+    T: Clone + Send + Sync + 'static,
+    F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), StoreError>> + Send + 'static,
+{
+    let mut batch: Vec<Pending<T>> = Vec::with_capacity(BATCH);
+    loop {
+        if rx.recv_many(&mut batch, BATCH).await == 0 {
+            return; // every sender dropped
+        }
+        let items: Vec<T> = batch.iter().map(|p| p.item.clone()).collect();
+        match write(items).await {
+            Ok(()) => {
+                for pending in batch.drain(..) {
+                    let _ = pending.done.send(Ok(()));
+                }
+            }
+            Err(e) if e.is_unavailable() => {
+                tracing::debug!(outbox = name, items = batch.len(), error = %e, "database unavailable; outbox items go to the spill log");
+                let pushes = batch.drain(..).map(|pending| {
+                    let spill = Arc::clone(&spill);
+                    async move {
+                        let held = spill.push(&pending.item).await;
+                        if let Err(e) = &held {
+                            metrics::counter!("holdfast_outbox_refused_total", "outbox" => name)
+                                .increment(1);
+                            tracing::warn!(outbox = name, error = %e, "neither the database nor the spill log took an outbox write; refused");
+                        }
+                        let _ = pending.done.send(held);
+                    }
+                });
+                futures::future::join_all(pushes).await;
+            }
+            Err(e) => {
+                tracing::error!(outbox = name, items = batch.len(), error = %e, "outbox write refused by the database");
+                for pending in batch.drain(..) {
+                    let _ = pending.done.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// Moves the spill log back into the database, for as long as the log
+/// lives.
+async fn run_drain<T, F, Fut>(
+    name: &'static str,
+    spill: std::sync::Weak<dyn DeferredLog<T>>,
+    write: Arc<F>,
+) where
+    T: Clone + Send + Sync + 'static,
+    F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), StoreError>> + Send + 'static,
+{
+    loop {
+        tokio::time::sleep(DRAIN_EVERY).await;
+        let Some(spill) = spill.upgrade() else {
+            return;
+        };
+        if let Some(moved) = drain(name, spill.as_ref(), write.as_ref()).await
+            && moved > 0
+        {
+            tracing::info!(outbox = name, moved, "spilled outbox writes stored");
+        }
+    }
+}
+
+/// One pass: `None` when another node holds the claim or a store failed.
+async fn drain<T, F, Fut>(
+    name: &'static str,
+    spill: &dyn DeferredLog<T>,
+    write: &F,
+) -> Option<usize>
+where
+    T: Clone + Send + Sync + 'static,
+    F: Fn(Vec<T>) -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    if spill.oldest(1).await.ok()?.is_empty() || !spill.claim_replay().await.ok()? {
+        return Some(0);
+    }
+    let mut moved = 0;
+    let result = loop {
+        let batch = match spill.oldest(BATCH).await {
+            Ok(batch) if batch.is_empty() => break Some(moved),
+            Ok(batch) => batch,
+            Err(_) => break None,
+        };
+        if !spill.claim_replay().await.unwrap_or(false) {
+            break None;
+        }
+        let keys: Vec<String> = batch.iter().map(|q| q.key.clone()).collect();
+        let items: Vec<T> = batch.into_iter().filter_map(|q| q.write).collect();
+        let count = items.len();
+        match write(items).await {
+            Ok(()) => moved += count,
+            Err(e) if e.is_unavailable() => break None,
+            Err(e) => {
+                tracing::error!(outbox = name, items = count, error = %e, "spilled outbox writes refused by the database; dropped");
+                metrics::counter!("holdfast_outbox_dropped_total", "outbox" => name)
+                    .increment(count as u64);
+            }
+        }
+        if spill.remove_all(&keys).await.is_err() {
+            break None;
+        }
+    };
+    if let Err(e) = spill.release_replay().await {
+        tracing::debug!(error = %e, "outbox drain claim not released; it expires");
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::deferred::MemoryDeferredLog;
+    use parking_lot::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A database that can be taken away and brought back.
+    #[derive(Default)]
+    struct Table {
+        down: AtomicBool,
+        rows: Mutex<Vec<u32>>,
+    }
+
+    impl Table {
+        async fn write(&self, items: Vec<u32>) -> Result<(), StoreError> {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(refused("test", FailureKind::Refused, "down"));
+            }
+            self.rows.lock().extend(items);
+            Ok(())
+        }
+    }
+
+    fn outbox(table: &Arc<Table>, spill: &Arc<MemoryDeferredLog<u32>>) -> Outbox<u32> {
+        let table = Arc::clone(table);
+        Outbox::start(
+            "test",
+            4,
+            Arc::clone(spill) as Arc<dyn DeferredLog<u32>>,
+            move |items| {
+                let table = Arc::clone(&table);
+                async move { table.write(items).await }
+            },
+        )
+    }
+
+    #[tokio::test]
+    async fn an_item_is_answered_only_once_the_database_holds_it() {
+        let table = Arc::new(Table::default());
+        let spill = Arc::new(MemoryDeferredLog::new(10));
+        let outbox = outbox(&table, &spill);
+        outbox.push(1).await.expect("stored");
+        assert_eq!(*table.rows.lock(), vec![1]);
+    }
+
+    #[tokio::test]
+    async fn while_the_database_is_away_items_spill_and_come_back() {
+        let table = Arc::new(Table::default());
+        let spill = Arc::new(MemoryDeferredLog::new(10));
+        let outbox = outbox(&table, &spill);
+        table.down.store(true, Ordering::SeqCst);
+        outbox.push(1).await.expect("held by the spill log");
+        outbox.push(2).await.expect("held by the spill log");
+        assert_eq!(outbox.spilled(10).await.expect("read"), vec![1, 2]);
+        table.down.store(false, Ordering::SeqCst);
+        for _ in 0..50 {
+            if table.rows.lock().len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(*table.rows.lock(), vec![1, 2], "drained in order");
+        assert!(outbox.spilled(10).await.expect("read").is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_full_spill_log_refuses_new_items_and_keeps_the_old() {
+        let table = Arc::new(Table::default());
+        let spill = Arc::new(MemoryDeferredLog::new(2));
+        let outbox = outbox(&table, &spill);
+        table.down.store(true, Ordering::SeqCst);
+        outbox.push(1).await.expect("held");
+        outbox.push(2).await.expect("held");
+        let refused = outbox.push(3).await;
+        assert!(
+            matches!(refused, Err(ref e) if e.is_unavailable()),
+            "refused, not dropped silently: {refused:?}"
+        );
+        assert_eq!(outbox.spilled(10).await.expect("read"), vec![1, 2]);
     }
 }

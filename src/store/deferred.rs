@@ -7,6 +7,10 @@
 //! replays it and a node killed during the outage loses none of it. The
 //! embedded mode has one process and no Redis: its queue stays in memory
 //! (`MemoryDeferredLog`).
+//!
+//! The same queue, on its own stream, holds what the outboxes
+//! (`resilience::outbox`: audit events, invalidation-log rows) could not
+//! write while the database was away; hence the type parameter.
 
 use crate::resilience::failure::FailureKind;
 use crate::store::{Session, StoreError, UnixTime};
@@ -47,25 +51,32 @@ pub enum Deferred {
 /// One write in a log, with the log's own name for it (to remove it once
 /// replayed).
 #[derive(Debug, Clone)]
-pub struct Queued {
+pub struct Queued<T = Deferred> {
     pub key: String,
     /// `None` when the log holds something that does not decode.
-    pub write: Option<Deferred>,
+    pub write: Option<T>,
 }
 
 /// An ordered queue of deferred writes, shared by every node that can
 /// reach it.
 #[async_trait]
-pub trait DeferredLog: Send + Sync {
+pub trait DeferredLog<T: Send + Sync + 'static = Deferred>: Send + Sync {
     /// `"redis"` or `"memory"`.
     fn backend(&self) -> &'static str;
     /// Appends `write`. `Ok` only once the log holds it as DESIGN.md §4
     /// defines "acknowledged"; a full log refuses (`QueueFull`).
-    async fn push(&self, write: &Deferred) -> Result<(), StoreError>;
+    async fn push(&self, write: &T) -> Result<(), StoreError>;
     /// The oldest `limit` writes, in the order they were pushed.
-    async fn oldest(&self, limit: usize) -> Result<Vec<Queued>, StoreError>;
+    async fn oldest(&self, limit: usize) -> Result<Vec<Queued<T>>, StoreError>;
     /// Removes a write that has been replayed (or refused for good).
     async fn remove(&self, key: &str) -> Result<(), StoreError>;
+    /// Removes several writes.
+    async fn remove_all(&self, keys: &[String]) -> Result<(), StoreError> {
+        for key in keys {
+            self.remove(key).await?;
+        }
+        Ok(())
+    }
     /// Writes waiting.
     async fn backlog(&self) -> Result<usize, StoreError>;
     /// Takes the right to replay the log for a while, or extends it when
@@ -90,13 +101,13 @@ pub fn full() -> StoreError {
 }
 
 /// The embedded mode's log: one process, so its memory is the only place.
-pub struct MemoryDeferredLog {
+pub struct MemoryDeferredLog<T = Deferred> {
     capacity: usize,
     /// Writes with their sequence numbers (the keys), oldest first.
-    queue: Mutex<(u64, VecDeque<(u64, Deferred)>)>,
+    queue: Mutex<(u64, VecDeque<(u64, T)>)>,
 }
 
-impl MemoryDeferredLog {
+impl<T> MemoryDeferredLog<T> {
     pub fn new(capacity: usize) -> Self {
         Self {
             capacity,
@@ -106,12 +117,12 @@ impl MemoryDeferredLog {
 }
 
 #[async_trait]
-impl DeferredLog for MemoryDeferredLog {
+impl<T: Clone + Send + Sync + 'static> DeferredLog<T> for MemoryDeferredLog<T> {
     fn backend(&self) -> &'static str {
         "memory"
     }
 
-    async fn push(&self, write: &Deferred) -> Result<(), StoreError> {
+    async fn push(&self, write: &T) -> Result<(), StoreError> {
         let mut guard = self.queue.lock();
         let (next, queue) = &mut *guard;
         if queue.len() >= self.capacity {
@@ -122,7 +133,7 @@ impl DeferredLog for MemoryDeferredLog {
         Ok(())
     }
 
-    async fn oldest(&self, limit: usize) -> Result<Vec<Queued>, StoreError> {
+    async fn oldest(&self, limit: usize) -> Result<Vec<Queued<T>>, StoreError> {
         Ok(self
             .queue
             .lock()

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 /// One security event.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AuditEvent {
     /// Assigned by the store; 0 before it is stored.
     pub id: i64,
@@ -25,7 +25,7 @@ pub trait AuditStore: Send + Sync {
 }
 
 /// A row of the invalidation log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LoggedInvalidation {
     pub seq: i64,
     pub at: UnixTime,

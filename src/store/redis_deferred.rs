@@ -15,15 +15,20 @@ use crate::store::deferred::{Deferred, DeferredLog, MAX_DEFERRED, Queued, full};
 use crate::store::redis::{DEPENDENCY, classify};
 use crate::store::redis_link::RedisLink;
 use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-const STREAM: &str = "hf:deferred";
-/// Who replays the stream now (`claim_replay`), and for how long at most:
+/// The session writes' stream. The outboxes have theirs
+/// (`RedisDeferredLog::on_stream`).
+pub const STREAM: &str = "hf:deferred";
+/// Who replays a stream now (`claim_replay`, key `<stream>:replayer`), and
+/// for how long at most:
 /// a node killed while replaying (during a PostgreSQL outage every node
 /// tries every 500 ms, so one usually holds it) delays the replay by no
 /// more than that. Renewed before each write, so it outlasts any one
 /// ledger call at the database timeouts holdfast is run with.
-const REPLAYER: &str = "hf:deferred:replayer";
 const REPLAY_CLAIM_MS: u64 = 5_000;
 
 /// Takes the claim, or extends it when it is already ours.
@@ -51,19 +56,33 @@ local replicas = tonumber(string.match(info, 'connected_slaves:(%d+)')) or 0
 return {redis.call('XLEN', KEYS[1]), replicas}
 "#;
 
-pub struct RedisDeferredLog {
+pub struct RedisDeferredLog<T = Deferred> {
+    stream: &'static str,
+    replayer: String,
     conn: RedisLink,
     guard: Arc<DependencyGuard>,
     push: redis::Script,
     claim: redis::Script,
     release: redis::Script,
-    /// This node's name in `REPLAYER`.
+    /// This node's name in the replayer key.
     node: String,
+    writes: PhantomData<fn() -> T>,
 }
 
 impl RedisDeferredLog {
+    /// The session writes' log.
     pub fn new(conn: RedisLink, guard: Arc<DependencyGuard>) -> Self {
+        Self::on_stream(STREAM, conn, guard)
+    }
+}
+
+impl<T> RedisDeferredLog<T> {
+    /// A log on its own `stream` (one key, so one Cluster slot per log).
+    pub fn on_stream(stream: &'static str, conn: RedisLink, guard: Arc<DependencyGuard>) -> Self {
         Self {
+            stream,
+            replayer: format!("{stream}:replayer"),
+            writes: PhantomData,
             conn,
             guard,
             push: redis::Script::new(PUSH),
@@ -103,15 +122,18 @@ impl RedisDeferredLog {
 }
 
 #[async_trait]
-impl DeferredLog for RedisDeferredLog {
+impl<T> DeferredLog<T> for RedisDeferredLog<T>
+where
+    T: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
     fn backend(&self) -> &'static str {
         "redis"
     }
 
-    async fn push(&self, write: &Deferred) -> Result<(), StoreError> {
+    async fn push(&self, write: &T) -> Result<(), StoreError> {
         let json = serde_json::to_string(write)
             .map_err(|e| StoreError::Corrupt(format!("encode deferred write: {e}")))?;
-        let mut invocation = self.push.key(STREAM);
+        let mut invocation = self.push.key(self.stream);
         invocation.arg(json).arg(MAX_DEFERRED);
         let mut conn = self.conn.clone();
         // Not retried: a retry after a lost answer would append it twice
@@ -131,14 +153,14 @@ impl DeferredLog for RedisDeferredLog {
         Ok(())
     }
 
-    async fn oldest(&self, limit: usize) -> Result<Vec<Queued>, StoreError> {
+    async fn oldest(&self, limit: usize) -> Result<Vec<Queued<T>>, StoreError> {
         let entries: Vec<(String, Vec<String>)> = self
             .guard
             .run_idempotent(|| {
                 let mut conn = self.conn.clone();
                 async move {
                     redis::cmd("XRANGE")
-                        .arg(STREAM)
+                        .arg(self.stream)
                         .arg("-")
                         .arg("+")
                         .arg("COUNT")
@@ -169,8 +191,28 @@ impl DeferredLog for RedisDeferredLog {
                 let mut conn = self.conn.clone();
                 async move {
                     redis::cmd("XDEL")
-                        .arg(STREAM)
+                        .arg(self.stream)
                         .arg(key)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                        .map_err(classify)?;
+                    Ok(())
+                }
+            })
+            .await
+    }
+
+    async fn remove_all(&self, keys: &[String]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.guard
+            .run_idempotent(|| {
+                let mut conn = self.conn.clone();
+                async move {
+                    redis::cmd("XDEL")
+                        .arg(self.stream)
+                        .arg(keys)
                         .query_async::<i64>(&mut conn)
                         .await
                         .map_err(classify)?;
@@ -187,7 +229,7 @@ impl DeferredLog for RedisDeferredLog {
                 let mut conn = self.conn.clone();
                 async move {
                     redis::cmd("XLEN")
-                        .arg(STREAM)
+                        .arg(self.stream)
                         .query_async(&mut conn)
                         .await
                         .map_err(classify)
@@ -198,7 +240,7 @@ impl DeferredLog for RedisDeferredLog {
     }
 
     async fn claim_replay(&self) -> Result<bool, StoreError> {
-        let mut invocation = self.claim.key(REPLAYER);
+        let mut invocation = self.claim.key(&self.replayer);
         invocation.arg(&self.node).arg(REPLAY_CLAIM_MS);
         let mut conn = self.conn.clone();
         let claimed: i64 = self
@@ -211,7 +253,7 @@ impl DeferredLog for RedisDeferredLog {
     }
 
     async fn release_replay(&self) -> Result<(), StoreError> {
-        let mut invocation = self.release.key(REPLAYER);
+        let mut invocation = self.release.key(&self.replayer);
         invocation.arg(&self.node);
         self.guard
             .run_idempotent(|| {

@@ -182,19 +182,22 @@ impl Node {
         .status
     }
 
-    /// Waits (bounded) until the node is ready and the deferred stream in
-    /// `redis` is empty: every write acknowledged during the outage has
-    /// been replayed into PostgreSQL.
+    /// Waits (bounded) until the node is ready and the deferred and outbox
+    /// streams in `redis` are empty: every write acknowledged during the
+    /// outage has been replayed into PostgreSQL.
     async fn settled(&self, redis: &Redis) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let ready = self.call(Method::GET, "/readyz", None, Value::Null).await;
-            let backlog = Command::new("redis-cli")
-                .args(["-p", &redis.port.to_string(), "XLEN", "hf:deferred"])
-                .output()
-                .expect("redis-cli");
-            let backlog = String::from_utf8_lossy(&backlog.stdout).trim().to_string();
-            if ready.status == StatusCode::OK && backlog == "0" {
+            let mut backlog = String::new();
+            for stream in ["hf:deferred", "hf:outbox:audit", "hf:outbox:invalidations"] {
+                let len = Command::new("redis-cli")
+                    .args(["-p", &redis.port.to_string(), "XLEN", stream])
+                    .output()
+                    .expect("redis-cli");
+                backlog += String::from_utf8_lossy(&len.stdout).trim();
+            }
+            if ready.status == StatusCode::OK && backlog == "000" {
                 return;
             }
             assert!(Instant::now() < deadline, "never settled: {backlog}");
@@ -246,8 +249,17 @@ async fn acknowledged_writes_survive_a_node_killed_during_a_postgres_outage() {
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
     let kept = node.login("cyd").await;
     let ended = node.login("cyd").await;
+    let stolen = node.login("cyd").await;
 
     pg.pause();
+    // A stolen refresh token replayed during the outage: the session ends,
+    // and its audit event and invalidation row wait in Redis, not in the
+    // node's memory.
+    let reply = node.refresh(&stolen.refresh).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    node.refresh(&stolen.refresh)
+        .await
+        .expect_error(401, "AUTH007");
     let reply = node.refresh(&kept.refresh).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let rotated = Tokens::from(&reply.body);
@@ -266,7 +278,9 @@ async fn acknowledged_writes_survive_a_node_killed_during_a_postgres_outage() {
     node.settled(&redis).await;
     assert_eq!(node.verify(&ended.access).await, StatusCode::UNAUTHORIZED);
 
-    // Only PostgreSQL is left to know either write.
+    assert_eq!(node.verify(&stolen.access).await, StatusCode::UNAUTHORIZED);
+
+    // Only PostgreSQL is left to know the writes.
     redis.restart();
     node.kill();
     let node = Node::start(dir.path(), &config, port);
@@ -280,4 +294,33 @@ async fn acknowledged_writes_survive_a_node_killed_during_a_postgres_outage() {
     node.refresh(&kept.refresh)
         .await
         .expect_error(401, "AUTH007");
+    assert_eq!(node.verify(&stolen.access).await, StatusCode::UNAUTHORIZED);
+    // The outboxes' rows made it too, from the spill streams.
+    let reuse = count(
+        &pg,
+        "SELECT count(*) FROM audit_log WHERE kind = 'refresh_reuse'",
+    )
+    .await;
+    assert!(
+        reuse >= 1,
+        "the reuse's audit event (a write a paused server ran late may repeat it)"
+    );
+    let revoked = count(
+        &pg,
+        "SELECT count(*) FROM invalidations WHERE event LIKE '%session_revoked%'",
+    )
+    .await;
+    assert!(revoked >= 2, "the logout's and the reuse's rows: {revoked}");
+}
+
+/// One number from PostgreSQL, read directly.
+async fn count(pg: &Postgres, query: &'static str) -> i64 {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&pg.url())
+        .await
+        .expect("connect");
+    sqlx::query_scalar(query)
+        .fetch_one(&mut conn)
+        .await
+        .expect("query")
 }
