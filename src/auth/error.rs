@@ -12,7 +12,7 @@ use std::time::Duration;
 const STORE_RETRY: Duration = Duration::from_secs(5);
 
 /// One field that failed validation, listed in `details.fields`.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

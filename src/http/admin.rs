@@ -5,9 +5,17 @@
 use crate::app::AppState;
 use crate::auth::key_rotation::Delivery;
 use crate::cache::CacheView;
+use crate::http::admin_schemas::{
+    AuditEventView, BreakerView, CacheStatsView, CircuitBreakers, JwksRefreshed, KeyRotated,
+    KeysRevoked,
+};
 use crate::http::caller::Admin;
 use crate::http::error::ApiError;
 use crate::http::extract::{Path, Query};
+use crate::http::openapi::{
+    BadRequest, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable, TooManyRequests,
+    Unauthorized, Unprocessable,
+};
 use crate::http::users::{Items, rfc3339};
 use crate::resilience::DependencyGuard;
 use axum::extract::State;
@@ -44,6 +52,16 @@ fn view(guard: &DependencyGuard) -> Value {
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/circuit-breakers",
+    tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Every dependency's breaker", body = CircuitBreakers),
+        Unauthorized, Forbidden, TooManyRequests, ServiceUnavailable,
+    )
+)]
 pub async fn circuit_breakers(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
     let breakers: serde_json::Map<String, Value> = state
         .guards()
@@ -53,6 +71,18 @@ pub async fn circuit_breakers(_: Admin, State(state): State<AppState>) -> impl I
     axum::Json(json!({ "circuit_breakers": breakers }))
 }
 
+/// Closes a breaker now.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/circuit-breakers/{name}/reset",
+    tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("name" = String, Path, description = "A dependency (`database`, `redis`…)")),
+    responses(
+        (status = 200, description = "The breaker after the reset", body = BreakerView),
+        BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, ServiceUnavailable,
+    )
+)]
 pub async fn reset_circuit_breaker(
     _: Admin,
     State(state): State<AppState>,
@@ -68,6 +98,16 @@ pub async fn reset_circuit_breaker(
     Ok(axum::Json(view(guard)))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/keys/rotate",
+    tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The new key's id", body = KeyRotated),
+        Unauthorized, Forbidden, TooManyRequests, ServiceUnavailable,
+    )
+)]
 /// Starts a rotation: the new key is a standby for `jwks_max_age`, then signs.
 pub async fn rotate_keys(
     admin: Admin,
@@ -80,6 +120,16 @@ pub async fn rotate_keys(
     Ok(axum::Json(json!({ "kid": change.kid })))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/keys/revoke-all",
+    tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The new signing key; every session revoked", body = KeysRevoked),
+        Unauthorized, Forbidden, TooManyRequests, ServiceUnavailable,
+    )
+)]
 /// Key leak: every key revoked, a new one signing now, every session revoked.
 pub async fn revoke_all_keys(
     admin: Admin,
@@ -94,6 +144,13 @@ pub async fn revoke_all_keys(
     ))
 }
 
+/// Prometheus text format; on `[admin] listen` alone when that is set.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "health",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"))
+)]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4")],
@@ -109,6 +166,16 @@ fn caches(state: &AppState) -> [&dyn CacheView; 3] {
     ]
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/cache/stats",
+    tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Per cache: entries, hits, misses, hit rate, evictions", body = CacheStatsView),
+        Unauthorized, Forbidden, TooManyRequests, ServiceUnavailable,
+    )
+)]
 /// Per cache: entries, hits, misses, hit rate, evictions.
 pub async fn cache_stats(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
     let stats: serde_json::Map<String, Value> = caches(&state)
@@ -118,6 +185,16 @@ pub async fn cache_stats(_: Admin, State(state): State<AppState>) -> impl IntoRe
     axum::Json(json!({ "caches": stats }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/cache/cleanup",
+    tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The caches after the cleanup", body = CacheStatsView),
+        Unauthorized, Forbidden, TooManyRequests, ServiceUnavailable,
+    )
+)]
 /// Drops expired entries now and purges expired revocations.
 pub async fn cache_cleanup(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
     for cache in caches(&state) {
@@ -133,6 +210,16 @@ pub async fn cache_cleanup(_: Admin, State(state): State<AppState>) -> impl Into
     .await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/jwks/refresh",
+    tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "Each upstream issuer's outcome", body = JwksRefreshed),
+        Unauthorized, Forbidden, TooManyRequests, ServiceUnavailable,
+    )
+)]
 /// Refetches every external issuer's JWKS now.
 pub async fn refresh_jwks(_: Admin, State(state): State<AppState>) -> impl IntoResponse {
     let mut results = serde_json::Map::new();
@@ -146,13 +233,27 @@ pub async fn refresh_jwks(_: Admin, State(state): State<AppState>) -> impl IntoR
     axum::Json(json!({ "idps": results }))
 }
 
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditQuery {
     /// RFC 3339 or Unix seconds; default: the last 24 hours.
     since: Option<String>,
+    /// At most this many events (1 to 1000, default 100).
     limit: Option<i64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/audit",
+    tag = "admin",
+    security(("bearer" = []), ("api_key" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "Security events since `since`", body = Items<AuditEventView>),
+        BadRequest, Unauthorized, Forbidden, PayloadTooLarge, Unprocessable, TooManyRequests,
+        ServiceUnavailable,
+    )
+)]
 pub async fn audit(
     _: Admin,
     State(state): State<AppState>,

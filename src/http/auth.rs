@@ -8,43 +8,53 @@ use crate::auth::sessions::TokenPair;
 use crate::http::caller::{Authenticated, Credential};
 use crate::http::error::ApiError;
 use crate::http::extract::{ClientInfo, Json, OptionalJson};
+use crate::http::openapi::{
+    BadRequest, Conflict, Forbidden, PayloadTooLarge, ServiceUnavailable, TooManyRequests,
+    Unauthorized, Unprocessable,
+};
 use crate::http::users::UserView;
 use crate::store::LimitDecision;
 use axum::extract::State;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RegisterBody {
     pub(crate) email: String,
     pub(crate) username: String,
     pub(crate) password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct LoginBody {
+    /// The email or the username.
     pub(crate) login: String,
     pub(crate) password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct RefreshBody {
     pub(crate) refresh_token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct LogoutBody {
+    /// Also revokes this refresh token's session when given.
     refresh_token: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TokenResponse {
     access_token: String,
+    #[schema(value_type = String, pattern = "^Bearer$", example = "Bearer")]
     token_type: &'static str,
+    /// Seconds until the access token expires.
     expires_in: i64,
     refresh_token: String,
+    /// Seconds until the refresh token expires.
     refresh_expires_in: i64,
     session_id: Uuid,
 }
@@ -75,6 +85,18 @@ fn rate_headers(d: &LimitDecision) -> [(&'static str, String); 3] {
     ]
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/register",
+    tag = "auth",
+    request_body = RegisterBody,
+    responses(
+        (status = 201, description = "The new user", body = UserView, headers(
+            ("RateLimit-Limit" = u32), ("RateLimit-Remaining" = u32), ("RateLimit-Reset" = u64)
+        )),
+        BadRequest, PayloadTooLarge, Unprocessable, Conflict, TooManyRequests, ServiceUnavailable,
+    )
+)]
 pub async fn register(
     State(state): State<AppState>,
     ClientInfo { rate_key, .. }: ClientInfo,
@@ -98,6 +120,19 @@ pub async fn register(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/login",
+    tag = "auth",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "An access and a refresh token", body = TokenResponse, headers(
+            ("RateLimit-Limit" = u32), ("RateLimit-Remaining" = u32), ("RateLimit-Reset" = u64)
+        )),
+        BadRequest, Unauthorized, Forbidden, PayloadTooLarge, Unprocessable, TooManyRequests,
+        ServiceUnavailable,
+    )
+)]
 pub async fn login(
     State(state): State<AppState>,
     ClientInfo { client, rate_key }: ClientInfo,
@@ -117,6 +152,18 @@ pub async fn login(
     Ok((rate_headers(&limit), axum::Json(TokenResponse::from(pair))))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/refresh",
+    tag = "auth",
+    request_body = RefreshBody,
+    responses(
+        (status = 200, description = "A rotated token pair", body = TokenResponse, headers(
+            ("RateLimit-Limit" = u32), ("RateLimit-Remaining" = u32), ("RateLimit-Reset" = u64)
+        )),
+        BadRequest, Unauthorized, Forbidden, PayloadTooLarge, TooManyRequests, ServiceUnavailable,
+    )
+)]
 pub async fn refresh(
     State(state): State<AppState>,
     ClientInfo { rate_key, .. }: ClientInfo,
@@ -127,6 +174,18 @@ pub async fn refresh(
     Ok((rate_headers(&limit), axum::Json(TokenResponse::from(pair))))
 }
 
+/// Revokes this session (and the refresh token's, when one is given).
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout",
+    tag = "auth",
+    security(("bearer" = [])),
+    request_body(content = Option<LogoutBody>, description = "Optional"),
+    responses(
+        (status = 204, description = "Logged out"),
+        BadRequest, Unauthorized, Forbidden, PayloadTooLarge, ServiceUnavailable,
+    )
+)]
 pub async fn logout(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
@@ -140,6 +199,17 @@ pub async fn logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Revokes every session of the user.
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/logout-all",
+    tag = "auth",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Every session revoked"),
+        Unauthorized, Forbidden, ServiceUnavailable,
+    )
+)]
 pub async fn logout_all(
     State(state): State<AppState>,
     Authenticated(claims): Authenticated,
@@ -163,6 +233,24 @@ fn uuid_value(id: &Uuid) -> HeaderValue {
         .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/auth/verify",
+    tag = "auth",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 204, description = "Any accepted credential: the identity in headers", headers(
+            ("X-Auth-User-Id" = String, description = "The user (or an upstream subject)"),
+            ("X-Auth-Roles" = String, description = "Comma-separated roles (an emergency token's scopes)"),
+            ("X-Auth-Method" = String, description = "`jwt`, `api_key`, `emergency` or `external`"),
+            ("X-Auth-Session-Id" = String, description = "`jwt` only"),
+            ("X-Auth-Scopes" = String, description = "`api_key` only: comma-separated scopes"),
+            ("X-Auth-Api-Key-Id" = String, description = "`api_key` only"),
+            ("X-Auth-Idp" = String, description = "`external` only: the issuer's name"),
+        )),
+        Unauthorized, Forbidden, TooManyRequests, ServiceUnavailable,
+    )
+)]
 /// Forward-auth for nginx `auth_request`, Traefik and Envoy: 204 with the
 /// identity in headers, or the error. Touches no store (but an API key
 /// not yet cached). Headers go straight into the response, sized once:

@@ -7,22 +7,58 @@ use crate::auth::rbac::ADMIN_ROLE;
 use crate::http::caller::Credential;
 use crate::http::error::ApiError;
 use crate::http::extract::Json;
+use crate::http::openapi::{
+    BadRequest, Forbidden, PayloadTooLarge, ServiceUnavailable, TooManyRequests, Unauthorized,
+    Unprocessable,
+};
 use axum::extract::State;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct CheckBody {
+    /// `resource:action`.
     permission: String,
+    /// Another user: admins and API keys with scope `authz` only.
     user_id: Option<Uuid>,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct Decision {
+    allowed: bool,
+    /// `live` or `cache`.
+    #[schema(value_type = DecisionSource)]
+    source: &'static str,
+    /// Served from the cache past its TTL because the database could not
+    /// answer.
+    stale: bool,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum DecisionSource {
+    Live,
+    Cache,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/authz/check",
+    tag = "authz",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body = CheckBody,
+    responses(
+        (status = 200, description = "The decision", body = Decision),
+        BadRequest, Unauthorized, Forbidden, PayloadTooLarge, Unprocessable, TooManyRequests,
+        ServiceUnavailable,
+    )
+)]
 pub async fn check(
     State(state): State<AppState>,
     credential: Credential,
     Json(body): Json<CheckBody>,
-) -> Result<axum::Json<Value>, ApiError> {
+) -> Result<axum::Json<Decision>, ApiError> {
     // Whose permission: the caller's own, or (admins and API keys with
     // scope `authz` only) anyone's.
     let (own, may_ask_for_others) = match &credential {
@@ -38,9 +74,9 @@ pub async fn check(
         None => own,
     };
     let answer = state.rbac().check(user, body.permission.trim()).await?;
-    Ok(axum::Json(json!({
-        "allowed": answer.allowed,
-        "source": answer.source.as_str(),
-        "stale": answer.stale,
-    })))
+    Ok(axum::Json(Decision {
+        allowed: answer.allowed,
+        source: answer.source.as_str(),
+        stale: answer.stale,
+    }))
 }

@@ -8,14 +8,63 @@ use crate::app::AppState;
 use crate::http::caller::{Credential, resolve_token};
 use crate::http::error::ApiError;
 use crate::http::extract::{ClientInfo, limited};
+use crate::http::openapi::{
+    BadRequest, Forbidden, PayloadTooLarge, ServiceUnavailable, TooManyRequests, Unauthorized,
+};
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{StatusCode, header};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa::ToSchema;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct IntrospectBody {
+    /// An access, emergency, upstream or API-key token.
     token: String,
+}
+
+/// The RFC 7662 answer (schema only: `active` builds it). Only `active`
+/// when the token is not valid now; the other members by token type.
+#[derive(ToSchema)]
+pub struct Introspection {
+    pub active: bool,
+    #[schema(required = false)]
+    pub token_type: Option<TokenType>,
+    /// The user id, or an upstream issuer's subject.
+    #[schema(required = false)]
+    pub sub: Option<String>,
+    #[schema(required = false)]
+    pub roles: Option<Vec<String>>,
+    /// Space-separated scopes (emergency tokens, API keys).
+    #[schema(required = false)]
+    pub scope: Option<String>,
+    /// Unix seconds; `null` for an API key that does not expire.
+    #[schema(required = false)]
+    pub exp: Option<i64>,
+    #[schema(required = false)]
+    pub iat: Option<i64>,
+    #[schema(required = false)]
+    pub nbf: Option<i64>,
+    #[schema(required = false)]
+    pub sid: Option<uuid::Uuid>,
+    #[schema(required = false)]
+    pub jti: Option<String>,
+    #[schema(required = false)]
+    pub iss: Option<String>,
+    #[schema(required = false)]
+    pub aud: Option<String>,
+    /// The upstream issuer's name (`external`).
+    #[schema(required = false)]
+    pub idp: Option<String>,
+}
+
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum TokenType {
+    AccessToken,
+    Emergency,
+    ApiKey,
+    External,
 }
 
 /// The body as `application/x-www-form-urlencoded` (RFC 7662) or JSON.
@@ -49,6 +98,20 @@ impl<S: Send + Sync> FromRequest<S> for FormOrJson {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/auth/introspect",
+    tag = "auth",
+    security(("api_key" = [])),
+    request_body(content(
+        (IntrospectBody = "application/x-www-form-urlencoded"),
+        (IntrospectBody = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "RFC 7662: `{active: false}` for anything not valid now", body = Introspection),
+        BadRequest, Unauthorized, Forbidden, PayloadTooLarge, TooManyRequests, ServiceUnavailable,
+    )
+)]
 pub async fn introspect(
     State(state): State<AppState>,
     caller: Credential,

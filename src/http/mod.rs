@@ -3,6 +3,7 @@
 //! `ApiError`.
 
 pub mod admin;
+pub mod admin_schemas;
 pub mod admin_users;
 pub mod api_keys;
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod extract;
 pub mod health;
 pub mod introspect;
 pub mod middleware;
+pub mod openapi;
 pub mod operator;
 pub mod tls;
 pub mod users;
@@ -22,60 +24,73 @@ pub mod well_known;
 use crate::app::AppState;
 use crate::config::Environment;
 use crate::http::error::ApiError;
-use axum::Router;
-use axum::routing::{delete, get, patch, post, put};
+use axum::{Extension, Router};
 use middleware::edge::Edge;
 use middleware::security_headers::{self, Hsts};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Request bodies larger than this are refused with 413 REQ002.
 pub const BODY_LIMIT: usize = 64 * 1024;
 
-pub fn routes(state: AppState, hsts: Hsts) -> Router {
-    let api = Router::new()
-        .route("/api/v1/auth/register", post(auth::register))
-        .route("/api/v1/auth/login", post(auth::login))
-        .route("/api/v1/auth/refresh", post(auth::refresh))
-        .route("/api/v1/auth/logout", post(auth::logout))
-        .route("/api/v1/auth/logout-all", post(auth::logout_all))
-        .route("/api/v1/auth/verify", get(auth::verify))
-        .route("/api/v1/auth/introspect", post(introspect::introspect))
-        .route(
-            "/api/v1/api-keys",
-            post(api_keys::create).get(api_keys::list),
-        )
-        .route("/api/v1/api-keys/{id}", delete(api_keys::delete))
-        .route("/api/v1/authz/check", post(authz::check))
-        .route(
-            "/api/v1/users/me",
-            get(users::me)
-                .put(users::update_me)
-                .delete(users::delete_me),
-        )
-        .route("/api/v1/users/me/password", patch(users::change_password))
-        .route("/api/v1/users/me/sessions", get(users::sessions))
-        .route(
-            "/api/v1/users/me/sessions/{id}",
-            delete(users::delete_session),
-        )
-        .route("/api/v1/health", get(health::health))
+/// Every route of the public listener, each registered with its
+/// `#[utoipa::path]` documentation (`routes!`): what this serves and what
+/// `/api/v1/openapi.json` describes are one list. Add routes here only
+/// through `.routes(routes!(…))`; `tests/api/openapi.rs` fails on a bare
+/// `.route(`.
+fn api(operator_here: bool, document: openapi::Document) -> OpenApiRouter<AppState> {
+    let (schemas, paths, served) = routes!(openapi::document);
+    let api = OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(auth::register))
+        .routes(routes!(auth::login))
+        .routes(routes!(auth::refresh))
+        .routes(routes!(auth::logout))
+        .routes(routes!(auth::logout_all))
+        .routes(routes!(auth::verify))
+        .routes(routes!(introspect::introspect))
+        .routes(routes!(api_keys::create, api_keys::list))
+        .routes(routes!(api_keys::delete))
+        .routes(routes!(authz::check))
+        .routes(routes!(users::me, users::update_me, users::delete_me))
+        .routes(routes!(users::change_password))
+        .routes(routes!(users::sessions))
+        .routes(routes!(users::delete_session))
+        .routes(routes!(health::health))
+        // The document, from a cell filled once the router is built.
+        .routes((schemas, paths, served.layer(Extension(document))))
         .merge(admin_routes());
     // Full paths rather than `nest("/api/v1", …)`: nesting rewrites the
     // URI of every request (strip_prefix), measurable on the verify path.
     // With `[admin] listen` set, the operator endpoints live on that
-    // listener alone (`operator::routes`) and this one answers 404 for them.
-    let api = if state.config().admin.listen.is_some() {
-        api
-    } else {
+    // listener alone (`operator::routes`) and this one answers 404 for them
+    // (and leaves them out of its document).
+    let api = if operator_here {
         api.merge(operator::endpoints())
+    } else {
+        api
     };
-    api.route("/.well-known/jwks.json", get(well_known::jwks))
-        .route(
-            "/.well-known/openid-configuration",
-            get(well_known::openid_configuration),
-        )
-        .route("/livez", get(health::livez))
-        .route("/readyz", get(health::readyz))
-        .fallback(not_found)
+    api.routes(routes!(well_known::jwks))
+        .routes(routes!(well_known::openid_configuration))
+        .routes(routes!(health::livez))
+        .routes(routes!(health::readyz))
+}
+
+/// The OpenAPI document of the public listener under `state`'s
+/// configuration, exactly as `/api/v1/openapi.json` serves it.
+pub fn openapi_document(state: &AppState) -> utoipa::openapi::OpenApi {
+    api(
+        state.config().admin.listen.is_none(),
+        openapi::Document::default(),
+    )
+    .into_openapi()
+}
+
+pub fn routes(state: AppState, hsts: Hsts) -> Router {
+    let document = openapi::Document::default();
+    let (api, openapi) =
+        api(state.config().admin.listen.is_none(), document.clone()).split_for_parts();
+    document.set(&openapi);
+    api.fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         // One layer: each `Router::layer` call wraps every route in another
         // boxed service, cloned and boxing its future on every request. The
@@ -91,52 +106,27 @@ pub fn routes(state: AppState, hsts: Hsts) -> Router {
 }
 
 /// `/api/v1/admin/*`: breakers, keys, users, roles, caches, JWKS, audit.
-fn admin_routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/api/v1/admin/circuit-breakers",
-            get(admin::circuit_breakers),
-        )
-        .route(
-            "/api/v1/admin/circuit-breakers/{name}/reset",
-            post(admin::reset_circuit_breaker),
-        )
-        .route("/api/v1/admin/keys/rotate", post(admin::rotate_keys))
-        .route(
-            "/api/v1/admin/keys/revoke-all",
-            post(admin::revoke_all_keys),
-        )
-        .route("/api/v1/admin/users", get(admin_users::search_users))
-        .route(
-            "/api/v1/admin/users/{id}/roles",
-            put(admin_users::set_user_roles),
-        )
-        .route(
-            "/api/v1/admin/users/{id}/disable",
-            post(admin_users::disable_user),
-        )
-        .route(
-            "/api/v1/admin/users/{id}/enable",
-            post(admin_users::enable_user),
-        )
-        .route(
-            "/api/v1/admin/users/{id}/logout-all",
-            post(admin_users::logout_all_user),
-        )
-        .route(
-            "/api/v1/admin/roles",
-            get(admin_users::roles)
-                .post(admin_users::put_role)
-                .delete(admin_users::delete_role),
-        )
-        .route(
-            "/api/v1/admin/roles/{name}",
-            delete(admin_users::delete_role_named),
-        )
-        .route("/api/v1/admin/cache/stats", get(admin::cache_stats))
-        .route("/api/v1/admin/cache/cleanup", post(admin::cache_cleanup))
-        .route("/api/v1/admin/jwks/refresh", post(admin::refresh_jwks))
-        .route("/api/v1/admin/audit", get(admin::audit))
+fn admin_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(admin::circuit_breakers))
+        .routes(routes!(admin::reset_circuit_breaker))
+        .routes(routes!(admin::rotate_keys))
+        .routes(routes!(admin::revoke_all_keys))
+        .routes(routes!(admin_users::search_users))
+        .routes(routes!(admin_users::set_user_roles))
+        .routes(routes!(admin_users::disable_user))
+        .routes(routes!(admin_users::enable_user))
+        .routes(routes!(admin_users::logout_all_user))
+        .routes(routes!(
+            admin_users::roles,
+            admin_users::put_role,
+            admin_users::delete_role
+        ))
+        .routes(routes!(admin_users::delete_role_named))
+        .routes(routes!(admin::cache_stats))
+        .routes(routes!(admin::cache_cleanup))
+        .routes(routes!(admin::refresh_jwks))
+        .routes(routes!(admin::audit))
 }
 
 pub(crate) async fn not_found() -> ApiError {

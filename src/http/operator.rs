@@ -9,19 +9,20 @@ use super::middleware::security_headers::Hsts;
 use super::{admin, method_not_allowed, not_found};
 use crate::app::AppState;
 use axum::Router;
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-/// The operator routes, without state: merged into the main router when
-/// `[admin] listen` is unset.
-pub fn endpoints() -> Router<AppState> {
-    Router::new().route("/metrics", get(admin::metrics))
+/// The operator routes, without state, documented: merged into the main
+/// router (and its OpenAPI document) when `[admin] listen` is unset.
+pub fn endpoints() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(admin::metrics))
 }
 
 /// The whole router of the `[admin] listen` listener: the operator routes
 /// and nothing else, behind the same edge layer (request ids, headers,
 /// access log) as the main listener.
 pub fn routes(state: AppState, hsts: Hsts) -> Router {
-    endpoints()
+    Router::from(endpoints())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Edge::new(hsts))

@@ -5,23 +5,39 @@ use crate::auth::now;
 use crate::http::caller::{Account, OwnSession};
 use crate::http::error::ApiError;
 use crate::http::extract::{ClientInfo, Json, Path};
+use crate::http::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable,
+    TooManyRequests, Unauthorized, Unprocessable,
+};
 use crate::store::{Session, User};
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// The public shape of a user: never the password hash.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = User)]
 pub struct UserView {
     id: Uuid,
     email: String,
     username: String,
     roles: Vec<String>,
+    #[schema(value_type = UserStatus)]
     status: &'static str,
+    #[schema(format = DateTime)]
     created_at: String,
+}
+
+/// `active`, or `disabled` (deleted by its owner or disabled by an admin).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    Disabled,
 }
 
 impl From<User> for UserView {
@@ -37,28 +53,33 @@ impl From<User> for UserView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
+#[schema(as = Session)]
 pub struct SessionView {
     id: Uuid,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     last_used_at: String,
     user_agent: Option<String>,
     ip: Option<String>,
+    /// Whether this is the session of the calling token.
     current: bool,
 }
 
-#[derive(Serialize)]
+/// Every list: `{"items": [...]}`.
+#[derive(Serialize, ToSchema)]
 pub struct Items<T> {
     pub items: Vec<T>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct ProfileBody {
     email: Option<String>,
     username: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 pub struct PasswordBody {
     current_password: String,
     new_password: String,
@@ -71,6 +92,16 @@ pub fn rfc3339(unix: i64) -> String {
         .unwrap_or_default()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me",
+    tag = "users",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The caller's account", body = UserView),
+        Unauthorized, Forbidden, NotFound, TooManyRequests, ServiceUnavailable,
+    )
+)]
 pub async fn me(
     State(state): State<AppState>,
     caller: Account,
@@ -79,6 +110,18 @@ pub async fn me(
     Ok(axum::Json(user.into()))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/v1/users/me",
+    tag = "users",
+    security(("bearer" = []), ("api_key" = [])),
+    request_body = ProfileBody,
+    responses(
+        (status = 200, description = "The updated account", body = UserView),
+        BadRequest, Unauthorized, Forbidden, NotFound, Conflict, PayloadTooLarge, Unprocessable,
+        TooManyRequests, ServiceUnavailable,
+    )
+)]
 pub async fn update_me(
     State(state): State<AppState>,
     caller: Account,
@@ -91,6 +134,20 @@ pub async fn update_me(
     Ok(axum::Json(user.into()))
 }
 
+/// Every other session of the user is revoked. A wrong `current_password`
+/// counts like a failed login (429 once locked).
+#[utoipa::path(
+    patch,
+    path = "/api/v1/users/me/password",
+    tag = "users",
+    security(("bearer" = [])),
+    request_body = PasswordBody,
+    responses(
+        (status = 204, description = "Password changed"),
+        BadRequest, Unauthorized, Forbidden, NotFound, PayloadTooLarge, Unprocessable,
+        TooManyRequests, ServiceUnavailable,
+    )
+)]
 pub async fn change_password(
     State(state): State<AppState>,
     caller: OwnSession,
@@ -111,6 +168,18 @@ pub async fn change_password(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Soft delete: the account is disabled and every session and token of
+/// the user stops working at once.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/me",
+    tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Account disabled"),
+        Unauthorized, Forbidden, NotFound, ServiceUnavailable,
+    )
+)]
 pub async fn delete_me(
     State(state): State<AppState>,
     caller: OwnSession,
@@ -122,6 +191,16 @@ pub async fn delete_me(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/users/me/sessions",
+    tag = "users",
+    security(("bearer" = []), ("api_key" = [])),
+    responses(
+        (status = 200, description = "The user's live sessions", body = Items<SessionView>),
+        Unauthorized, Forbidden, TooManyRequests, ServiceUnavailable,
+    )
+)]
 pub async fn sessions(
     State(state): State<AppState>,
     caller: Account,
@@ -141,6 +220,17 @@ pub async fn sessions(
     Ok(axum::Json(Items { items }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/api/v1/users/me/sessions/{id}",
+    tag = "users",
+    security(("bearer" = []), ("api_key" = [])),
+    params(("id" = String, Path, description = "A session id (UUID); anything else is 404")),
+    responses(
+        (status = 204, description = "Session revoked"),
+        BadRequest, Unauthorized, Forbidden, NotFound, TooManyRequests, ServiceUnavailable,
+    )
+)]
 pub async fn delete_session(
     State(state): State<AppState>,
     caller: Account,

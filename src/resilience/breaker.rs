@@ -26,7 +26,7 @@ const BUCKETS: usize = 10;
 pub use crate::config::BreakerSettings;
 
 /// Serialized as `as_str` spells it (the health report's `circuit_state`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BreakerState {
     Closed,

@@ -25,7 +25,7 @@ pub struct Component {
 }
 
 /// The node's overall health (DESIGN.md §3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// Keys loaded, every dependency answering with its breaker closed.
@@ -43,13 +43,14 @@ impl Status {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ComponentHealth {
     pub healthy: bool,
     pub latency_ms: f64,
     pub circuit_state: BreakerState,
     pub failure_count: u64,
     pub last_failure: Option<String>,
+    #[schema(value_type = String)]
     pub backend: &'static str,
     /// The primary's position in `[database] url` (a position, not an
     /// address: this view is public); absent for other components.
@@ -57,12 +58,17 @@ pub struct ComponentHealth {
     pub primary_host: Option<usize>,
 }
 
-#[derive(Debug, Serialize)]
+/// The public health view: `components` is keyed by dependency
+/// (`database`, `database_replica`, `redis`, `idp:NAME`…).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct HealthReport {
     pub status: Status,
     pub mode: Mode,
+    #[schema(value_type = String)]
     pub version: &'static str,
+    #[schema(format = DateTime)]
     pub timestamp: String,
+    #[schema(value_type = BTreeMap<String, ComponentHealth>)]
     pub components: BTreeMap<&'static str, ComponentHealth>,
     /// Conditions that do not fail a dependency but need an operator
     /// (a clock drifting past half the leeway).

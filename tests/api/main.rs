@@ -25,6 +25,7 @@ mod harness;
 mod keys;
 mod ledger;
 mod modes;
+mod openapi;
 mod operations;
 mod operator;
 mod pg_failover;

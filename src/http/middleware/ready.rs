@@ -9,7 +9,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 /// Until the node is ready, only what needs no store is served: liveness,
-/// readiness, metrics, health, the status page and emergency tokens.
+/// readiness, metrics, health, the status page, the OpenAPI document and
+/// emergency tokens.
 pub async fn require_ready(
     State(state): State<AppState>,
     request: Request,
@@ -27,7 +28,13 @@ pub async fn require_ready(
 
 fn served_unready(request: &Request) -> bool {
     match request.uri().path() {
-        "/livez" | "/readyz" | "/metrics" | "/status" | "/" | "/api/v1/health" => true,
+        "/livez"
+        | "/readyz"
+        | "/metrics"
+        | "/status"
+        | "/"
+        | "/api/v1/health"
+        | "/api/v1/openapi.json" => true,
         _ => carries_emergency_token(request),
     }
 }
