@@ -37,8 +37,12 @@ pub struct RolesBody {
 
 #[derive(Deserialize, ToSchema)]
 pub struct RoleBody {
+    /// Lower-case letters, digits, `_`, `-`, `.`; not `admin`.
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
     name: String,
+    /// `resource:action`, either may be `*`; `*` alone is everything.
     #[serde(default)]
+    #[schema(value_type = Vec<String>, required = false)]
     permissions: Vec<String>,
 }
 

@@ -21,11 +21,25 @@ use uuid::Uuid;
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateBody {
+    #[schema(min_length = 1, max_length = 100)]
     name: String,
-    /// Of `users`, `admin`, `authz`, `introspect`.
+    /// Of `users`, `admin`, `authz`, `introspect`; a scope the owner's
+    /// roles do not allow is refused.
+    #[schema(value_type = Vec<Scope>, min_items = 1)]
     scopes: Vec<String>,
-    /// Seconds from now; absent: the key does not expire.
+    /// Seconds from now (60 s to 10 years); absent: the key does not expire.
+    #[schema(minimum = 60, maximum = 315_360_000)]
     expires_in: Option<i64>,
+}
+
+/// An API key's scope (schema only: unknown ones are 422 VAL001).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum Scope {
+    Users,
+    Admin,
+    Authz,
+    Introspect,
 }
 
 /// A key as listed: never its secret.

@@ -23,14 +23,21 @@ use uuid::Uuid;
 
 #[derive(Deserialize, ToSchema)]
 pub struct RegisterBody {
+    #[schema(format = Email, max_length = 254)]
     pub(crate) email: String,
+    /// Letters, digits, `.`, `_`, `-`; never `@`.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{2,31}$")]
     pub(crate) username: String,
+    /// 12 to 256 characters (after NFKC), not a common password, not the
+    /// email or username.
+    #[schema(min_length = 12, max_length = 256)]
     pub(crate) password: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct LoginBody {
     /// The email or the username.
+    #[schema(max_length = 254)]
     pub(crate) login: String,
     pub(crate) password: String,
 }
