@@ -78,6 +78,7 @@ fn view(key: &ApiKey) -> ApiKeyView {
 #[utoipa::path(
     post,
     path = "/api/v1/api-keys",
+    operation_id = "create_api_key",
     tag = "api-keys",
     security(("bearer" = [])),
     request_body = CreateBody,
@@ -109,6 +110,7 @@ pub async fn create(
 #[utoipa::path(
     get,
     path = "/api/v1/api-keys",
+    operation_id = "list_api_keys",
     tag = "api-keys",
     security(("bearer" = [])),
     responses(
@@ -130,6 +132,7 @@ pub async fn list(
 #[utoipa::path(
     delete,
     path = "/api/v1/api-keys/{id}",
+    operation_id = "delete_api_key",
     tag = "api-keys",
     security(("bearer" = [])),
     params(("id" = String, Path, description = "A key id (UUID); anything else is 404")),

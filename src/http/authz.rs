@@ -45,6 +45,7 @@ pub enum DecisionSource {
 #[utoipa::path(
     post,
     path = "/api/v1/authz/check",
+    operation_id = "check_permission",
     tag = "authz",
     security(("bearer" = []), ("api_key" = [])),
     request_body = CheckBody,

@@ -297,6 +297,51 @@ mod tests {
         assert_eq!(retry_after(limited(60_000)), 60);
     }
 
+    /// The OpenAPI document's `ErrorCode` lists every code answered here.
+    #[test]
+    fn every_code_is_in_the_documented_enum() {
+        use utoipa::PartialSchema;
+        let schema =
+            serde_json::to_value(crate::http::openapi::ErrorCode::schema()).expect("schema");
+        let documented: Vec<&str> = schema["enum"]
+            .as_array()
+            .expect("enum")
+            .iter()
+            .filter_map(|v| v.as_str())
+            .collect();
+        let all = [
+            ApiError::Malformed(String::new()),
+            ApiError::MethodNotAllowed,
+            ApiError::PayloadTooLarge,
+            ApiError::Validation(Vec::new()),
+            ApiError::InvalidCredentials,
+            ApiError::MissingCredentials,
+            ApiError::TokenExpired,
+            ApiError::TokenInvalid,
+            ApiError::Revoked,
+            ApiError::Forbidden,
+            ApiError::ForbiddenBecause(String::new()),
+            ApiError::AccountDisabled,
+            ApiError::RefreshReuse,
+            ApiError::Conflict(String::new()),
+            ApiError::NotFound,
+            ApiError::RateLimited {
+                limit: 1,
+                retry_after_secs: 1,
+            },
+            ApiError::Unavailable {
+                dependency: String::new(),
+                retry_after_secs: 1,
+            },
+            ApiError::ReadOnly,
+            ApiError::Internal(String::new()),
+        ];
+        for e in all {
+            let (code, _, _) = e.parts();
+            assert!(documented.contains(&code), "{code} not in ErrorCode");
+        }
+    }
+
     #[test]
     fn store_errors_keep_their_codes() {
         let closed = StoreError::CircuitOpen {

@@ -294,6 +294,7 @@ pub struct OpenApiDocument {
 #[utoipa::path(
     get,
     path = "/api/v1/openapi.json",
+    operation_id = "openapi_document",
     tag = "meta",
     responses((status = 200, description = "The OpenAPI 3.1 document of every route", body = OpenApiDocument))
 )]

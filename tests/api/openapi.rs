@@ -98,9 +98,15 @@ fn every_operation_is_complete(doc: &Value) {
     let schemes = doc["components"]["securitySchemes"]
         .as_object()
         .expect("schemes");
+    let mut operation_ids = BTreeSet::new();
     for (path, item) in doc["paths"].as_object().expect("paths") {
         for method in METHODS {
             let Some(op) = item.get(method) else { continue };
+            let id = op["operationId"].as_str().unwrap_or("");
+            assert!(
+                operation_ids.insert(id.to_string()),
+                "operationId {id:?} twice"
+            );
             let responses = op["responses"].as_object().expect("responses");
             assert!(!responses.is_empty(), "{method} {path}: no responses");
             for (status, response) in responses {
