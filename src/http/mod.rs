@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod admin_users;
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod caller;
@@ -136,7 +137,7 @@ fn admin_routes() -> Router<AppState> {
         .route("/api/v1/admin/cache/stats", get(admin::cache_stats))
         .route("/api/v1/admin/cache/cleanup", post(admin::cache_cleanup))
         .route("/api/v1/admin/jwks/refresh", post(admin::refresh_jwks))
-        .route("/api/v1/admin/audit", get(admin::audit))
+        .route("/api/v1/admin/audit", get(audit::audit))
 }
 
 pub(crate) async fn not_found() -> ApiError {
