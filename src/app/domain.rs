@@ -118,6 +118,7 @@ impl Domain {
             validation,
         };
         domain.listen();
+        domain.audit.spawn_purge(config.audit.retention);
         Ok(domain)
     }
 

@@ -31,11 +31,13 @@ pub(super) fn monitor(
     }
     let mut in_process = Vec::new();
     let redis_probe = stores.shared.probe.clone();
+    let database = Arc::clone(&durable.probe);
     let modes = Modes::new(
         Arc::clone(db_guard),
         durable.replica.as_ref().map(|(_, guard)| Arc::clone(guard)),
         redis_probe.as_ref().map(|_| Arc::clone(redis_guard)),
-    );
+    )
+    .with_standby_only(Box::new(move || database.standby_only()));
     match redis_probe {
         Some(probe) => {
             guards.push(Arc::clone(redis_guard));

@@ -9,14 +9,18 @@ use crate::auth::clock::{self, Clock};
 use crate::auth::error::AuthError;
 use crate::resilience::outbox::Outbox;
 use crate::store::deferred::{DeferredLog, MemoryDeferredLog};
-use crate::store::{AuditEvent, AuditStore, UnixTime};
+use crate::store::{AuditEvent, AuditFilter, AuditStore, UnixTime};
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Events waiting for the writer before new ones are refused.
 const BUFFER: usize = 10_000;
 /// The spill log's bound in the embedded mode (process memory).
 const MEMORY_SPILL: usize = 100_000;
+/// Events deleted per statement by the retention purge.
+const PURGE_BATCH: i64 = 10_000;
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 pub struct Audit {
     store: Arc<dyn AuditStore>,
@@ -99,9 +103,43 @@ impl Audit {
             .await?)
     }
 
-    /// Stored events at or after `since`, oldest first.
-    pub async fn since(&self, since: UnixTime, limit: i64) -> Result<Vec<AuditEvent>, AuthError> {
-        Ok(self.store.audit_since(since, limit).await?)
+    /// Stored events matching `filter`, oldest first.
+    pub async fn query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, AuthError> {
+        Ok(self.store.audit_query(filter).await?)
+    }
+
+    /// Deletes the events older than `retention`, in batches; how many.
+    pub async fn purge(&self, retention: Duration) -> Result<u64, AuthError> {
+        let before = self.clock.now() - retention.as_secs() as i64;
+        let mut purged = 0;
+        loop {
+            let gone = self.store.purge_audit(before, PURGE_BATCH).await?;
+            purged += gone;
+            if gone < PURGE_BATCH as u64 {
+                return Ok(purged);
+            }
+        }
+    }
+
+    /// Purges at start and every hour after, for as long as the log
+    /// lives (`[audit] retention`). Every node does it: a delete of what
+    /// another node already deleted is nothing.
+    pub fn spawn_purge(self: &Arc<Self>, retention: Duration) {
+        let audit = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(log) = audit.upgrade() else {
+                    return;
+                };
+                match log.purge(retention).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "audit events past retention deleted"),
+                    Err(e) => tracing::debug!(error = %e, "audit purge failed; next hour"),
+                }
+                drop(log);
+                tokio::time::sleep(PURGE_EVERY).await;
+            }
+        });
     }
 }
 
@@ -145,8 +183,23 @@ mod tests {
             self.0.lock().extend_from_slice(events);
             Ok(())
         }
-        async fn audit_since(&self, _: UnixTime, _: i64) -> Result<Vec<AuditEvent>, StoreError> {
+        async fn audit_query(&self, _: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
             Ok(self.0.lock().clone())
+        }
+        async fn purge_audit(&self, before: UnixTime, batch: i64) -> Result<u64, StoreError> {
+            let mut events = self.0.lock();
+            let old = events
+                .iter()
+                .filter(|e| e.at < before)
+                .count()
+                .min(batch as usize);
+            let mut left = old;
+            events.retain(|e| {
+                let purge = e.at < before && left > 0;
+                left -= usize::from(purge);
+                !purge
+            });
+            Ok(old as u64)
         }
     }
 
@@ -170,5 +223,33 @@ mod tests {
             .expect("stored");
         let at: Vec<UnixTime> = store.0.lock().iter().map(|e| e.at).collect();
         assert_eq!(at, [1_700_000_000, 1_700_000_005]);
+    }
+
+    #[tokio::test]
+    async fn the_purge_deletes_only_what_retention_lets_go() {
+        let clock = ManualClock::at(1_700_000_000_000);
+        let store = Arc::new(Kept::default());
+        let audit = Audit::with_clock(
+            Arc::clone(&store) as Arc<dyn AuditStore>,
+            Arc::new(MemoryDeferredLog::new(10)),
+            clock.clone(),
+        );
+        for _ in 0..3 {
+            audit
+                .record_and_wait("login_failed", None, serde_json::json!({}))
+                .await
+                .expect("stored");
+        }
+        clock.advance(Duration::from_secs(3600));
+        audit
+            .record_and_wait("login_failed", None, serde_json::json!({}))
+            .await
+            .expect("stored");
+        let purged = audit
+            .purge(Duration::from_secs(1800))
+            .await
+            .expect("purged");
+        assert_eq!(purged, 3);
+        assert_eq!(store.0.lock().len(), 1, "the recent event stays");
     }
 }

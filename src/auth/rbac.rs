@@ -418,12 +418,14 @@ mod tests {
         ) -> Result<(), crate::store::StoreError> {
             Ok(())
         }
-        async fn audit_since(
+        async fn audit_query(
             &self,
-            _: UnixTime,
-            _: i64,
+            _: &crate::store::AuditFilter,
         ) -> Result<Vec<crate::store::AuditEvent>, crate::store::StoreError> {
             Ok(Vec::new())
+        }
+        async fn purge_audit(&self, _: UnixTime, _: i64) -> Result<u64, crate::store::StoreError> {
+            Ok(0)
         }
     }
 

@@ -88,6 +88,13 @@ pub enum Invalidation {
     },
 }
 
+/// The invalidation table and the spill log that holds its rows while
+/// the database is away.
+pub type DurableLog = (
+    Arc<dyn InvalidationLog>,
+    Arc<dyn DeferredLog<LoggedInvalidation>>,
+);
+
 /// Something holding state an invalidation can make wrong.
 pub trait Subscriber: Send + Sync {
     fn apply(&self, event: &Invalidation, now: UnixTime);
@@ -114,10 +121,7 @@ impl Bus {
     /// holds them while the database is away; `redis` where they are
     /// published. Either may be absent.
     pub fn new(
-        log: Option<(
-            Arc<dyn InvalidationLog>,
-            Arc<dyn DeferredLog<LoggedInvalidation>>,
-        )>,
+        log: Option<DurableLog>,
         redis: Option<(RedisLink, Arc<DependencyGuard>)>,
     ) -> Arc<Self> {
         let log_store = log.as_ref().map(|(log, _)| Arc::clone(log));

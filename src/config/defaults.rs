@@ -50,6 +50,7 @@ pub(super) fn defaults() -> serde_json::Value {
             "invalidation_poll": "5s"
         },
         "idp": [],
-        "admin": {}
+        "admin": {},
+        "audit": { "retention": "90days" }
     })
 }

@@ -27,7 +27,7 @@ pub use database_url::{PgHost, pg_hosts};
 pub use parse::{Window, parse_rate};
 pub use redis_url::{ClusterTopology, Credentials, HostPort, RedisTopology, SentinelTopology};
 pub use sections::{
-    AdminConfig, DatabaseConfig, EmergencyConfig, OnBackendFailure, PasswordConfig,
+    AdminConfig, AuditConfig, DatabaseConfig, EmergencyConfig, OnBackendFailure, PasswordConfig,
     RateLimitConfig, RedisConfig, TlsConfig, TokenConfig,
 };
 
@@ -71,6 +71,8 @@ pub struct Config {
     pub idp: Vec<IdpConfig>,
     /// `[admin]`: the optional operators' listener.
     pub admin: AdminConfig,
+    /// `[audit]`: the audit log's retention.
+    pub audit: AuditConfig,
     /// `[tls]`: holdfast terminates TLS itself; unset, the load balancer does.
     pub tls: Option<TlsConfig>,
     /// `HOLDFAST_*` variables that name no key, for the log once it is set

@@ -1,4 +1,4 @@
-//! The small sections of the file (`[admin]`, `[tls]`, `[emergency]`,
+//! The small sections of the file (`[admin]`, `[audit]`, `[tls]`, `[emergency]`,
 //! `[database]`, `[redis]`, `[rate_limit]`, `[tokens]`, `[passwords]`): plain
 //! typed keys, kept apart from the loader so each reads as the contract's
 //! table of keys.
@@ -17,6 +17,15 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     pub listen: Option<SocketAddr>,
+}
+
+/// `[audit]`: how long security events are kept in the audit log; older
+/// ones are deleted by every node's hourly purge.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    #[serde(deserialize_with = "duration")]
+    pub retention: Duration,
 }
 
 /// `[tls]`: PEM files, re-read when they change (and on SIGHUP).

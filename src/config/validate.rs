@@ -188,13 +188,17 @@ fn rate_limits(c: &Config, p: &mut Problems) {
     }
 }
 
-/// The invalidation poll (a busy loop if too short) and the admin listener.
+/// The invalidation poll (a busy loop if too short), the admin listener
+/// and the audit retention.
 fn cache_and_listeners(c: &Config, p: &mut Problems) {
     if c.cache.invalidation_poll < Duration::from_millis(100) {
         p.bad("cache.invalidation_poll", "must be at least 100ms");
     }
     if c.admin.listen == Some(c.listen) {
         p.bad("admin.listen", "must differ from listen");
+    }
+    if c.audit.retention < Duration::from_secs(3600) {
+        p.bad("audit.retention", "must be at least 1h");
     }
 }
 

@@ -1,22 +1,19 @@
 //! `/api/v1/admin/*`: the operator's view of the circuit breakers and
-//! caches, key rotation, external JWKS refresh and the audit log. Users and
-//! roles are in `admin_users.rs`.
+//! caches, key rotation and external JWKS refresh. Users and roles are in
+//! `admin_users.rs`, the audit log in `audit.rs`.
 
 use crate::app::AppState;
 use crate::auth::key_rotation::Delivery;
 use crate::cache::CacheView;
 use crate::http::admin_schemas::{
-    AuditEventView, BreakerView, CacheStatsView, CircuitBreakers, JwksRefreshed, KeyRotated,
-    KeysRevoked,
+    BreakerView, CacheStatsView, CircuitBreakers, JwksRefreshed, KeyRotated, KeysRevoked,
 };
 use crate::http::caller::Admin;
 use crate::http::error::ApiError;
-use crate::http::extract::{Path, Query};
+use crate::http::extract::Path;
 use crate::http::openapi::{
-    BadRequest, Forbidden, NotFound, PayloadTooLarge, ServiceUnavailable, TooManyRequests,
-    Unauthorized, Unprocessable,
+    BadRequest, Forbidden, NotFound, ServiceUnavailable, TooManyRequests, Unauthorized,
 };
-use crate::http::users::{Items, rfc3339};
 use crate::resilience::DependencyGuard;
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -231,66 +228,4 @@ pub async fn refresh_jwks(_: Admin, State(state): State<AppState>) -> impl IntoR
         results.insert(idp.name().to_string(), outcome);
     }
     axum::Json(json!({ "idps": results }))
-}
-
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    /// RFC 3339 or Unix seconds; default: the last 24 hours.
-    since: Option<String>,
-    /// At most this many events (1 to 1000, default 100).
-    limit: Option<i64>,
-}
-
-#[utoipa::path(
-    get,
-    path = "/api/v1/admin/audit",
-    tag = "admin",
-    security(("bearer" = []), ("api_key" = [])),
-    params(AuditQuery),
-    responses(
-        (status = 200, description = "Security events since `since`", body = Items<AuditEventView>),
-        BadRequest, Unauthorized, Forbidden, PayloadTooLarge, Unprocessable, TooManyRequests,
-        ServiceUnavailable,
-    )
-)]
-pub async fn audit(
-    _: Admin,
-    State(state): State<AppState>,
-    Query(q): Query<AuditQuery>,
-) -> Result<axum::Json<Items<Value>>, ApiError> {
-    let since = match q.since.as_deref() {
-        None => crate::auth::now() - 24 * 3600,
-        Some(text) => parse_since(text).ok_or_else(|| {
-            ApiError::Validation(vec![crate::http::error::FieldError::new(
-                "since",
-                "must be an RFC 3339 time or Unix seconds",
-            )])
-        })?,
-    };
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let items = state
-        .audit()
-        .since(since, limit)
-        .await?
-        .into_iter()
-        .map(|e| {
-            json!({
-                "id": e.id,
-                "at": rfc3339(e.at),
-                "kind": e.kind,
-                "user_id": e.user_id,
-                "detail": e.detail,
-            })
-        })
-        .collect();
-    Ok(axum::Json(Items { items }))
-}
-
-fn parse_since(text: &str) -> Option<i64> {
-    text.parse::<i64>().ok().or_else(|| {
-        OffsetDateTime::parse(text, &Rfc3339)
-            .ok()
-            .map(|t| t.unix_timestamp())
-    })
 }

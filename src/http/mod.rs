@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_schemas;
 pub mod admin_users;
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod authz;
 pub mod caller;
@@ -85,6 +86,17 @@ pub fn openapi_document(state: &AppState) -> utoipa::openapi::OpenApi {
     .into_openapi()
 }
 
+/// Every path the public listener serves with the operator endpoints on it
+/// (`[admin] listen` unset), from the same registrations as the router.
+pub fn route_paths() -> Vec<String> {
+    api(true, openapi::Document::default())
+        .into_openapi()
+        .paths
+        .paths
+        .into_keys()
+        .collect()
+}
+
 pub fn routes(state: AppState, hsts: Hsts) -> Router {
     let document = openapi::Document::default();
     let (api, openapi) =
@@ -126,7 +138,7 @@ fn admin_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(admin::cache_stats))
         .routes(routes!(admin::cache_cleanup))
         .routes(routes!(admin::refresh_jwks))
-        .routes(routes!(admin::audit))
+        .routes(routes!(audit::audit))
 }
 
 pub(crate) async fn not_found() -> ApiError {

@@ -4,7 +4,9 @@
 //!
 //! * `read_only` — the primary's breaker is not closed and the replica's
 //!   is: reads go to the replica without touching the primary, writes
-//!   answer 503 SVC002 at once;
+//!   answer 503 SVC002 at once; or the only database host answering is a
+//!   standby (`[database] url` names standbys only, or a proxy points at
+//!   one after a failover), which the store reports;
 //! * `minimal` — no PostgreSQL host answers and Redis does not either:
 //!   only what needs neither store still works;
 //! * `normal` — everything else (one failing store is a `degraded` status,
@@ -86,9 +88,15 @@ pub struct Modes {
     /// `None` when the session cache lives in process memory: it always
     /// answers, so the node is never `minimal`.
     redis: Option<Arc<DependencyGuard>>,
+    /// Whether the database's answering host is a standby (the store's
+    /// host classification says so); `None` for a single plain host.
+    standby_only: Option<StandbyOnly>,
     /// The mode last exported and logged.
     last: AtomicU8,
 }
+
+/// Asks the store whether only a standby answers.
+pub type StandbyOnly = Box<dyn Fn() -> bool + Send + Sync>;
 
 impl Modes {
     /// Exports `holdfast_mode` for every mode at once, so each series
@@ -102,16 +110,29 @@ impl Modes {
             primary,
             replica,
             redis,
+            standby_only: None,
             last: AtomicU8::new(Mode::Normal.code()),
         };
         export(Mode::Normal);
         modes
     }
 
+    /// Read-only mode also while `standby_only` says the only host
+    /// answering is a standby.
+    pub fn with_standby_only(mut self, standby_only: StandbyOnly) -> Self {
+        self.standby_only = Some(standby_only);
+        self
+    }
+
     /// The mode now, by the rule of the module comment.
     pub fn compute(&self) -> Mode {
+        let standby_only = self.standby_only.as_ref().is_some_and(|f| f());
         if answers(&self.primary) {
-            return Mode::Normal;
+            return if standby_only {
+                Mode::ReadOnly
+            } else {
+                Mode::Normal
+            };
         }
         if self.replica.as_deref().is_some_and(answers) {
             return Mode::ReadOnly;
@@ -195,6 +216,17 @@ mod tests {
         assert_eq!(modes.current(), Mode::Minimal);
         primary.breaker().reset();
         assert_eq!(modes.current(), Mode::Normal);
+    }
+
+    #[tokio::test]
+    async fn a_lone_standby_is_read_only() {
+        let only = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let seen = Arc::clone(&only);
+        let modes = Modes::new(guard("database"), None, Some(guard("redis")))
+            .with_standby_only(Box::new(move || seen.load(Ordering::SeqCst)));
+        assert_eq!(modes.current(), Mode::ReadOnly);
+        only.store(false, Ordering::SeqCst);
+        assert_eq!(modes.current(), Mode::Normal, "promoted");
     }
 
     #[tokio::test]

@@ -16,12 +16,27 @@ pub struct AuditEvent {
     pub detail: serde_json::Value,
 }
 
+/// Which audit events to read (`GET /admin/audit`): every filter set must
+/// match. Oldest first; `after` is the cursor (the last id of the page
+/// before).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub since: UnixTime,
+    /// Exclusive.
+    pub until: Option<UnixTime>,
+    pub kind: Option<String>,
+    pub user_id: Option<Uuid>,
+    pub after: Option<i64>,
+    pub limit: i64,
+}
+
 #[async_trait]
 pub trait AuditStore: Send + Sync {
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError>;
-    /// Events at or after `since`, oldest first, at most `limit`.
-    async fn audit_since(&self, since: UnixTime, limit: i64)
-    -> Result<Vec<AuditEvent>, StoreError>;
+    /// Events matching `filter`, oldest first, at most `filter.limit`.
+    async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+    /// Deletes up to `batch` events older than `before`; how many went.
+    async fn purge_audit(&self, before: UnixTime, batch: i64) -> Result<u64, StoreError>;
 }
 
 /// A row of the invalidation log.

@@ -20,7 +20,7 @@ use crate::resilience::failure::FailureKind;
 use async_trait::async_trait;
 use uuid::Uuid;
 
-pub use event_logs::{AuditEvent, AuditStore, InvalidationLog, LoggedInvalidation};
+pub use event_logs::{AuditEvent, AuditFilter, AuditStore, InvalidationLog, LoggedInvalidation};
 pub use grants::{ApiKey, ApiKeyStore, Role, RoleStore};
 
 /// Seconds since the Unix epoch. Stored as BIGINT on every backend so that
@@ -454,6 +454,12 @@ pub trait Probe: Send + Sync {
     /// one that is now; health shows it.
     fn primary_host(&self) -> Option<usize> {
         None
+    }
+    /// The only host that answers is a standby (a URL naming standbys
+    /// only, or a proxy pointing at one after a failover): reads work,
+    /// writes are refused. Read-only mode.
+    fn standby_only(&self) -> bool {
+        false
     }
 }
 

@@ -9,6 +9,7 @@ mod algorithms;
 mod api_embedded;
 mod api_keys;
 mod api_postgres;
+mod audit_log;
 mod authz;
 mod caches;
 mod chaos;

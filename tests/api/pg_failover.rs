@@ -195,6 +195,8 @@ async fn a_url_naming_only_a_standby_is_read_only_not_a_crash() {
     assert_eq!(health.status, StatusCode::OK, "{}", health.body);
     assert_eq!(health.body["status"], "degraded", "{}", health.body);
     assert_eq!(health.body["components"]["database"]["healthy"], false);
+    // What the operator is told: writes are refused, so read-only mode.
+    assert_eq!(health.body["mode"], "read_only", "{}", health.body);
     let live = app.get("/livez", None).await;
     assert_eq!(live.status, StatusCode::OK);
     let verify = app.verify(&session.access).await;

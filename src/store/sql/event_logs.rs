@@ -4,7 +4,7 @@
 use super::SqlStore;
 use super::pool::{Arg, Columns, arg, bad_value, insert_rows};
 use crate::store::{
-    AuditEvent, AuditStore, InvalidationLog, LoggedInvalidation, StoreError, UnixTime,
+    AuditEvent, AuditFilter, AuditStore, InvalidationLog, LoggedInvalidation, StoreError, UnixTime,
 };
 use async_trait::async_trait;
 use sqlx::{AssertSqlSafe, FromRow};
@@ -77,17 +77,43 @@ impl AuditStore for SqlStore {
         .await
     }
 
-    async fn audit_since(
-        &self,
-        since: UnixTime,
-        limit: i64,
-    ) -> Result<Vec<AuditEvent>, StoreError> {
-        self.read_all(
-            "SELECT id, at, kind, user_id, detail FROM audit_log WHERE at >= $1 ORDER BY id LIMIT $2",
-            &[arg(since), arg(limit)],
+    async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let user = filter.user_id.map(|u| u.to_string());
+        let mut sql =
+            String::from("SELECT id, at, kind, user_id, detail FROM audit_log WHERE at >= $1");
+        let mut args: Vec<Arg> = vec![arg(filter.since)];
+        if let Some(until) = filter.until {
+            and(&mut sql, &mut args, "at <", arg(until));
+        }
+        if let Some(kind) = &filter.kind {
+            and(&mut sql, &mut args, "kind =", arg(kind.as_str()));
+        }
+        if let Some(user) = &user {
+            and(&mut sql, &mut args, "user_id =", arg(user.as_str()));
+        }
+        if let Some(after) = filter.after {
+            and(&mut sql, &mut args, "id >", arg(after));
+        }
+        args.push(arg(filter.limit));
+        sql.push_str(&format!(" ORDER BY id LIMIT ${}", args.len()));
+        self.read_all(&sql, &args).await
+    }
+
+    async fn purge_audit(&self, before: UnixTime, batch: i64) -> Result<u64, StoreError> {
+        // Batched, so one purge never holds a long lock on a big table.
+        self.execute(
+            "DELETE FROM audit_log WHERE id IN \
+             (SELECT id FROM audit_log WHERE at < $1 ORDER BY id LIMIT $2)",
+            &[arg(before), arg(batch)],
         )
         .await
     }
+}
+
+/// Adds `AND <clause> $n` to `sql`, `value` being parameter n.
+fn and<'a>(sql: &mut String, args: &mut Vec<Arg<'a>>, clause: &str, value: Arg<'a>) {
+    args.push(value);
+    sql.push_str(&format!(" AND {clause} ${}", args.len()));
 }
 
 #[async_trait]

@@ -297,6 +297,10 @@ impl Probe for SqlStore {
     fn primary_host(&self) -> Option<usize> {
         self.hosts.as_ref().and_then(|h| h.primary_position())
     }
+
+    fn standby_only(&self) -> bool {
+        SqlStore::standby_only(self)
+    }
 }
 
 /// Pings the replica through its own guard.
