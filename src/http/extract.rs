@@ -128,7 +128,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for Path<T>
     }
 }
 
-/// A JSON body that may be absent (no bytes at all).
+/// A JSON body that may be absent (no bytes at all) or `null`.
 pub struct OptionalJson<T>(pub Option<T>);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
@@ -143,9 +143,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
         if !has_body {
             return Ok(OptionalJson(None));
         }
-        Json::<T>::from_request(req, state)
+        Json::<Option<T>>::from_request(req, state)
             .await
-            .map(|Json(v)| OptionalJson(Some(v)))
+            .map(|Json(v)| OptionalJson(v))
     }
 }
 

@@ -86,7 +86,7 @@ const ERRORS: [(&str, u16, &str); 9] = [
     (
         "BadRequest",
         400,
-        "REQ001: malformed request (bad JSON, wrong content type, missing field, bad query string).",
+        "REQ001: malformed request (bad JSON, wrong content type, missing field, bad query string or path, a NUL character anywhere).",
     ),
     (
         "Unauthorized",

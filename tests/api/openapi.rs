@@ -201,3 +201,25 @@ fn routes_are_registered_only_with_their_documentation() {
         offenders.join("\n")
     );
 }
+
+/// Found by `scripts/api-check`: the document allows a `null` body for
+/// logout (the body is optional), and the server answered it 400.
+#[tokio::test]
+async fn logout_takes_a_null_body_as_no_body() {
+    let stack = Stack::start(Backend::Embedded).await;
+    let tokens = stack.app.user("nullbody").await;
+    let reply = stack
+        .app
+        .call(
+            Method::POST,
+            "/api/v1/auth/logout",
+            Some(&tokens.access),
+            Some(Value::Null),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+    assert_eq!(
+        stack.app.verify(&tokens.access).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
