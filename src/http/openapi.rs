@@ -10,6 +10,7 @@
 
 use crate::http::error::ApiError;
 use axum::Extension;
+use axum::body::Bytes;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use std::collections::BTreeMap;
@@ -264,13 +265,13 @@ pub fn base() -> utoipa::openapi::OpenApi {
 /// The serialised document, filled in once the router holding this route
 /// has been built (it documents itself too).
 #[derive(Clone, Default)]
-pub struct Document(Arc<OnceLock<Vec<u8>>>);
+pub struct Document(Arc<OnceLock<Bytes>>);
 
 impl Document {
     pub fn set(&self, openapi: &utoipa::openapi::OpenApi) {
         match serde_json::to_vec(openapi) {
             Ok(json) => {
-                let _ = self.0.set(json);
+                let _ = self.0.set(Bytes::from(json));
             }
             Err(e) => tracing::error!(error = %e, "the OpenAPI document did not serialise"),
         }
