@@ -203,15 +203,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn events_are_stamped_by_the_clock_given() {
-        let clock = ManualClock::at(1_700_000_000_999);
+    /// An audit log on `Kept`, stamped by `clock`.
+    fn kept(clock: &Arc<ManualClock>) -> (Arc<Kept>, Arc<Audit>) {
         let store = Arc::new(Kept::default());
         let audit = Audit::with_clock(
             Arc::clone(&store) as Arc<dyn AuditStore>,
             Arc::new(MemoryDeferredLog::new(10)),
             clock.clone(),
         );
+        (store, audit)
+    }
+
+    #[tokio::test]
+    async fn events_are_stamped_by_the_clock_given() {
+        let clock = ManualClock::at(1_700_000_000_999);
+        let (store, audit) = kept(&clock);
         audit
             .record_and_wait("key_rotated", None, serde_json::json!({}))
             .await
@@ -228,12 +234,7 @@ mod tests {
     #[tokio::test]
     async fn the_purge_deletes_only_what_retention_lets_go() {
         let clock = ManualClock::at(1_700_000_000_000);
-        let store = Arc::new(Kept::default());
-        let audit = Audit::with_clock(
-            Arc::clone(&store) as Arc<dyn AuditStore>,
-            Arc::new(MemoryDeferredLog::new(10)),
-            clock.clone(),
-        );
+        let (store, audit) = kept(&clock);
         for _ in 0..3 {
             audit
                 .record_and_wait("login_failed", None, serde_json::json!({}))
