@@ -7,6 +7,7 @@
 
 use crate::auth::clock::{self, Clock};
 use crate::auth::error::AuthError;
+use crate::auth::recent_events::RecentEvents;
 use crate::resilience::outbox::Outbox;
 use crate::store::deferred::{DeferredLog, MemoryDeferredLog};
 use crate::store::{AuditEvent, AuditStore, UnixTime};
@@ -22,6 +23,8 @@ pub struct Audit {
     store: Arc<dyn AuditStore>,
     outbox: Outbox<AuditEvent>,
     clock: Arc<dyn Clock>,
+    /// The last hour's events per kind, for the status page.
+    recent: RecentEvents,
 }
 
 impl Audit {
@@ -52,6 +55,7 @@ impl Audit {
             store,
             outbox,
             clock,
+            recent: RecentEvents::default(),
         })
     }
 
@@ -64,7 +68,7 @@ impl Audit {
     ) -> Result<(), AuthError> {
         Ok(self
             .outbox
-            .push(event(kind, user_id, detail, self.clock.now()))
+            .push(event(&self.recent, kind, user_id, detail, self.clock.now()))
             .await?)
     }
 
@@ -95,7 +99,7 @@ impl Audit {
     ) -> Result<(), AuthError> {
         Ok(self
             .store
-            .append_audit(&[event(kind, user_id, detail, self.clock.now())])
+            .append_audit(&[event(&self.recent, kind, user_id, detail, self.clock.now())])
             .await?)
     }
 
@@ -103,16 +107,28 @@ impl Audit {
     pub async fn since(&self, since: UnixTime, limit: i64) -> Result<Vec<AuditEvent>, AuthError> {
         Ok(self.store.audit_since(since, limit).await?)
     }
+
+    /// Events per kind made by this node in the hour before `now`.
+    pub fn last_hour(&self, now: UnixTime) -> std::collections::BTreeMap<&'static str, u64> {
+        self.recent.last_hour(now)
+    }
+
+    /// Events the spill log holds for the database.
+    pub async fn backlog(&self) -> Result<usize, AuthError> {
+        Ok(self.outbox.backlog().await?)
+    }
 }
 
 /// An event stamped `at`, logged and counted as it is made.
 fn event(
+    recent: &RecentEvents,
     kind: &'static str,
     user_id: Option<Uuid>,
     detail: serde_json::Value,
     at: UnixTime,
 ) -> AuditEvent {
     metrics::counter!("holdfast_audit_events_total", "kind" => kind).increment(1);
+    recent.note(kind, at);
     tracing::info!(
         target: "audit",
         kind,

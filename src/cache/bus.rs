@@ -99,6 +99,13 @@ struct Message {
     event: Invalidation,
 }
 
+/// The invalidation log and the spill log that holds its rows while the
+/// database is away.
+pub type DurableLog = (
+    Arc<dyn InvalidationLog>,
+    Arc<dyn DeferredLog<LoggedInvalidation>>,
+);
+
 pub struct Bus {
     node: String,
     subscribers: RwLock<Vec<Arc<dyn Subscriber>>>,
@@ -114,10 +121,7 @@ impl Bus {
     /// holds them while the database is away; `redis` where they are
     /// published. Either may be absent.
     pub fn new(
-        log: Option<(
-            Arc<dyn InvalidationLog>,
-            Arc<dyn DeferredLog<LoggedInvalidation>>,
-        )>,
+        log: Option<DurableLog>,
         redis: Option<(RedisLink, Arc<DependencyGuard>)>,
     ) -> Arc<Self> {
         let log_store = log.as_ref().map(|(log, _)| Arc::clone(log));
@@ -135,6 +139,15 @@ impl Bus {
             redis,
             poll_now: Notify::new(),
         })
+    }
+
+    /// Invalidation rows the spill log holds for the database; none when
+    /// there is no log.
+    pub async fn backlog(&self) -> Result<usize, crate::store::StoreError> {
+        match &self.log {
+            Some(log) => log.backlog().await,
+            None => Ok(0),
+        }
     }
 
     pub fn subscribe(&self, subscriber: Arc<dyn Subscriber>) {

@@ -15,6 +15,7 @@ pub mod health;
 pub mod introspect;
 pub mod middleware;
 pub mod operator;
+pub mod status;
 pub mod tls;
 pub mod users;
 pub mod well_known;

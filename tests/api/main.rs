@@ -35,5 +35,6 @@ mod security_edge;
 mod security_limits;
 mod security_tokens;
 mod slow_dependencies;
+mod status_page;
 mod store_conformance;
 mod tls;
