@@ -6,6 +6,7 @@ pub mod admin;
 pub mod admin_users;
 pub mod api_keys;
 pub mod auth;
+pub mod auth_outcomes;
 pub mod authz;
 pub mod caller;
 pub mod client_address;
