@@ -5,6 +5,9 @@
 //! credential at all is not an authentication and is not counted.
 
 use crate::http::error::ApiError;
+use metrics::Counter;
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
@@ -31,6 +34,16 @@ impl AuthMethod {
     }
 }
 
+/// Method and code: both ours, few and fixed, so a fast hash is safe.
+type ByOutcome = HashMap<(&'static str, &'static str), Counter, foldhash::fast::RandomState>;
+
+thread_local! {
+    /// Per worker thread, like the HTTP series' handles
+    /// (`middleware::metrics`): a labelled key built and looked up per
+    /// verification would cost more than a validation-cache hit.
+    static HANDLES: RefCell<ByOutcome> = RefCell::new(HashMap::default());
+}
+
 /// Counts one authentication's result.
 pub fn record<T>(method: AuthMethod, result: &Result<T, ApiError>) {
     let code = match result {
@@ -38,10 +51,17 @@ pub fn record<T>(method: AuthMethod, result: &Result<T, ApiError>) {
         Err(ApiError::MissingCredentials) => return,
         Err(e) => e.code(),
     };
-    metrics::counter!(
-        "holdfast_auth_outcomes_total",
-        "method" => method.as_str(),
-        "code" => code
-    )
-    .increment(1);
+    let key = (method.as_str(), code);
+    HANDLES.with_borrow_mut(|handles| {
+        handles
+            .entry(key)
+            .or_insert_with(|| {
+                metrics::counter!(
+                    "holdfast_auth_outcomes_total",
+                    "method" => key.0,
+                    "code" => key.1
+                )
+            })
+            .increment(1);
+    });
 }
