@@ -82,6 +82,36 @@ async fn security_events_of_the_last_hour_are_counted_by_kind() {
     assert!(page.contains("login_failed"), "{page}");
 }
 
+/// An upstream IdP that refuses connections: the page names it and the
+/// failure's kind, never its JWKS URL or address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_idp_is_shown_by_its_failure_kind_without_its_url() {
+    let config = r#"
+[[idp]]
+name = "upstream"
+issuer = "https://idp.example"
+jwks_url = "http://127.0.0.1:9/jwks"
+audience = "holdfast-tests"
+"#;
+    let stack = Stack::start_with(Backend::Embedded, config).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let page = loop {
+        let (_, _, page) = fetch(&stack.app.url("/status")).await;
+        if page.contains(r#"<dd class="kind">"#) {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "no IdP failure shown: {page}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(page.contains(r#"data-name="idp:upstream""#), "{page}");
+    assert!(page.contains(">refused<"), "{page}");
+    // Failing calls in the window make the node degraded, breaker open or not.
+    assert!(page.contains(r#"id="status">degraded<"#), "{page}");
+    for raw in ["127.0.0.1", "/jwks", "idp.example", ":9/"] {
+        assert!(!page.contains(raw), "{raw:?} on the status page: {page}");
+    }
+}
+
 /// With `[admin] listen` set, the page and its redirect are served by the
 /// admin listener, like `/metrics`, and the public one answers 404.
 #[tokio::test]

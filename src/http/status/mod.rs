@@ -73,6 +73,14 @@ pub(crate) struct ComponentView {
     pub last_failure: Option<(&'static str, String)>,
 }
 
+impl ComponentView {
+    /// Breaker closed and no failure in its window: without a ping, the
+    /// page's reading of `/api/v1/health`'s "answering, breaker closed".
+    fn well(&self) -> bool {
+        self.state == BreakerState::Closed && self.window.as_ref().is_none_or(|w| w.failures == 0)
+    }
+}
+
 pub(crate) struct Window {
     pub failure_rate: f64,
     pub slow_call_rate: f64,
@@ -90,7 +98,7 @@ impl StatusView {
             .collect();
         let status = if !state.keys().is_ready() {
             "unhealthy"
-        } else if components.iter().all(|c| c.state == BreakerState::Closed) {
+        } else if components.iter().all(ComponentView::well) {
             "healthy"
         } else {
             "degraded"
