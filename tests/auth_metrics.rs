@@ -47,11 +47,10 @@ minimum_calls = 3
 open_wait = "30s"
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_series_appears_with_its_labels_after_its_action() {
-    let mut stack = Stack::start_with(Backend::PostgresRedis, CONFIG).await;
-    let app = &stack.app;
-
+/// Logins right, wrong and shed; access tokens good and bad; an API key;
+/// an authorization decision asked twice; a refresh token used twice.
+/// Returns how many logins were shed.
+async fn produce_each_series(app: &TestApp) -> u32 {
     // Password logins, right and wrong; access tokens, good and bad.
     let tokens = app.user("metrics").await;
     app.login("metrics", "not-the-password")
@@ -94,6 +93,15 @@ async fn each_series_appears_with_its_labels_after_its_action() {
         }
     }
     assert!(shed > 0, "no login shed by a pool of two places");
+    shed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_series_appears_with_its_labels_after_its_action() {
+    let mut stack = Stack::start_with(Backend::PostgresRedis, CONFIG).await;
+    let app = &stack.app;
+
+    let shed = produce_each_series(app).await;
 
     let text = scrape(app).await;
     for (series, least) in [
