@@ -235,8 +235,9 @@ fn no_raw_failure_text(app: &TestApp, page: &str, pg_port: u16) {
     }
 }
 
-/// Headless Chromium, as root needs it (`--no-sandbox`), each run in a
-/// profile of its own and bounded in time. A machine without Chromium
+/// Headless Chromium, each run in a profile of its own and bounded in
+/// time. `--no-sandbox`: the suite runs as root (CI), where Chromium's
+/// sandbox refuses to start; the page it loads is our own. A machine without Chromium
 /// fails these tests with the way to install it: a page nobody rendered
 /// is not a tested page.
 mod chromium {
