@@ -51,6 +51,9 @@ audience = "holdfast-tests"
         ("holdfast_mode{mode=\"read_only\"}", 0.0),
         ("holdfast_mode{mode=\"minimal\"}", 0.0),
         ("holdfast_deferred_writes", 0.0),
+        ("holdfast_password_hash_queue_depth", 0.0),
+        ("holdfast_logins_shed_total", 0.0),
+        ("holdfast_refresh_reuse_total", 0.0),
     ] {
         assert_eq!(value(&text, series), Some(expected), "{series} in:\n{text}");
     }
@@ -58,6 +61,9 @@ audience = "holdfast-tests"
         "holdfast_breaker_state{dependency=\"idp:upstream\"}",
         "holdfast_revocations{kind=\"sessions\"}",
         "holdfast_revocations{kind=\"users\"}",
+        "holdfast_cache_requests_total{cache=\"validation\",result=\"hit\"}",
+        "holdfast_cache_requests_total{cache=\"api_keys\",result=\"miss\"}",
+        "holdfast_cache_requests_total{cache=\"authz\",result=\"miss\"}",
     ] {
         assert!(value(&text, series).is_some(), "{series} in:\n{text}");
     }

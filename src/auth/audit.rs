@@ -7,6 +7,7 @@
 
 use crate::auth::clock::{self, Clock};
 use crate::auth::error::AuthError;
+use crate::auth::recent_events::RecentEvents;
 use crate::resilience::outbox::Outbox;
 use crate::store::deferred::{DeferredLog, MemoryDeferredLog};
 use crate::store::{AuditEvent, AuditFilter, AuditStore, UnixTime};
@@ -26,6 +27,8 @@ pub struct Audit {
     store: Arc<dyn AuditStore>,
     outbox: Outbox<AuditEvent>,
     clock: Arc<dyn Clock>,
+    /// The last hour's events per kind, for the status page.
+    recent: RecentEvents,
 }
 
 impl Audit {
@@ -56,6 +59,7 @@ impl Audit {
             store,
             outbox,
             clock,
+            recent: RecentEvents::default(),
         })
     }
 
@@ -68,7 +72,7 @@ impl Audit {
     ) -> Result<(), AuthError> {
         Ok(self
             .outbox
-            .push(event(kind, user_id, detail, self.clock.now()))
+            .push(event(&self.recent, kind, user_id, detail, self.clock.now()))
             .await?)
     }
 
@@ -99,7 +103,7 @@ impl Audit {
     ) -> Result<(), AuthError> {
         Ok(self
             .store
-            .append_audit(&[event(kind, user_id, detail, self.clock.now())])
+            .append_audit(&[event(&self.recent, kind, user_id, detail, self.clock.now())])
             .await?)
     }
 
@@ -141,16 +145,28 @@ impl Audit {
             }
         });
     }
+
+    /// Events per kind made by this node in the hour before `now`.
+    pub fn last_hour(&self, now: UnixTime) -> std::collections::BTreeMap<&'static str, u64> {
+        self.recent.last_hour(now)
+    }
+
+    /// Events the spill log holds for the database.
+    pub async fn backlog(&self) -> Result<usize, AuthError> {
+        Ok(self.outbox.backlog().await?)
+    }
 }
 
 /// An event stamped `at`, logged and counted as it is made.
 fn event(
+    recent: &RecentEvents,
     kind: &'static str,
     user_id: Option<Uuid>,
     detail: serde_json::Value,
     at: UnixTime,
 ) -> AuditEvent {
     metrics::counter!("holdfast_audit_events_total", "kind" => kind).increment(1);
+    recent.note(kind, at);
     tracing::info!(
         target: "audit",
         kind,

@@ -94,6 +94,7 @@ pub async fn revoke_all_keys(
 }
 
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    crate::cache::export_requests(&caches(&state));
     (
         [("content-type", "text/plain; version=0.0.4")],
         state.metrics().render(),
