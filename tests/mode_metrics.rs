@@ -24,6 +24,27 @@ fn value(text: &str, series: &str) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
+/// The skew against the test PostgreSQL (same host clock): measured at
+/// start, in the background, and small.
+async fn clock_skew_is_measured_and_small(app: &TestApp) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let skew = loop {
+        if let Some(skew) = value(&scrape(app).await, "holdfast_clock_skew_seconds") {
+            break skew;
+        }
+        assert!(Instant::now() < deadline, "no clock skew series");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(skew.abs() < 1.0, "skew {skew}");
+    let health = app.get("/api/v1/health", None).await;
+    assert_eq!(
+        health.body["warnings"],
+        serde_json::json!([]),
+        "{}",
+        health.body
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dependency_and_mode_series_exists_from_the_first_scrape() {
     // An IdP that never answers: its breaker has a series all the same.
@@ -51,6 +72,9 @@ audience = "holdfast-tests"
         ("holdfast_mode{mode=\"read_only\"}", 0.0),
         ("holdfast_mode{mode=\"minimal\"}", 0.0),
         ("holdfast_deferred_writes", 0.0),
+        ("holdfast_password_hash_queue_depth", 0.0),
+        ("holdfast_logins_shed_total", 0.0),
+        ("holdfast_refresh_reuse_total", 0.0),
     ] {
         assert_eq!(value(&text, series), Some(expected), "{series} in:\n{text}");
     }
@@ -58,28 +82,14 @@ audience = "holdfast-tests"
         "holdfast_breaker_state{dependency=\"idp:upstream\"}",
         "holdfast_revocations{kind=\"sessions\"}",
         "holdfast_revocations{kind=\"users\"}",
+        "holdfast_cache_requests_total{cache=\"validation\",result=\"hit\"}",
+        "holdfast_cache_requests_total{cache=\"api_keys\",result=\"miss\"}",
+        "holdfast_cache_requests_total{cache=\"authz\",result=\"miss\"}",
     ] {
         assert!(value(&text, series).is_some(), "{series} in:\n{text}");
     }
 
-    // The skew against the test PostgreSQL (same host clock): measured at
-    // start, in the background, and small.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let skew = loop {
-        if let Some(skew) = value(&scrape(&stack.app).await, "holdfast_clock_skew_seconds") {
-            break skew;
-        }
-        assert!(Instant::now() < deadline, "no clock skew series");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(skew.abs() < 1.0, "skew {skew}");
-    let health = stack.app.get("/api/v1/health", None).await;
-    assert_eq!(
-        health.body["warnings"],
-        serde_json::json!([]),
-        "{}",
-        health.body
-    );
+    clock_skew_is_measured_and_small(&stack.app).await;
 
     // Both stores gone: the mode gauge moves to minimal, alone.
     stack.pg.as_mut().expect("pg").kill();

@@ -4,6 +4,7 @@
 //! Every backend is chosen once, here, behind its trait; handlers reach
 //! domain services only.
 
+mod backlogs;
 mod domain;
 mod health;
 pub mod startup;
@@ -28,6 +29,7 @@ use crate::config::{Config, ConfigError};
 use crate::resilience::DependencyGuard;
 use crate::resilience::health::HealthMonitor;
 use crate::store::{StoreError, UserStore};
+pub use backlogs::{Backlog, Backlogs};
 use domain::Domain;
 use startup::{Readiness, Startup};
 use std::sync::Arc;
@@ -76,6 +78,8 @@ pub struct Components {
     external: Arc<ExternalIdps>,
     /// Set once keys and revocations are loaded (`startup`).
     ready: Arc<Readiness>,
+    /// What waits for PostgreSQL, for the status page.
+    backlogs: Backlogs,
     /// See `user_store`.
     users: Arc<dyn UserStore>,
 }
@@ -153,6 +157,10 @@ impl Components {
         &self.ready
     }
 
+    pub fn backlogs(&self) -> &Backlogs {
+        &self.backlogs
+    }
+
     /// The user store itself, for tests that seed users as a store holds
     /// them; the service reaches users through `Accounts` only.
     #[doc(hidden)]
@@ -221,9 +229,14 @@ impl AppState {
             api_keys,
             rbac,
             audit,
-            bus: _,
+            bus,
             validation,
         } = domain;
+        let backlogs = Backlogs {
+            sessions: Arc::clone(&stores.shared.deferred),
+            audit: Arc::clone(&audit),
+            bus,
+        };
         Ok(Self(Arc::new(Components {
             config,
             accounts,
@@ -243,6 +256,7 @@ impl AppState {
             validation,
             external,
             ready,
+            backlogs,
             users: Arc::clone(&stores.durable.users),
         })))
     }

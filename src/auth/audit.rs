@@ -7,6 +7,7 @@
 
 use crate::auth::clock::{self, Clock};
 use crate::auth::error::AuthError;
+use crate::auth::recent_events::RecentEvents;
 use crate::resilience::outbox::Outbox;
 use crate::store::deferred::{DeferredLog, MemoryDeferredLog};
 use crate::store::{AuditEvent, AuditFilter, AuditStore, UnixTime};
@@ -26,6 +27,8 @@ pub struct Audit {
     store: Arc<dyn AuditStore>,
     outbox: Outbox<AuditEvent>,
     clock: Arc<dyn Clock>,
+    /// The last hour's events per kind, for the status page.
+    recent: RecentEvents,
 }
 
 impl Audit {
@@ -56,6 +59,7 @@ impl Audit {
             store,
             outbox,
             clock,
+            recent: RecentEvents::default(),
         })
     }
 
@@ -68,7 +72,7 @@ impl Audit {
     ) -> Result<(), AuthError> {
         Ok(self
             .outbox
-            .push(event(kind, user_id, detail, self.clock.now()))
+            .push(event(&self.recent, kind, user_id, detail, self.clock.now()))
             .await?)
     }
 
@@ -99,7 +103,7 @@ impl Audit {
     ) -> Result<(), AuthError> {
         Ok(self
             .store
-            .append_audit(&[event(kind, user_id, detail, self.clock.now())])
+            .append_audit(&[event(&self.recent, kind, user_id, detail, self.clock.now())])
             .await?)
     }
 
@@ -141,16 +145,28 @@ impl Audit {
             }
         });
     }
+
+    /// Events per kind made by this node in the hour before `now`.
+    pub fn last_hour(&self, now: UnixTime) -> std::collections::BTreeMap<&'static str, u64> {
+        self.recent.last_hour(now)
+    }
+
+    /// Events the spill log holds for the database.
+    pub async fn backlog(&self) -> Result<usize, AuthError> {
+        Ok(self.outbox.backlog().await?)
+    }
 }
 
 /// An event stamped `at`, logged and counted as it is made.
 fn event(
+    recent: &RecentEvents,
     kind: &'static str,
     user_id: Option<Uuid>,
     detail: serde_json::Value,
     at: UnixTime,
 ) -> AuditEvent {
     metrics::counter!("holdfast_audit_events_total", "kind" => kind).increment(1);
+    recent.note(kind, at);
     tracing::info!(
         target: "audit",
         kind,
@@ -203,15 +219,21 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn events_are_stamped_by_the_clock_given() {
-        let clock = ManualClock::at(1_700_000_000_999);
+    /// An audit log on `Kept`, stamped by `clock`.
+    fn kept(clock: &Arc<ManualClock>) -> (Arc<Kept>, Arc<Audit>) {
         let store = Arc::new(Kept::default());
         let audit = Audit::with_clock(
             Arc::clone(&store) as Arc<dyn AuditStore>,
             Arc::new(MemoryDeferredLog::new(10)),
             clock.clone(),
         );
+        (store, audit)
+    }
+
+    #[tokio::test]
+    async fn events_are_stamped_by_the_clock_given() {
+        let clock = ManualClock::at(1_700_000_000_999);
+        let (store, audit) = kept(&clock);
         audit
             .record_and_wait("key_rotated", None, serde_json::json!({}))
             .await
@@ -228,12 +250,7 @@ mod tests {
     #[tokio::test]
     async fn the_purge_deletes_only_what_retention_lets_go() {
         let clock = ManualClock::at(1_700_000_000_000);
-        let store = Arc::new(Kept::default());
-        let audit = Audit::with_clock(
-            Arc::clone(&store) as Arc<dyn AuditStore>,
-            Arc::new(MemoryDeferredLog::new(10)),
-            clock.clone(),
-        );
+        let (store, audit) = kept(&clock);
         for _ in 0..3 {
             audit
                 .record_and_wait("login_failed", None, serde_json::json!({}))

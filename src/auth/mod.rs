@@ -19,6 +19,7 @@ pub mod passwords;
 pub mod policy;
 pub mod rate_limit;
 pub mod rbac;
+pub mod recent_events;
 pub mod revocation;
 pub mod sessions;
 pub mod tokens;

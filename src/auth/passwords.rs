@@ -23,6 +23,7 @@ use argon2::password_hash::phc::{Output, ParamsString, PasswordHash, Salt};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use parking_lot::Mutex;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -38,6 +39,8 @@ pub struct PasswordHasher {
     /// One permit per job allowed in at once, hashing or waiting
     /// (`workers + queue`); the channel has room for all of them.
     places: Arc<Semaphore>,
+    /// Places taken now, for `holdfast_password_hash_queue_depth`.
+    taken: Arc<AtomicUsize>,
     /// Hash of a random password: unknown users are verified against it so
     /// they cost the same as known ones.
     dummy: String,
@@ -77,9 +80,11 @@ impl PasswordHasher {
                 .spawn(move || worker(&rx, memory))
                 .map_err(|e| HashError::Failed(e.to_string()))?;
         }
+        metrics::gauge!("holdfast_password_hash_queue_depth").set(0.0);
         Ok(Arc::new(Self {
             jobs,
             places: Arc::new(Semaphore::new(places)),
+            taken: Arc::new(AtomicUsize::new(0)),
             dummy,
             upgrades,
         }))
@@ -92,7 +97,7 @@ impl PasswordHasher {
             .map_err(|_| HashError::Overloaded)?;
         Ok(HashSlot {
             hasher: self,
-            permit,
+            permit: Place::taken(permit, Arc::clone(&self.taken)),
         })
     }
 
@@ -110,7 +115,35 @@ impl PasswordHasher {
 /// refused. Dropped unspent, the place is given back.
 pub struct HashSlot<'a> {
     hasher: &'a PasswordHasher,
-    permit: OwnedSemaphorePermit,
+    permit: Place,
+}
+
+/// A taken place, counted while it is held: given back (and the gauge
+/// lowered) when dropped, after its hash or unspent. The gauge,
+/// `holdfast_password_hash_queue_depth`, is the places held — hashing,
+/// waiting for a worker, or held by a login not yet at its hash — out of
+/// `hash_workers + queue`.
+struct Place {
+    _permit: OwnedSemaphorePermit,
+    taken: Arc<AtomicUsize>,
+}
+
+impl Place {
+    fn taken(permit: OwnedSemaphorePermit, taken: Arc<AtomicUsize>) -> Self {
+        let now = taken.fetch_add(1, Ordering::Relaxed) + 1;
+        metrics::gauge!("holdfast_password_hash_queue_depth").set(now as f64);
+        Place {
+            _permit: permit,
+            taken,
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        let now = self.taken.fetch_sub(1, Ordering::Relaxed) - 1;
+        metrics::gauge!("holdfast_password_hash_queue_depth").set(now as f64);
+    }
 }
 
 impl HashSlot<'_> {

@@ -56,6 +56,17 @@ pub enum Limit {
     RefreshPerIp,
 }
 
+impl Limit {
+    /// Its `[rate_limit]` key, the `limit` label of its decisions.
+    pub fn label(self) -> &'static str {
+        match self {
+            Limit::LoginPerIp => "login_per_ip",
+            Limit::RegisterPerIp => "register_per_ip",
+            Limit::RefreshPerIp => "refresh_per_ip",
+        }
+    }
+}
+
 /// A reserved password check on an account from one address, settled
 /// after the check. One dropped unsettled — abandoned before a verdict, as
 /// when the client goes away while its hash waits in the queue — is
@@ -218,6 +229,12 @@ impl RateLimits {
 
     /// Takes one slot of `limit` for `subject` (an IP address).
     pub async fn check(&self, limit: Limit, subject: &str) -> Result<LimitDecision, AuthError> {
+        let decision = self.take(limit, subject).await;
+        count_decision(limit.label(), &decision);
+        decision
+    }
+
+    async fn take(&self, limit: Limit, subject: &str) -> Result<LimitDecision, AuthError> {
         let window = self.window(limit);
         let key = format!("{limit:?}:{subject}");
         let member = Uuid::new_v4().to_string();
@@ -240,6 +257,16 @@ impl RateLimits {
     /// Reserves a password check on `account` (a user id, or the lowercased
     /// login tried when no such user exists) from `address`, before it runs.
     pub async fn reserve_account(
+        &self,
+        account: &str,
+        address: &str,
+    ) -> Result<AccountAttempt, AuthError> {
+        let attempt = self.reserve_account_once(account, address).await;
+        count_decision("login_failures_per_account", &attempt);
+        attempt
+    }
+
+    async fn reserve_account_once(
         &self,
         account: &str,
         address: &str,
@@ -323,6 +350,12 @@ impl RateLimits {
     /// address has had `api_key_failures_per_ip` failed lookups, before
     /// any store is asked.
     pub fn api_key_attempt(&self, address: &str) -> Result<ApiKeyAttempt, AuthError> {
+        let attempt = self.api_key_attempt_once(address);
+        count_decision("api_key_failures_per_ip", &attempt);
+        attempt
+    }
+
+    fn api_key_attempt_once(&self, address: &str) -> Result<ApiKeyAttempt, AuthError> {
         let key = format!("ApiKeyFailuresPerIp:{address}");
         let member = Uuid::new_v4().to_string();
         let decision = self.local.reserve_now(
@@ -342,6 +375,24 @@ impl RateLimits {
             failed: false,
         })
     }
+}
+
+/// `holdfast_rate_limit_decisions_total{limit,outcome}`: `allowed`,
+/// `limited`, or `backend_unavailable` (the limiter could not decide and
+/// the request was refused: fail-closed). A decision made by the per-node
+/// fallback counts as `allowed` or `limited` like any other.
+fn count_decision<T>(limit: &'static str, decision: &Result<T, AuthError>) {
+    let outcome = match decision {
+        Ok(_) => "allowed",
+        Err(AuthError::RateLimited { .. }) => "limited",
+        Err(_) => "backend_unavailable",
+    };
+    metrics::counter!(
+        "holdfast_rate_limit_decisions_total",
+        "limit" => limit,
+        "outcome" => outcome
+    )
+    .increment(1);
 }
 
 /// The shared limiter could not answer and no fallback is allowed.

@@ -64,6 +64,10 @@ pub struct SessionParts {
 
 impl Sessions {
     pub fn new(d: SessionParts) -> Self {
+        // From the first scrape: `increase()` misses a counter's first
+        // appearance, and these are alerted on.
+        metrics::counter!("holdfast_refresh_reuse_total").increment(0);
+        metrics::counter!("holdfast_logins_shed_total").increment(0);
         Self {
             users: d.users,
             sessions: d.sessions,
@@ -79,7 +83,11 @@ impl Sessions {
     /// A place in the password-hash queue, taken before a login touches
     /// anything: when there is none the login is refused (503) at once.
     pub fn hash_slot(&self) -> Result<HashSlot<'_>, AuthError> {
-        Ok(self.hasher.reserve()?)
+        let slot = self.hasher.reserve();
+        if slot.is_err() {
+            metrics::counter!("holdfast_logins_shed_total").increment(1);
+        }
+        Ok(slot?)
     }
 
     /// Same answer, and the same Argon2 work, for an unknown login and a
@@ -274,6 +282,8 @@ impl Sessions {
     /// A used refresh token presented again: the whole session is revoked,
     /// everywhere, and the reuse audited.
     async fn reused(&self, sid: Uuid, now: UnixTime) -> Result<TokenPair, AuthError> {
+        // Counted when detected, whether or not the revocation below lands.
+        metrics::counter!("holdfast_refresh_reuse_total").increment(1);
         self.sessions.revoke(sid, now).await?;
         self.bus
             .publish(Invalidation::SessionRevoked { sid }, now)

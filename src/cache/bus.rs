@@ -141,6 +141,15 @@ impl Bus {
         })
     }
 
+    /// Invalidation rows the spill log holds for the database; none when
+    /// there is no log.
+    pub async fn backlog(&self) -> Result<usize, crate::store::StoreError> {
+        match &self.log {
+            Some(log) => log.backlog().await,
+            None => Ok(0),
+        }
+    }
+
     pub fn subscribe(&self, subscriber: Arc<dyn Subscriber>) {
         self.subscribers.write().push(subscriber);
     }

@@ -36,6 +36,24 @@ pub trait CacheView: Send + Sync {
     fn cleanup(&self);
 }
 
+/// `holdfast_cache_requests_total{cache,result}`, set from each cache's own
+/// counters when `/metrics` is scraped rather than counted per lookup: a
+/// lookup stays free of writes to memory shared between cores (the
+/// validation cache counts its per-thread hits apart for that reason).
+pub fn export_requests(caches: &[&dyn CacheView]) {
+    for cache in caches {
+        let stats = cache.stats();
+        for (result, count) in [("hit", stats.hits), ("miss", stats.misses)] {
+            metrics::counter!(
+                "holdfast_cache_requests_total",
+                "cache" => cache.name(),
+                "result" => result
+            )
+            .absolute(count);
+        }
+    }
+}
+
 /// Hits per lookup, to three decimals.
 pub fn hit_rate(hits: u64, lookups: u64) -> f64 {
     if lookups == 0 {

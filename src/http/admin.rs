@@ -149,6 +149,7 @@ pub async fn revoke_all_keys(
     responses((status = 200, description = "Prometheus text exposition format 0.0.4", body = String, content_type = "text/plain"))
 )]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    crate::cache::export_requests(&caches(&state));
     (
         [("content-type", "text/plain; version=0.0.4")],
         state.metrics().render(),

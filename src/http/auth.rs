@@ -5,6 +5,7 @@ use crate::auth::accounts::Registration;
 use crate::auth::now;
 use crate::auth::rate_limit::Limit;
 use crate::auth::sessions::TokenPair;
+use crate::http::auth_outcomes::{self, AuthMethod};
 use crate::http::caller::{Authenticated, Credential};
 use crate::http::error::ApiError;
 use crate::http::extract::{ClientInfo, Json, OptionalJson};
@@ -145,18 +146,23 @@ pub async fn login(
     ClientInfo { client, rate_key }: ClientInfo,
     Json(body): Json<LoginBody>,
 ) -> Result<impl IntoResponse, ApiError> {
-    // A login no account can have reaches no limiter (each name tried
-    // is a limiter key).
-    crate::auth::rate_limit::check_login(&body.login)?;
-    // Shed at the door: no limiter or store call for a login with no
-    // place to be hashed.
-    let slot = state.sessions().hash_slot()?;
-    let limit = state.limits().check(Limit::LoginPerIp, &rate_key).await?;
-    let pair = state
-        .sessions()
-        .login(slot, &body.login, body.password, client, now())
-        .await?;
-    Ok((rate_headers(&limit), axum::Json(TokenResponse::from(pair))))
+    let answer: Result<_, ApiError> = async {
+        // A login no account can have reaches no limiter (each name tried
+        // is a limiter key).
+        crate::auth::rate_limit::check_login(&body.login)?;
+        // Shed at the door: no limiter or store call for a login with no
+        // place to be hashed.
+        let slot = state.sessions().hash_slot()?;
+        let limit = state.limits().check(Limit::LoginPerIp, &rate_key).await?;
+        let pair = state
+            .sessions()
+            .login(slot, &body.login, body.password, client, now())
+            .await?;
+        Ok((rate_headers(&limit), axum::Json(TokenResponse::from(pair))))
+    }
+    .await;
+    auth_outcomes::record(AuthMethod::Password, &answer);
+    answer
 }
 
 #[utoipa::path(

@@ -17,6 +17,7 @@ use crate::auth::claims::AccessClaims;
 use crate::auth::emergency::{self, EmergencyClaims};
 use crate::auth::external::ExternalIdentity;
 use crate::auth::rbac::ADMIN_ROLE;
+use crate::http::auth_outcomes::{self, AuthMethod};
 use crate::http::error::ApiError;
 use crate::http::extract::client_address;
 use axum::extract::FromRequestParts;
@@ -73,8 +74,10 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let claims = state.tokens().verify(bearer(parts)?, crate::auth::now())?;
-        Ok(Authenticated(claims))
+        let claims =
+            bearer(parts).and_then(|token| Ok(state.tokens().verify(token, crate::auth::now())?));
+        auth_outcomes::record(AuthMethod::Jwt, &claims);
+        Ok(Authenticated(claims?))
     }
 }
 
@@ -96,8 +99,12 @@ impl FromRequestParts<AppState> for Credential {
             // future is large and a bearer token never needs it.
             let address = client_address(parts, state);
             let address = address.as_deref().unwrap_or("unknown");
-            let key = Box::pin(state.api_keys().authenticate(key, address, now)).await?;
-            return Ok(Credential::ApiKey(key));
+            let key = Box::pin(state.api_keys().authenticate(key, address, now))
+                .await
+                .map(Credential::ApiKey)
+                .map_err(ApiError::from);
+            auth_outcomes::record(AuthMethod::ApiKey, &key);
+            return key;
         }
         resolve_token(state, bearer(parts)?, now).await
     }
@@ -105,24 +112,38 @@ impl FromRequestParts<AppState> for Credential {
 
 /// What a bearer token is and who it proves: one of our access tokens, an
 /// emergency token (by its `kid`), or a configured upstream issuer's token.
+/// Each is counted in `holdfast_auth_outcomes_total`.
 pub async fn resolve_token(
     state: &AppState,
     token: &str,
     now: crate::store::UnixTime,
 ) -> Result<Credential, ApiError> {
+    let (method, credential) = resolve(state, token, now).await;
+    auth_outcomes::record(method, &credential);
+    credential
+}
+
+async fn resolve(
+    state: &AppState,
+    token: &str,
+    now: crate::store::UnixTime,
+) -> (AuthMethod, Result<Credential, ApiError>) {
     if let Some(result) = state.tokens().verify_cached(token, now) {
-        return Ok(Credential::User(result?));
+        return (AuthMethod::Jwt, user(result));
     }
-    let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::TokenInvalid)?;
+    let Ok(header) = jsonwebtoken::decode_header(token) else {
+        return (AuthMethod::Jwt, Err(ApiError::TokenInvalid));
+    };
     let kid = header.kid.as_deref().unwrap_or_default();
     if kid == emergency::KID {
         let Some(verifier) = state.emergency() else {
             // Never silent: whoever sends one is in an emergency.
             tracing::warn!("emergency token refused: emergency tokens are off on this node");
-            return Err(ApiError::TokenInvalid);
+            return (AuthMethod::Emergency, Err(ApiError::TokenInvalid));
         };
-        let claims = verifier.admit(token, now, state.audit())?;
-        return Ok(Credential::Emergency(claims));
+        let claims = verifier.admit(token, now, state.audit());
+        let claims = claims.map(Credential::Emergency).map_err(ApiError::from);
+        return (AuthMethod::Emergency, claims);
     }
     // Only when upstream issuers are configured (`for_token` is `None`
     // otherwise): no key-ring lookup on the common path.
@@ -131,11 +152,18 @@ pub async fn resolve_token(
     {
         // Boxed: the upstream fetch makes this future ~3 KB, which every
         // verification's future would otherwise carry and copy.
-        let identity = Box::pin(idp.verify(token, &header)).await?;
-        return Ok(Credential::External(identity));
+        let identity = Box::pin(idp.verify(token, &header)).await;
+        let identity = identity.map(Credential::External).map_err(ApiError::from);
+        return (AuthMethod::External, identity);
     }
-    let claims = state.tokens().verify_with_header(token, header, now)?;
-    Ok(Credential::User(claims))
+    let claims = state.tokens().verify_with_header(token, header, now);
+    (AuthMethod::Jwt, user(claims))
+}
+
+fn user(
+    claims: Result<Arc<AccessClaims>, crate::auth::error::AuthError>,
+) -> Result<Credential, ApiError> {
+    claims.map(Credential::User).map_err(ApiError::from)
 }
 
 /// A user acting on their own account.

@@ -69,6 +69,11 @@ impl ApiError {
         Self::Internal(detail.to_string())
     }
 
+    /// The contract's code (`AUTH001`…).
+    pub fn code(&self) -> &'static str {
+        self.parts().0
+    }
+
     /// The contract's code, status and client-facing message.
     fn parts(&self) -> (&'static str, StatusCode, &'static str) {
         use ApiError::*;

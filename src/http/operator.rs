@@ -1,4 +1,4 @@
-//! The operator endpoints (`/metrics`, and `/status` when it exists):
+//! The operator endpoints (`/metrics`, `/status` and `/`, its redirect):
 //! served on the main listener, or on `[admin] listen` alone when that is
 //! set (DESIGN.md §3, §6), so an operator can keep them off the public
 //! interface. Both listeners build their routes from `endpoints()`, so an
@@ -6,7 +6,7 @@
 
 use super::middleware::edge::Edge;
 use super::middleware::security_headers::Hsts;
-use super::{admin, method_not_allowed, not_found};
+use super::{admin, method_not_allowed, not_found, status};
 use crate::app::AppState;
 use axum::Router;
 use utoipa_axum::router::OpenApiRouter;
@@ -15,7 +15,10 @@ use utoipa_axum::routes;
 /// The operator routes, without state, documented: merged into the main
 /// router (and its OpenAPI document) when `[admin] listen` is unset.
 pub fn endpoints() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(admin::metrics))
+    OpenApiRouter::new()
+        .routes(routes!(admin::metrics))
+        .routes(routes!(status::page))
+        .routes(routes!(status::home))
 }
 
 /// The whole router of the `[admin] listen` listener: the operator routes

@@ -107,6 +107,20 @@ impl HealthMonitor {
         self
     }
 
+    /// Every component by name, with where it runs and its guard (none for
+    /// what runs in process memory): the status page's view, which reads
+    /// the guards and pings nothing.
+    pub fn watched(&self) -> Vec<(&'static str, &'static str, Option<&DependencyGuard>)> {
+        let mut all: Vec<_> = self
+            .components
+            .iter()
+            .map(|c| (c.probe.name(), c.probe.backend(), Some(c.guard.as_ref())))
+            .chain(self.in_process.iter().map(|(n, b)| (*n, *b, None)))
+            .collect();
+        all.sort_by_key(|(name, _, _)| *name);
+        all
+    }
+
     /// The mode now (logged and exported when it changed).
     pub fn mode(&self) -> Mode {
         self.modes.current()

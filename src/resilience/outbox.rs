@@ -74,6 +74,11 @@ impl<T: Clone + Send + Sync + 'static> Outbox<T> {
             .unwrap_or_else(|_| Err(refused(self.name, FailureKind::QueueFull, "outbox closed")))
     }
 
+    /// How many items the spill log holds for the database.
+    pub async fn backlog(&self) -> Result<usize, StoreError> {
+        self.spill.backlog().await
+    }
+
     /// Items the spill log holds now, oldest first (a starting node applies
     /// the invalidations in it before it is ready).
     pub async fn spilled(&self, limit: usize) -> Result<Vec<T>, StoreError> {

@@ -186,20 +186,7 @@ where
     }
 
     async fn remove(&self, key: &str) -> Result<(), StoreError> {
-        self.guard
-            .run_idempotent(|| {
-                let mut conn = self.conn.clone();
-                async move {
-                    redis::cmd("XDEL")
-                        .arg(self.stream)
-                        .arg(key)
-                        .query_async::<i64>(&mut conn)
-                        .await
-                        .map_err(classify)?;
-                    Ok(())
-                }
-            })
-            .await
+        self.remove_all(&[key.to_string()]).await
     }
 
     async fn remove_all(&self, keys: &[String]) -> Result<(), StoreError> {

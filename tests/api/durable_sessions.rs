@@ -229,18 +229,7 @@ async fn acknowledged_writes_survive_a_node_killed_during_a_postgres_outage() {
         .expect("servers");
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let config = dir.path().join("holdfast.toml");
-    // CONFIG's tables, with the private servers' URLs in them.
-    let toml = format!("listen = \"127.0.0.1:{port}\"\n{CONFIG}")
-        .replace(
-            "[database]\n",
-            &format!("[database]\nurl = \"{}\"\n", pg.url()),
-        )
-        .replace(
-            "[redis]\n",
-            &format!("[redis]\nurl = \"{}\"\n", redis.url()),
-        );
-    std::fs::write(&config, toml).expect("config");
+    let config = write_config(dir.path(), port, &pg, &redis);
     let node = Node::start(dir.path(), &config, port);
     let body = json!({"email": "cyd@example.com", "username": "cyd", "password": PASSWORD});
     let reply = node
@@ -295,9 +284,13 @@ async fn acknowledged_writes_survive_a_node_killed_during_a_postgres_outage() {
         .await
         .expect_error(401, "AUTH007");
     assert_eq!(node.verify(&stolen.access).await, StatusCode::UNAUTHORIZED);
-    // The outboxes' rows made it too, from the spill streams.
+    outbox_rows_reached_postgres(&pg).await;
+}
+
+/// The outboxes' rows made it too, from the spill streams.
+async fn outbox_rows_reached_postgres(pg: &Postgres) {
     let reuse = count(
-        &pg,
+        pg,
         "SELECT count(*) FROM audit_log WHERE kind = 'refresh_reuse'",
     )
     .await;
@@ -306,11 +299,28 @@ async fn acknowledged_writes_survive_a_node_killed_during_a_postgres_outage() {
         "the reuse's audit event (a write a paused server ran late may repeat it)"
     );
     let revoked = count(
-        &pg,
+        pg,
         "SELECT count(*) FROM invalidations WHERE event LIKE '%session_revoked%'",
     )
     .await;
     assert!(revoked >= 2, "the logout's and the reuse's rows: {revoked}");
+}
+
+/// CONFIG's tables with the private servers' URLs in them, as the node's
+/// configuration file.
+fn write_config(dir: &Path, port: u16, pg: &Postgres, redis: &Redis) -> std::path::PathBuf {
+    let config = dir.join("holdfast.toml");
+    let toml = format!("listen = \"127.0.0.1:{port}\"\n{CONFIG}")
+        .replace(
+            "[database]\n",
+            &format!("[database]\nurl = \"{}\"\n", pg.url()),
+        )
+        .replace(
+            "[redis]\n",
+            &format!("[redis]\nurl = \"{}\"\n", redis.url()),
+        );
+    std::fs::write(&config, toml).expect("config");
+    config
 }
 
 /// One number from PostgreSQL, read directly.

@@ -107,6 +107,13 @@ async fn emergency_tokens_work_with_both_stores_down() {
             .is_some_and(|m| m.contains("holdfast_emergency_token_uses_total")),
         "every use is counted"
     );
+    let text = metrics.body.as_str().unwrap_or("");
+    for outcome in [
+        r#"holdfast_auth_outcomes_total{method="emergency",code="ok"}"#,
+        r#"holdfast_auth_outcomes_total{method="emergency",code="AUTH003"}"#,
+    ] {
+        assert!(text.contains(outcome), "{outcome} missing");
+    }
     uses_reach_the_audit_log_once_postgres_is_back(&mut stack, &token).await;
 }
 

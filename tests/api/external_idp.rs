@@ -150,6 +150,16 @@ async fn upstream_tokens_follow_the_jwks_through_rotation_and_outage() {
     );
     let reply = app.verify(&k2.token("back")).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
+
+    // Each upstream token's result is counted by its code.
+    let metrics = app.get("/metrics", None).await;
+    let text = metrics.body.as_str().unwrap_or("");
+    for outcome in [
+        r#"holdfast_auth_outcomes_total{method="external",code="ok"}"#,
+        r#"holdfast_auth_outcomes_total{method="external",code="SVC001"}"#,
+    ] {
+        assert!(text.contains(outcome), "{outcome} missing");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

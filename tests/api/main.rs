@@ -1,7 +1,8 @@
 //! The integration tests: one crate, one binary, one module per area, so
 //! the harness in `support` compiles once (zero-to-production's `tests/api/`).
-//! The two metrics tests stay binaries of their own (`tests/metrics.rs`,
-//! `tests/mode_metrics.rs`): the Prometheus recorder is process-global.
+//! The metrics tests stay binaries of their own (`tests/metrics.rs`,
+//! `tests/mode_metrics.rs`, `tests/auth_metrics.rs`): the Prometheus
+//! recorder is process-global.
 
 mod support;
 
@@ -37,5 +38,6 @@ mod security_edge;
 mod security_limits;
 mod security_tokens;
 mod slow_dependencies;
+mod status_page;
 mod store_conformance;
 mod tls;

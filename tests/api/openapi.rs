@@ -71,6 +71,8 @@ async fn the_served_document_is_openapi_3_1_and_has_every_registered_route() {
         ("GET", "/.well-known/jwks.json"),
         ("GET", "/livez"),
         ("GET", "/metrics"),
+        ("GET", "/status"),
+        ("GET", "/"),
         ("GET", "/api/v1/openapi.json"),
     ] {
         assert!(
@@ -153,13 +155,15 @@ async fn every_documented_route_is_served() {
     }
 }
 
-/// With `[admin] listen` set, `/metrics` is not on this listener, and not
-/// in its document.
+/// With `[admin] listen` set, `/metrics`, `/status` and `/` are not on this
+/// listener, and not in its document.
 #[tokio::test]
 async fn the_document_follows_where_the_operator_endpoints_are() {
     let stack = Stack::start_with(Backend::Embedded, "[admin]\nlisten = \"127.0.0.1:1\"\n").await;
     let doc = served(&stack).await;
-    assert!(doc["paths"].get("/metrics").is_none());
+    for path in ["/metrics", "/status", "/"] {
+        assert!(doc["paths"].get(path).is_none(), "{path}");
+    }
     let reply = stack.app.get("/metrics", None).await;
     assert_eq!(reply.status, StatusCode::NOT_FOUND);
 }

@@ -1,6 +1,7 @@
 //! Security headers on every response (DESIGN.md §3). `Cache-Control:
 //! no-store` is the default so no token response is ever cached; a handler
-//! that wants caching (JWKS) sets its own header first.
+//! that wants caching (JWKS) sets its own header first, and the one page
+//! with a stylesheet (`/status`) its own Content-Security-Policy.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 
@@ -19,10 +20,13 @@ pub fn apply(headers: &mut HeaderMap, hsts: Hsts) {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    // A page (the status page) sets its own, as strict as it can be.
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
