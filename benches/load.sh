@@ -10,6 +10,8 @@
 #   RUNS="ceiling verify bare" benches/load.sh   # also against the header-less ceiling
 #   RUNS="ceiling verify" PROFILE=/tmp/verify.perf benches/load.sh   # perf profiles
 #   RUNS=switches BENCH_BIN=/tmp/holdfast-old benches/load.sh      # CPU, instructions, switches per request
+#   RUNS="refresh" benches/load.sh        # one of the rows of benches/load_rows.sh alone
+#   RUNS="apikey authz introspect" EXTRA_ROUNDS=5 benches/load.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +36,8 @@ HASH_QUEUE=${HASH_QUEUE:-64}
 # Enough logins to keep every hash worker busy and the queue full.
 FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-$((HASH_WORKERS + HASH_QUEUE))}
 # For profiling one part: e.g. RUNS="ceiling verify". The table needs all.
-RUNS=${RUNS:-"ceiling verify login flood paused"}
+# refresh register apikey authz introspect: benches/load_rows.sh.
+RUNS=${RUNS:-"ceiling verify login flood paused refresh register apikey authz introspect"}
 running() { [[ " $RUNS " == *" $1 "* ]]; }
 
 say() { printf '== %s\n' "$*" >&2; }
@@ -115,7 +118,8 @@ url = "postgres://holdfast@127.0.0.1:$PG_PORT/holdfast"
 url = "redis://127.0.0.1:$REDIS_PORT/0"
 [rate_limit]
 login_per_ip = "10000000/min"
-register_per_ip = "1000/min"
+register_per_ip = "10000000/min"
+refresh_per_ip = "10000000/min"
 [passwords]
 hash_workers = $HASH_WORKERS
 queue = $HASH_QUEUE
@@ -283,6 +287,9 @@ if running login; then
     echo "login $L_RPS/s p99 ${L_P99}us, $L_BAD failed; ratio $L_RATIO ($L_RATIO_RANGE); one hash $ARGON_MS ms (median)" >&2
     rss login
 fi
+# refresh, register, API key, authz, introspection: their own table.
+source benches/load_rows.sh
+
 running flood || exit 0
 
 say "GET /auth/verify without and during a login flood"
