@@ -123,7 +123,7 @@ SQL
     lua_of() { sed -n "/^const $1: &str = r#\"/,/^\"#;/p" "$2" | sed '1d;$d'; }
     ROTATE_SHA=$(redis-cli -p "$REDIS_PORT" SCRIPT LOAD "$(lua_of ROTATE src/store/redis.rs | grep -v "return 'mismatch'")")
     RESERVE_SHA=$(redis-cli -p "$REDIS_PORT" SCRIPT LOAD "$(lua_of RESERVE src/store/redis_limiter.rs)")
-    SAMPLE=$(redis-cli -p "$REDIS_PORT" --scan --pattern 'hf:session:*' | grep -v ':used$' | head -1)
+    SAMPLE=$(redis-cli -p "$REDIS_PORT" --scan --pattern 'hf:session:*' | grep -v ':used$' | sed -n 1p)
     redis-cli -p "$REDIS_PORT" GET "$SAMPLE" | redis-cli -p "$REDIS_PORT" -x SET 'hf:session:{bench}' >/dev/null
     redis_rps() { # command...
         redis-benchmark -p "$REDIS_PORT" -c "$STORE_CLIENTS" -n "$REDIS_REQUESTS" -r 1000000000000 -q "$@" 2>/dev/null |
@@ -135,39 +135,6 @@ SQL
                 -d "{\"login\":\"bench$(( (i % ACCOUNTS) + 1 ))\",\"password\":\"$PASSWORD\"}" | json_field refresh_token
         done
     }
-    # Each wrk thread keeps its own pool of refresh tokens (its share of
-    # the logins) and puts back the new token of every answer: a token is
-    # used once, as a client does.
-    cat >"$WORK/refresh.lua" <<LUA
-local next_id = 0
-function setup(thread) thread:set("id", next_id); next_id = next_id + 1 end
-function init(args)
-    pool = {}
-    local n = 0
-    for line in io.lines(args[1]) do
-        if n % $THREADS == id then pool[#pool + 1] = line end
-        n = n + 1
-    end
-end
-request = function()
-    local t = table.remove(pool)
-    if t == nil then
-        t = "00000000-0000-0000-0000-000000000000.none"
-        if not empty then empty = true; io.stderr:write("a wrk thread ran out of refresh tokens\n") end
-    end
-    return wrk.format("POST", nil, {["Content-Type"] = "application/json"}, '{"refresh_token":"' .. t .. '"}')
-end
-local shown = 0
-response = function(status, headers, body)
-    local t = body:match('"refresh_token":"([^"]+)"')
-    if t then
-        pool[#pool + 1] = t
-    elseif shown < 3 then -- the first failures of each thread, for the log
-        shown = shown + 1
-        io.stderr:write("refresh answered " .. status .. ": " .. body:sub(1, 200) .. "\n")
-    end
-end
-LUA
     for round in $(seq 1 "$REFRESH_ROUNDS"); do
         # One spare per thread: wrk calls the first thread's request() once
         # before it starts, to check the script, and that token is never sent.
@@ -179,7 +146,7 @@ LUA
         R_ROT=$(redis_rps EVALSHA "$ROTATE_SHA" 2 'hf:session:{bench}' 'hf:session:{bench}:used' \
             "p__rand_int__" "n__rand_int__" "$NOW")
         R_RES=$(redis_rps EVALSHA "$RESERVE_SHA" 1 'hf:rl:bench' "$(( NOW * 1000 ))" 60000 1000000000000 "m__rand_int__")
-        measure -c"$REFRESH_CONNECTIONS" -d"$REFRESH_ROUND" -s "$WORK/refresh.lua" "$BASE/auth/refresh" -- "$WORK/tokens" >>"$WORK/refresh.runs"
+        measure -c"$REFRESH_CONNECTIONS" -d"$REFRESH_ROUND" -s benches/refresh.lua "$BASE/auth/refresh" -- "$WORK/tokens" "$THREADS" >>"$WORK/refresh.runs"
         # The stores doing one refresh's work back to back, each at its
         # own measured rate: 1 / (1/P + 1/R_rotate + 1/R_reserve).
         LIMIT=$(awk -v p="$P" -v a="$R_ROT" -v b="$R_RES" 'BEGIN { print 1 / (1 / p + 1 / a + 1 / b) }')
