@@ -5,7 +5,9 @@
 -- thread keeps its share of the tokens as a pool and puts back the new
 -- token of every answer. One spare per thread: wrk calls the first
 -- thread's request() once before it starts, to check the script, and
--- that token is never sent.
+-- that token is never sent. With a third argument, each thread appends
+-- the access token of every answer to that path with ".<thread>" added
+-- (benches/scale.sh mints distinct valid access tokens this way).
 local next_id = 0
 function setup(thread)
     thread:set("id", next_id)
@@ -18,6 +20,10 @@ function init(args)
     for line in io.lines(args[1]) do
         if n % threads == id then pool[#pool + 1] = line end
         n = n + 1
+    end
+    if args[3] then
+        out = io.open(args[3] .. "." .. id, "a")
+        out:setvbuf("line")
     end
 end
 
@@ -39,6 +45,7 @@ response = function(status, headers, body)
     local t = body:match('"refresh_token":"([^"]+)"')
     if t then
         pool[#pool + 1] = t
+        if out then out:write(body:match('"access_token":"([^"]+)"'), "\n") end
     elseif shown < 3 then -- the first failures of each thread, for the log
         shown = shown + 1
         io.stderr:write("refresh answered " .. status .. ": " .. body:sub(1, 200) .. "\n")

@@ -18,7 +18,9 @@
 # 2. USERS users and SESSIONS active sessions seeded: PostgreSQL bytes per
 #    user and per session, then the time to ready and RSS of a restart;
 # 3. refresh p50/p99 with the few sessions of the run in Redis, then with
-#    REDIS_SESSIONS more seeded (and Redis bytes per session key).
+#    REDIS_SESSIONS more seeded (and Redis bytes per session key);
+# 4. the validation cache from one entry to its bound: verify over working
+#    sets of VALIDATION_SIZES distinct access tokens (minted by refresh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -33,6 +35,9 @@ CONNECTIONS=${CONNECTIONS:-64}
 THREADS=${THREADS:-2}
 REFRESH_CONNECTIONS=${REFRESH_CONNECTIONS:-32}
 REFRESH_ROUND=${REFRESH_ROUND:-2s}
+# Distinct tokens verified in turn; 100,000 is the validation cache's bound
+# (src/auth/validation_cache.rs CAPACITY).
+VALIDATION_SIZES=${VALIDATION_SIZES:-"1 1000 10000 100000"}
 PLOT=${PLOT:-docs/scale.png}
 
 say() { printf '== %s\n' "$*" >&2; }
@@ -174,13 +179,20 @@ measure() {
 median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 col() { awk -v c="$2" '{ print $c }' "$1" | median; }
 
-# ROUNDS adjacent ceiling/verify pairs → "verify_rps ceiling_rps ratio p50 p99 failed" (medians).
+# ROUNDS adjacent ceiling/verify pairs, both with the same wrk arguments
+# (default: the bench token's header; after a "--", the script's
+# arguments) → "verify_rps ceiling_rps ratio p50 p99 failed" (medians).
 verify_pairs() {
+    local opts=("$@") script_args=()
+    [ ${#opts[@]} -gt 0 ] || opts=(-H "Authorization: Bearer $TOKEN")
+    for ((k = 0; k < ${#opts[@]}; k++)); do
+        if [ "${opts[k]}" = -- ]; then script_args=("${opts[@]:k}"); opts=("${opts[@]:0:k}"); break; fi
+    done
     : >"$WORK/c.runs"; : >"$WORK/v.runs"; : >"$WORK/r.runs"
     for _ in $(seq 1 "$ROUNDS"); do
-        measure -c"$CONNECTIONS" -d"$ROUND" -H "Authorization: Bearer $TOKEN" \
-            "http://127.0.0.1:$CEILING_PORT/api/v1/auth/verify" >>"$WORK/c.runs"
-        measure -c"$CONNECTIONS" -d"$ROUND" -H "Authorization: Bearer $TOKEN" "$BASE/auth/verify" >>"$WORK/v.runs"
+        measure -c"$CONNECTIONS" -d"$ROUND" "${opts[@]}" \
+            "http://127.0.0.1:$CEILING_PORT/api/v1/auth/verify" "${script_args[@]}" >>"$WORK/c.runs"
+        measure -c"$CONNECTIONS" -d"$ROUND" "${opts[@]}" "$BASE/auth/verify" "${script_args[@]}" >>"$WORK/v.runs"
         paste "$WORK/c.runs" "$WORK/v.runs" | tail -1 | awk '{ print $6 / $1 }' >>"$WORK/r.runs"
     done
     echo "$(col "$WORK/v.runs" 1) $(col "$WORK/c.runs" 1) $(median <"$WORK/r.runs") $(col "$WORK/v.runs" 2) $(col "$WORK/v.runs" 3) $(awk '{ b += $5 } END { print b }' "$WORK/v.runs")"
@@ -282,11 +294,31 @@ R1=$(rcli INFO memory | sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
 say "refresh with $(rcli DBSIZE) keys in Redis"
 read -r F1_P50 F1_P99 F1_RPS F1_BAD < <(refresh_runs 3)
 
+# ---- the validation cache from one entry to its bound ----
+VC_MAX=$(echo "$VALIDATION_SIZES" | tr ' ' '\n' | sort -n | tail -1)
+say "minting $VC_MAX access tokens by refresh"
+minted() { cat "$WORK"/access.* 2>/dev/null | wc -l; }
+while [ "$(minted)" -lt "$VC_MAX" ]; do
+    for i in $(seq 1 $((REFRESH_CONNECTIONS + THREADS))); do login bench | json_field refresh_token; done >"$WORK/tokens"
+    wrk -t"$THREADS" -c"$REFRESH_CONNECTIONS" -d10s -s benches/refresh.lua "$BASE/auth/refresh" \
+        -- "$WORK/tokens" "$THREADS" "$WORK/access" >/dev/null
+done
+cat "$WORK"/access.* | awk -v n="$VC_MAX" 'NR <= n' >"$WORK/minted"  # all read: no SIGPIPE under pipefail
+: >"$WORK/validation.dat"
+for n in $VALIDATION_SIZES; do
+    # One pass over the working set first, so each token has been
+    # validated once (cold: signature, claims, revocations) and cached.
+    WARM_SECS=$(( n / 5000 + 2 ))
+    read -r W_RPS _ < <(measure -c"$CONNECTIONS" -d"${WARM_SECS}s" -s benches/tokens.lua "$BASE/auth/verify" -- "$WORK/minted" "$n")
+    read -r V_RPS C_RPS RATIO V_P50 V_P99 V_BAD < <(verify_pairs -s benches/tokens.lua -- "$WORK/minted" "$n")
+    echo "$n $V_RPS $C_RPS $RATIO $V_P50 $V_P99 $(rss_kb) $W_RPS $V_BAD" | tee -a "$WORK/validation.dat" >&2
+done
+
 # ---- tables ----
 python3 - "$WORK/revoked.dat" "$USERS" "$SESSIONS" "$HELD" "$U0" "$U1" "$S0" "$S_REVOKED" "$S1" "$S2" \
     "$READY0" "$RSS0" "$BIG_READY" "$BIG_RSS" "$BIG_ANSWER" \
     "$F0_P50" "$F0_P99" "$F0_RPS" "$F0_BAD" "$F1_P50" "$F1_P99" "$F1_RPS" "$F1_BAD" "$REDIS_SESSIONS" "$R0" "$R1" \
-    "$ROUNDS" "$ROUND" "$CONNECTIONS" "$REFRESH_CONNECTIONS" "$REFRESH_ROUND" "$WORK/plot.dat" <<'PY'
+    "$ROUNDS" "$ROUND" "$CONNECTIONS" "$REFRESH_CONNECTIONS" "$REFRESH_ROUND" "$WORK/plot.dat" "$WORK/validation.dat" <<'PY'
 import os, sys
 a = sys.argv[1:]
 rows = [l.split() for l in open(a[0]) if l.strip()]
@@ -295,7 +327,8 @@ u0, u1, s0, s_rev, s1, s2 = map(int, a[4:10])
 ready0, rss0, big_ready, big_rss, big_answer = float(a[10]), int(a[11]), float(a[12]), int(a[13]), a[14]
 f0 = list(map(float, a[15:19])); f1 = list(map(float, a[19:23]))
 redis_n, r0, r1 = int(a[23]), int(a[24]), int(a[25])
-rounds, round_len, conns, rconns, rround, plot = a[26:32]
+rounds, round_len, conns, rconns, rround, plot, vdat = a[26:33]
+vrows = [l.split() for l in open(vdat) if l.strip()]
 n = lambda v: f"{int(v):,}"
 ms = lambda us: f"{float(us) / 1000:.2f} ms"
 mib = lambda kb: f"{int(kb) / 1024:.1f} MiB"
@@ -322,12 +355,24 @@ print(f"| start to ready, {n(users)} users, {n(sessions)} active + {n(revoked)} 
       f"revoked token first answered {big_answer} (target ≤ 5 s, 401) |")
 print(f"| refresh, {rconns} connections, 3 runs of {rround}, few sessions in Redis | {f0[2]:,.0f}/s, p50 {ms(f0[0])}, p99 {ms(f0[1])}, {f0[3]:.0f} failed |")
 print(f"| refresh, {n(redis_n)} more sessions in Redis | {f1[2]:,.0f}/s, p50 {ms(f1[0])}, p99 {ms(f1[1])}, {f1[3]:.0f} failed |")
+print(f"\nThe validation cache: verify cycling over n distinct tokens, after one pass over them; "
+      f"medians of {rounds} ceiling/verify pairs\n")
+print("| tokens in turn | verify | ceiling | verify / ceiling | p50 | p99 | RSS after | first pass (cold) | failed |")
+print("|---|---|---|---|---|---|---|---|---|")
+for r in vrows:
+    print(f"| {n(r[0])} | {float(r[1]):,.0f} req/s | {float(r[2]):,.0f} req/s | {float(r[3]):.0%} | {ms(r[4])} | {ms(r[5])} "
+          f"| {mib(r[6])} | {float(r[7]):,.0f} req/s | {r[8]} |")
 with open(plot, "w") as f:
     for r in rows:
         label = f"{int(r[0]) // 1000}k" if int(r[0]) >= 1000 else r[0]
         label = "1M" if int(r[0]) == 1_000_000 else label
         f.write(f"{label} {r[1]} {r[2]} {float(r[5]) / 1000} {int(r[6]) / 1024} {int(r[7]) / 1024} {r[8]}\n")
     f.write(f"\n\n0 {f0[1] / 1000}\n{redis_n} {f1[1] / 1000}\n")
+    f.write("\n\n")
+    for r in vrows:
+        v = int(r[0])
+        label = "1M" if v == 1_000_000 else (f"{v // 1000}k" if v >= 1000 else r[0])
+        f.write(f"{label} {r[1]} {r[2]} {float(r[5]) / 1000}\n")
 PY
 
 say "drawing $PLOT"
@@ -358,5 +403,11 @@ set ylabel "ms"
 set boxwidth 0.5
 set xrange [-0.75:1.75]
 plot "$WORK/plot.dat" index 1 using 0:2:xtic(1) with boxes fill solid 0.5 title "p99"
+set title "validation cache: verify over n tokens in turn"
+set xlabel "distinct tokens (the cache's bound: 100k)"
+set ylabel "req/s"
+set autoscale x
+set style data linespoints
+plot "$WORK/plot.dat" index 2 using 0:2:xtic(1) title "verify", "" index 2 using 0:3 title "ceiling (same requests)"
 unset multiplot
 GP
