@@ -357,7 +357,7 @@ print(f"| refresh, {rconns} connections, 3 runs of {rround}, few sessions in Red
 print(f"| refresh, {n(redis_n)} more sessions in Redis | {f1[2]:,.0f}/s, p50 {ms(f1[0])}, p99 {ms(f1[1])}, {f1[3]:.0f} failed |")
 print(f"\nThe validation cache: verify cycling over n distinct tokens, after one pass over them; "
       f"medians of {rounds} ceiling/verify pairs\n")
-print("| tokens in turn | verify | ceiling | verify / ceiling | p50 | p99 | RSS after | first pass (cold) | failed |")
+print("| tokens in turn | verify | ceiling | verify / ceiling | p50 | p99 | RSS after | warm-up run | failed |")
 print("|---|---|---|---|---|---|---|---|---|")
 for r in vrows:
     print(f"| {n(r[0])} | {float(r[1]):,.0f} req/s | {float(r[2]):,.0f} req/s | {float(r[3]):.0%} | {ms(r[4])} | {ms(r[5])} "
