@@ -5,11 +5,13 @@
 # drives them with wrk and prints one table. Everything it starts is
 # stopped by PID at the end; the machine's own services are never touched.
 #
-#   benches/load.sh                       # the table, 64 connections, 4-6 minutes
+#   benches/load.sh                       # both tables, 64 connections, 7-9 minutes
 #   ROUNDS=12 ROUND=5s CONNECTIONS=128 LOGIN_ROUNDS=20 benches/load.sh
 #   RUNS="ceiling verify bare" benches/load.sh   # also against the header-less ceiling
 #   RUNS="ceiling verify" PROFILE=/tmp/verify.perf benches/load.sh   # perf profiles
 #   RUNS=switches BENCH_BIN=/tmp/holdfast-old benches/load.sh      # CPU, instructions, switches per request
+#   RUNS="refresh" benches/load.sh        # one of the rows of benches/load_rows.sh alone
+#   RUNS="apikey authz introspect" EXTRA_ROUNDS=5 benches/load.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,7 +36,8 @@ HASH_QUEUE=${HASH_QUEUE:-64}
 # Enough logins to keep every hash worker busy and the queue full.
 FLOOD_CONNECTIONS=${FLOOD_CONNECTIONS:-$((HASH_WORKERS + HASH_QUEUE))}
 # For profiling one part: e.g. RUNS="ceiling verify". The table needs all.
-RUNS=${RUNS:-"ceiling verify login flood paused"}
+# refresh register apikey authz introspect: benches/load_rows.sh.
+RUNS=${RUNS:-"ceiling verify login flood paused refresh register apikey authz introspect"}
 running() { [[ " $RUNS " == *" $1 "* ]]; }
 
 say() { printf '== %s\n' "$*" >&2; }
@@ -115,7 +118,8 @@ url = "postgres://holdfast@127.0.0.1:$PG_PORT/holdfast"
 url = "redis://127.0.0.1:$REDIS_PORT/0"
 [rate_limit]
 login_per_ip = "10000000/min"
-register_per_ip = "1000/min"
+register_per_ip = "10000000/min"
+refresh_per_ip = "10000000/min"
 [passwords]
 hash_workers = $HASH_WORKERS
 queue = $HASH_QUEUE
@@ -283,7 +287,12 @@ if running login; then
     echo "login $L_RPS/s p99 ${L_P99}us, $L_BAD failed; ratio $L_RATIO ($L_RATIO_RANGE); one hash $ARGON_MS ms (median)" >&2
     rss login
 fi
-running flood || exit 0
+# Refresh, register, API key, authz, introspection (benches/load_rows.sh):
+# after the rows above, whichever of them run, so those keep their order
+# and machine state; their own table last.
+finish() { source benches/load_rows.sh; exit 0; }
+
+running flood || finish
 
 say "GET /auth/verify without and during a login flood"
 : >"$WORK/calm.runs"
@@ -309,7 +318,7 @@ F_RATIO_RANGE=$(sort -n "$WORK/flood_ratio.runs" | awk 'NR == 1 { lo = $1 } { hi
 echo "verify p99 ${Q_P99}us, during a login flood ${F_P99}us: ratio $F_RATIO ($F_RATIO_RANGE)" >&2
 rss flood
 
-running paused && running login && running verify || exit 0
+running paused && running login && running verify || finish
 say "GET /auth/verify with PostgreSQL paused"
 kill -STOP "$PG_PID" $(pgrep -P "$PG_PID") 2>/dev/null
 read -r P_RPS P_P50 P_P99 P_TOTAL P_BAD < <(verify "$DURATION")
@@ -356,3 +365,4 @@ print("|---|---|---|---|---|")
 for r in rows:
     print("| " + " | ".join(r) + " |")
 PY
+finish
