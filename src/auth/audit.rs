@@ -76,6 +76,24 @@ impl Audit {
             .await?)
     }
 
+    /// `record` for an event anybody can cause without an account (a
+    /// failed login, a lock): such a request is refused (401, 429) and so
+    /// acknowledges no write, so an event no store could hold is logged
+    /// and counted, not turned into a 503; and while the database is away
+    /// these events may not fill the spill log that authenticated writes
+    /// need (`Outbox::push_anonymous`).
+    pub async fn record_anonymous(
+        &self,
+        kind: &'static str,
+        user_id: Option<Uuid>,
+        detail: serde_json::Value,
+    ) {
+        let event = event(&self.recent, kind, user_id, detail, self.clock.now());
+        if let Err(e) = self.outbox.push_anonymous(event).await {
+            tracing::warn!(kind, error = %e, "audit event not stored; its log line is the record");
+        }
+    }
+
     /// `record` for an event whose request must not wait for (or fail
     /// with) the stores: a break-glass use, accepted with every store down.
     /// Whether the row is stored is logged, not answered.

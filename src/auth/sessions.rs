@@ -173,20 +173,20 @@ impl Sessions {
                 let login: String = login.trim().chars().take(64).collect();
                 if let Some(lock) = self.limits.account_failed(attempt).await {
                     self.audit
-                        .record(
+                        .record_anonymous(
                             "account_locked",
                             user_id,
                             serde_json::json!({"login": login, "lock_secs": lock.as_secs()}),
                         )
-                        .await?;
+                        .await;
                 }
                 self.audit
-                    .record(
+                    .record_anonymous(
                         "login_failed",
                         user_id,
                         serde_json::json!({"login": login, "ip": client.ip}),
                     )
-                    .await?;
+                    .await;
                 Err(AuthError::InvalidCredentials)
             }
         }

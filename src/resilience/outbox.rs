@@ -29,8 +29,17 @@ const DRAIN_EVERY: Duration = Duration::from_millis(500);
 /// One pushed item and who waits for its answer.
 struct Pending<T> {
     item: T,
+    /// Anybody can cause it without an account (a failed login): it may
+    /// not take the spill log's last fifth, kept for the writes of
+    /// authenticated requests.
+    anonymous: bool,
     done: oneshot::Sender<Result<(), StoreError>>,
 }
+
+/// The spill backlog past which anonymous items are refused: a flood of
+/// failed logins during an outage must not fill the log and turn every
+/// login into a 503.
+const ANONYMOUS_SPILL_LIMIT: usize = crate::store::deferred::MAX_DEFERRED / 5 * 4;
 
 pub struct Outbox<T: Send + Sync + 'static> {
     name: &'static str,
@@ -63,8 +72,23 @@ impl<T: Clone + Send + Sync + 'static> Outbox<T> {
     /// Holds `item` durably: `Ok` once the database or the spill log has
     /// it, the refusal otherwise (the caller answers 503).
     pub async fn push(&self, item: T) -> Result<(), StoreError> {
+        self.send(item, false).await
+    }
+
+    /// `push` for an item anybody can cause without an account: refused
+    /// once the spill log holds `ANONYMOUS_SPILL_LIMIT` items.
+    pub async fn push_anonymous(&self, item: T) -> Result<(), StoreError> {
+        self.send(item, true).await
+    }
+
+    async fn send(&self, item: T, anonymous: bool) -> Result<(), StoreError> {
         let (done, answer) = oneshot::channel();
-        if self.tx.try_send(Pending { item, done }).is_err() {
+        let pending = Pending {
+            item,
+            anonymous,
+            done,
+        };
+        if self.tx.try_send(pending).is_err() {
             metrics::counter!("holdfast_outbox_refused_total", "outbox" => self.name).increment(1);
             tracing::warn!(outbox = self.name, "outbox full; write refused");
             return Err(refused(self.name, FailureKind::QueueFull, "outbox full"));
@@ -124,10 +148,19 @@ async fn run_writer<T, F, Fut>(
             }
             Err(e) if e.is_unavailable() => {
                 tracing::debug!(outbox = name, items = batch.len(), error = %e, "database unavailable; outbox items go to the spill log");
+                let crowded = batch.iter().any(|p| p.anonymous)
+                    && spill
+                        .backlog()
+                        .await
+                        .map_or(true, |n| n >= ANONYMOUS_SPILL_LIMIT);
                 let pushes = batch.drain(..).map(|pending| {
                     let spill = Arc::clone(&spill);
                     async move {
-                        let held = spill.push(&pending.item).await;
+                        let held = if pending.anonymous && crowded {
+                            Err(refused(name, FailureKind::QueueFull, "spill log kept for authenticated writes"))
+                        } else {
+                            spill.push(&pending.item).await
+                        };
                         if let Err(e) = &held {
                             metrics::counter!("holdfast_outbox_refused_total", "outbox" => name)
                                 .increment(1);
@@ -197,18 +230,29 @@ where
             break None;
         }
         let keys: Vec<String> = batch.iter().map(|q| q.key.clone()).collect();
-        let items: Vec<T> = batch.into_iter().filter_map(|q| q.write).collect();
-        let count = items.len();
-        match write(items).await {
-            Ok(()) => moved += count,
-            Err(e) if e.is_unavailable() => break None,
-            Err(e) => {
-                tracing::error!(outbox = name, items = count, error = %e, "spilled outbox writes refused by the database; dropped");
-                metrics::counter!("holdfast_outbox_dropped_total", "outbox" => name)
-                    .increment(count as u64);
+        let items: Vec<(String, T)> = batch
+            .into_iter()
+            .filter_map(|q| Some((q.key, q.write?)))
+            .collect();
+        let all = items.iter().map(|(_, item)| item.clone()).collect();
+        let done = match write(all).await {
+            Ok(()) => {
+                moved += items.len();
+                keys
             }
-        }
-        if spill.remove_all(&keys).await.is_err() {
+            Err(e) if e.is_unavailable() => break None,
+            // The batch was refused for something other than an outage:
+            // one item at a time, so that only an item refused on its own
+            // is given up, never the batch around it.
+            Err(_) => match one_by_one(name, items, write).await {
+                Some((stored, done)) => {
+                    moved += stored;
+                    done
+                }
+                None => break None,
+            },
+        };
+        if spill.remove_all(&done).await.is_err() {
             break None;
         }
     };
@@ -216,6 +260,36 @@ where
         tracing::debug!(error = %e, "outbox drain claim not released; it expires");
     }
     result
+}
+
+/// Writes `items` one at a time: how many were stored, and the keys that
+/// are done with (stored, or refused on their own for good, which is
+/// logged and counted). `None` when the database became unavailable: the
+/// rest stay for the next pass.
+async fn one_by_one<T, F, Fut>(
+    name: &'static str,
+    items: Vec<(String, T)>,
+    write: &F,
+) -> Option<(usize, Vec<String>)>
+where
+    F: Fn(Vec<T>) -> Fut,
+    Fut: Future<Output = Result<(), StoreError>>,
+{
+    let (mut stored, mut done) = (0, Vec::new());
+    for (key, item) in items {
+        match write(vec![item]).await {
+            Ok(()) => stored += 1,
+            Err(e) if e.is_unavailable() => {
+                return (!done.is_empty() || stored > 0).then_some((stored, done));
+            }
+            Err(e) => {
+                tracing::error!(outbox = name, error = %e, "a spilled outbox write refused by the database on its own; dropped");
+                metrics::counter!("holdfast_outbox_dropped_total", "outbox" => name).increment(1);
+            }
+        }
+        done.push(key);
+    }
+    Some((stored, done))
 }
 
 #[cfg(test)]
@@ -230,12 +304,17 @@ mod tests {
     struct Table {
         down: AtomicBool,
         rows: Mutex<Vec<u32>>,
+        /// A value the table refuses for good (a constraint, say).
+        poison: Option<u32>,
     }
 
     impl Table {
         async fn write(&self, items: Vec<u32>) -> Result<(), StoreError> {
             if self.down.load(Ordering::SeqCst) {
                 return Err(refused("test", FailureKind::Refused, "down"));
+            }
+            if self.poison.is_some_and(|p| items.contains(&p)) {
+                return Err(StoreError::Corrupt("refused".into()));
             }
             self.rows.lock().extend(items);
             Ok(())
@@ -282,6 +361,53 @@ mod tests {
         }
         assert_eq!(*table.rows.lock(), vec![1, 2], "drained in order");
         assert!(outbox.spilled(10).await.expect("read").is_empty());
+    }
+
+    #[tokio::test]
+    async fn one_refused_item_does_not_take_its_batch_with_it() {
+        let table = Arc::new(Table {
+            poison: Some(2),
+            ..Table::default()
+        });
+        let spill = Arc::new(MemoryDeferredLog::new(10));
+        let outbox = outbox(&table, &spill);
+        table.down.store(true, Ordering::SeqCst);
+        for item in 1..=3 {
+            outbox.push(item).await.expect("held by the spill log");
+        }
+        table.down.store(false, Ordering::SeqCst);
+        for _ in 0..50 {
+            if outbox.spilled(10).await.expect("read").is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            *table.rows.lock(),
+            vec![1, 3],
+            "only the refused one is given up"
+        );
+    }
+
+    #[tokio::test]
+    async fn anonymous_items_leave_the_last_fifth_of_the_spill_log_to_others() {
+        let table = Arc::new(Table::default());
+        let spill = Arc::new(MemoryDeferredLog::new(crate::store::deferred::MAX_DEFERRED));
+        let outbox = outbox(&table, &spill);
+        table.down.store(true, Ordering::SeqCst);
+        outbox.push_anonymous(1).await.expect("room for anybody");
+        for item in 1..ANONYMOUS_SPILL_LIMIT as u32 {
+            spill.push(&item).await.expect("filled");
+        }
+        let refused = outbox.push_anonymous(2).await;
+        assert!(
+            matches!(refused, Err(ref e) if e.is_unavailable()),
+            "{refused:?}"
+        );
+        outbox
+            .push(3)
+            .await
+            .expect("an authenticated write still fits");
     }
 
     #[tokio::test]
