@@ -7,7 +7,8 @@ use crate::auth::audit::Audit;
 use crate::auth::error::KeyError;
 use crate::auth::keys::KeyRing;
 use crate::cache::bus::{Bus, Invalidation, Subscriber};
-use crate::store::UnixTime;
+use crate::resilience::failure::FailureKind;
+use crate::store::{StoreError, UnixTime};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -67,7 +68,7 @@ impl KeyRotation {
         };
         self.announce(&mut change, "key_rotated", detail, delivery, now)
             .await;
-        Ok(change)
+        acknowledged(change, delivery)
     }
 
     /// Key leak: every key revoked, a new one signing now, every session
@@ -88,7 +89,7 @@ impl KeyRotation {
         };
         self.announce(&mut change, "keys_revoked_all", detail, delivery, now)
             .await;
-        Ok(change)
+        acknowledged(change, delivery)
     }
 
     /// Tells running nodes (invalidation log and pub/sub) and the audit log.
@@ -120,6 +121,26 @@ impl KeyRotation {
     }
 }
 
+/// A running server answers a change 2xx only once its announcement and
+/// its audit event are held (DESIGN.md §4); otherwise 503: the keys did
+/// change (a retry changes them again, which is harmless), but the
+/// operator must not be told it was all recorded. The CLI reports the two
+/// fields itself.
+fn acknowledged(change: KeyChange, delivery: Delivery) -> Result<KeyChange, KeyError> {
+    let missing = change
+        .not_announced
+        .as_ref()
+        .or(change.not_audited.as_ref());
+    match (delivery, missing) {
+        (Delivery::Queued, Some(reason)) => Err(KeyError::Store(StoreError::Unavailable {
+            dependency: "database",
+            kind: FailureKind::QueueFull,
+            reason: format!("key {} changed but not recorded: {reason}", change.kid),
+        })),
+        _ => Ok(change),
+    }
+}
+
 /// Reloads the ring when another node rotates or revokes keys.
 pub struct ReloadOnChange(pub Arc<KeyRing>);
 
@@ -128,5 +149,32 @@ impl Subscriber for ReloadOnChange {
         if matches!(event, Invalidation::KeysChanged { .. }) {
             self.0.reload_soon();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(not_audited: Option<&str>) -> KeyChange {
+        KeyChange {
+            kid: "k1".into(),
+            sessions_revoked: Some(3),
+            not_announced: None,
+            not_audited: not_audited.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_server_does_not_answer_a_change_it_could_not_record() {
+        assert!(acknowledged(change(None), Delivery::Queued).is_ok());
+        let refused = acknowledged(change(Some("outbox full")), Delivery::Queued);
+        assert!(
+            matches!(refused, Err(KeyError::Store(ref e)) if e.is_unavailable()),
+            "a 503, not a 200: {refused:?}"
+        );
+        // The CLI reports the two fields itself.
+        let told = acknowledged(change(Some("outbox full")), Delivery::Wait).expect("reported");
+        assert_eq!(told.not_audited.as_deref(), Some("outbox full"));
     }
 }
