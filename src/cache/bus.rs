@@ -277,6 +277,15 @@ impl Bus {
                 };
                 backoff = Duration::from_millis(100);
                 bus.poll_now.notify_one();
+                // What was published while this node was not listening and
+                // the database was away waits only in the spill log: the
+                // poll cannot find it there.
+                let spilled = Arc::clone(&bus);
+                tokio::spawn(async move {
+                    if let Err(e) = spilled.apply_spilled().await {
+                        tracing::debug!(error = %e, "spilled invalidations unreadable after resubscribing");
+                    }
+                });
                 tracing::info!("invalidation subscriber listening");
                 while let Some(msg) = messages.next().await {
                     match serde_json::from_slice::<Message>(msg.get_payload_bytes()) {
