@@ -13,6 +13,8 @@ use crate::http::openapi::{
 use crate::http::users::rfc3339;
 use crate::store::{AuditEvent, AuditFilter};
 use axum::extract::State;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -24,6 +26,7 @@ const MAX_LIMIT: i64 = 1000;
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct AuditQuery {
     /// RFC 3339 or Unix seconds; default: 24 hours ago.
     since: Option<String>,
@@ -35,8 +38,41 @@ pub struct AuditQuery {
     user_id: Option<String>,
     /// 1 to 1000; default 100.
     limit: Option<i64>,
-    /// `next_cursor` of the page before.
+    /// `next_cursor` of the page before; it carries that page's filters,
+    /// so it is sent with `limit` alone.
     cursor: Option<String>,
+}
+
+/// What `next_cursor` carries: where the page ended and the filters it
+/// was read with, so the next page cannot silently lose them.
+#[derive(Serialize, serde::Deserialize)]
+struct Cursor {
+    after: i64,
+    since: i64,
+    until: Option<i64>,
+    kind: Option<String>,
+    user_id: Option<Uuid>,
+}
+
+impl Cursor {
+    fn encode(filter: &AuditFilter, after: i64) -> Option<String> {
+        let cursor = Cursor {
+            after,
+            since: filter.since,
+            until: filter.until,
+            kind: filter.kind.clone(),
+            user_id: filter.user_id,
+        };
+        let json = serde_json::to_vec(&cursor).ok()?;
+        Some(URL_SAFE_NO_PAD.encode(json))
+    }
+
+    fn decode(text: &str) -> Option<Self> {
+        let json = URL_SAFE_NO_PAD.decode(text).ok()?;
+        serde_json::from_slice::<Cursor>(&json)
+            .ok()
+            .filter(|c| c.after >= 0 && c.kind.as_deref().is_none_or(is_kind))
+    }
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -67,7 +103,7 @@ pub async fn audit(
     let filter = filter(q)?;
     let events = state.audit().query(&filter).await?;
     let next_cursor = (events.len() as i64 == filter.limit)
-        .then(|| events.last().map(|e| e.id.to_string()))
+        .then(|| events.last().and_then(|e| Cursor::encode(&filter, e.id)))
         .flatten();
     let items = events.into_iter().map(item).collect();
     Ok(axum::Json(AuditPage { items, next_cursor }))
@@ -86,6 +122,60 @@ fn item(e: AuditEvent) -> Value {
 /// The query as a filter, or every field that is wrong (422 VAL001).
 fn filter(q: AuditQuery) -> Result<AuditFilter, ApiError> {
     let mut wrong = Vec::new();
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        wrong.push(FieldError::new("limit", "must be from 1 to 1000"));
+    }
+    let filter = match q.cursor.as_deref() {
+        Some(cursor) => from_cursor(cursor, &q, limit, &mut wrong),
+        None => from_fields(q, limit, &mut wrong),
+    };
+    if !wrong.is_empty() {
+        return Err(ApiError::Validation(wrong));
+    }
+    Ok(filter)
+}
+
+/// The next page: the filters are the cursor's; sending others with it is
+/// an error, not a silent choice between the two.
+fn from_cursor(
+    cursor: &str,
+    q: &AuditQuery,
+    limit: i64,
+    wrong: &mut Vec<FieldError>,
+) -> AuditFilter {
+    let filters = [&q.since, &q.until, &q.kind, &q.user_id];
+    if filters.iter().any(|f| f.is_some()) {
+        wrong.push(FieldError::new(
+            "cursor",
+            "carries the filters of its page: send it with limit alone",
+        ));
+    }
+    let Some(c) = Cursor::decode(cursor) else {
+        wrong.push(FieldError::new(
+            "cursor",
+            "must be a next_cursor this endpoint returned",
+        ));
+        return AuditFilter {
+            since: 0,
+            until: None,
+            kind: None,
+            user_id: None,
+            after: None,
+            limit,
+        };
+    };
+    AuditFilter {
+        since: c.since,
+        until: c.until,
+        kind: c.kind,
+        user_id: c.user_id,
+        after: Some(c.after),
+        limit,
+    }
+}
+
+fn from_fields(q: AuditQuery, limit: i64, wrong: &mut Vec<FieldError>) -> AuditFilter {
     let mut bad = |field: &'static str, message: &'static str| {
         wrong.push(FieldError::new(field, message));
     };
@@ -102,40 +192,27 @@ fn filter(q: AuditQuery) -> Result<AuditFilter, ApiError> {
     if let Some(None) = until {
         bad("until", time);
     }
-    let kind = q.kind.filter(|k| !k.is_empty());
-    if kind.as_deref().is_some_and(|k| !is_kind(k)) {
+    if q.kind.as_deref().is_some_and(|k| !is_kind(k)) {
         bad("kind", "must be an event kind like login_failed");
     }
     let user_id = q.user_id.as_deref().map(Uuid::parse_str);
     if let Some(Err(_)) = user_id {
         bad("user_id", "must be a UUID");
     }
-    let after = q
-        .cursor
-        .as_deref()
-        .map(|c| c.parse::<i64>().ok().filter(|n| *n >= 0));
-    if let Some(None) = after {
-        bad("cursor", "must be a next_cursor this endpoint returned");
-    }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        bad("limit", "must be from 1 to 1000");
-    }
-    if !wrong.is_empty() {
-        return Err(ApiError::Validation(wrong));
-    }
-    Ok(AuditFilter {
+    AuditFilter {
         since,
         until: until.flatten(),
-        kind,
+        kind: q.kind,
         user_id: user_id.and_then(Result::ok),
-        after: after.flatten(),
+        after: None,
         limit,
-    })
+    }
 }
 
 fn is_kind(kind: &str) -> bool {
-    kind.len() <= 64 && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+    !kind.is_empty()
+        && kind.len() <= 64
+        && kind.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
 }
 
 fn parse_time(text: &str) -> Option<i64> {
