@@ -31,6 +31,13 @@ ROWS_MD="$WORK/rows.md"
 : >"$ROWS_MD"
 row() { printf '| %s |\n' "$(IFS='|'; echo "$*" | sed 's/|/ | /g')" >>"$ROWS_MD"; }
 
+# The earlier rows may have paused PostgreSQL: its breaker may still be
+# open (open_wait), and the setup below writes. Wait (bounded) for health.
+for _ in $(seq 1 120); do
+    curl -s "$BASE/health" | grep -q '"status":"healthy"' && break
+    sleep 0.5
+done
+
 # ---- API key, authz cache hit, introspection: against verify ----
 if running apikey || running authz || running introspect; then
     say "API key, authz check, introspection (each against verify, bracketed)"
