@@ -194,6 +194,7 @@ fn event(
     );
     AuditEvent {
         id: 0,
+        event_id: Some(Uuid::new_v4()),
         at,
         kind: kind.to_string(),
         user_id,

@@ -10,8 +10,9 @@
 //! round trip per batch, not per item); one drain task moves the spill log
 //! back into the database when it answers again, one node at a time
 //! (`DeferredLog::claim_replay`). A replay may write an item twice when a
-//! node dies between the insert and the removal: invalidations are
-//! idempotent, and an audit event seen twice is better than one lost.
+//! node dies between the insert and the removal, or when a write that
+//! timed out had committed after all: invalidations are idempotent, and an
+//! audit event carries its own id, which the table stores once.
 
 use crate::resilience::failure::FailureKind;
 use crate::store::StoreError;

@@ -10,6 +10,11 @@ use uuid::Uuid;
 pub struct AuditEvent {
     /// Assigned by the store; 0 before it is stored.
     pub id: i64,
+    /// Given when the event is made: a write repeated (a batch that timed
+    /// out but committed, then moved again out of the spill stream) is
+    /// stored once. `None` for rows from before it existed.
+    #[serde(default)]
+    pub event_id: Option<Uuid>,
     pub at: UnixTime,
     pub kind: String,
     pub user_id: Option<Uuid>,

@@ -207,3 +207,63 @@ async fn old_events(url: &str, count: usize) {
         .expect("insert");
     }
 }
+
+/// A batch written twice (it timed out but committed, then was moved again
+/// out of the Redis spill stream) is stored once: events carry their id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_written_twice_is_stored_once() {
+    use holdfast::resilience::DependencyGuard;
+    use holdfast::resilience::breaker::BreakerSettings;
+    use holdfast::store::sql::SqliteStore;
+    use holdfast::store::{AuditEvent, AuditFilter, AuditStore};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let guard = Arc::new(DependencyGuard::new(
+        "database",
+        Duration::from_secs(2),
+        BreakerSettings::default(),
+    ));
+    let path = dir.path().join("audit.db");
+    let store = SqliteStore::open(path.to_str().expect("utf8"), guard)
+        .await
+        .expect("open");
+    store.migrate().await.expect("migrate");
+    let event = |event_id| AuditEvent {
+        id: 0,
+        event_id,
+        at: holdfast::auth::now(),
+        kind: "login_failed".into(),
+        user_id: None,
+        detail: serde_json::json!({}),
+    };
+    let once = event(Some(uuid::Uuid::new_v4()));
+    store
+        .append_audit(std::slice::from_ref(&once))
+        .await
+        .expect("first");
+    store
+        .append_audit(&[once.clone(), event(Some(uuid::Uuid::new_v4()))])
+        .await
+        .expect("again, with a new one");
+    // Rows from before event ids existed have none, and stay apart.
+    store
+        .append_audit(&[event(None), event(None)])
+        .await
+        .expect("old rows");
+    let filter = AuditFilter {
+        since: 0,
+        until: None,
+        kind: None,
+        user_id: None,
+        after: None,
+        limit: 100,
+    };
+    let stored = store.audit_query(&filter).await.expect("query");
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    let repeated = stored
+        .iter()
+        .filter(|e| e.event_id == once.event_id)
+        .count();
+    assert_eq!(repeated, 1);
+}

@@ -14,8 +14,10 @@ impl<'r, R: Columns> FromRow<'r, R> for AuditEvent {
     fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
         let user: Option<String> = row.col("user_id")?;
         let detail: String = row.col("detail")?;
+        let event_id: Option<String> = row.col("event_id")?;
         Ok(AuditEvent {
             id: row.col("id")?,
+            event_id: event_id.and_then(|e| Uuid::parse_str(&e).ok()),
             at: row.col("at")?,
             kind: row.col("kind")?,
             user_id: user.and_then(|u| Uuid::parse_str(&u).ok()),
@@ -43,11 +45,22 @@ impl SqlStore {
     /// statement of its own, pushing the hot ones out of the connection's
     /// statement cache.
     async fn append(&self, head: &str, width: usize, args: &[Arg<'_>]) -> Result<(), StoreError> {
+        self.append_then(head, width, args, "").await
+    }
+
+    /// `append` with `tail` after the rows (an `ON CONFLICT` clause).
+    async fn append_then(
+        &self,
+        head: &str,
+        width: usize,
+        args: &[Arg<'_>],
+        tail: &str,
+    ) -> Result<(), StoreError> {
         if args.is_empty() {
             return Ok(());
         }
         let rows = args.len() / width;
-        let sql = AssertSqlSafe(insert_rows(head, width, rows));
+        let sql = AssertSqlSafe(insert_rows(head, width, rows) + tail);
         self.write(async {
             let mut conn = self.pool.acquire().await?;
             conn.exec().execute_kept(sql, args, rows == 1).await
@@ -60,27 +73,44 @@ impl SqlStore {
 #[async_trait]
 impl AuditStore for SqlStore {
     async fn append_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
-        let texts: Vec<(Option<String>, String)> = events
+        let texts: Vec<(Option<String>, String, Option<String>)> = events
             .iter()
-            .map(|e| (e.user_id.map(|u| u.to_string()), e.detail.to_string()))
+            .map(|e| {
+                (
+                    e.user_id.map(|u| u.to_string()),
+                    e.detail.to_string(),
+                    e.event_id.map(|u| u.to_string()),
+                )
+            })
             .collect();
         let args: Vec<Arg> = events
             .iter()
             .zip(&texts)
-            .flat_map(|(e, (user, detail))| [arg(e.at), arg(&e.kind), arg(user), arg(detail)])
+            .flat_map(|(e, (user, detail, event_id))| {
+                [
+                    arg(e.at),
+                    arg(&e.kind),
+                    arg(user),
+                    arg(detail),
+                    arg(event_id),
+                ]
+            })
             .collect();
-        self.append(
-            "INSERT INTO audit_log (at, kind, user_id, detail) ",
-            4,
+        // A repeated event (same `event_id`) is stored once.
+        self.append_then(
+            "INSERT INTO audit_log (at, kind, user_id, detail, event_id) ",
+            5,
             &args,
+            " ON CONFLICT DO NOTHING",
         )
         .await
     }
 
     async fn audit_query(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let user = filter.user_id.map(|u| u.to_string());
-        let mut sql =
-            String::from("SELECT id, at, kind, user_id, detail FROM audit_log WHERE at >= $1");
+        let mut sql = String::from(
+            "SELECT id, event_id, at, kind, user_id, detail FROM audit_log WHERE at >= $1",
+        );
         let mut args: Vec<Arg> = vec![arg(filter.since)];
         if let Some(until) = filter.until {
             and(&mut sql, &mut args, "at <", arg(until));
