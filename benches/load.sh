@@ -58,9 +58,8 @@ BIN=target/release
 # Argon2 timer always come from this tree.
 BENCH_BIN=${BENCH_BIN:-$BIN/holdfast}
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
+# free_port, wait_for, start_postgres, start_redis, write_config.
+. benches/servers.sh
 
 WORK=$(mktemp -d /tmp/holdfast-load-XXXXXX)
 chmod 755 "$WORK"
@@ -74,52 +73,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_for() { # what, command...
-    local what=$1; shift
-    for _ in $(seq 1 200); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-    echo "$what did not start" >&2; return 1
-}
-
 rss() { echo "rss after $1: $(awk '/VmRSS/ {print $2}' "/proc/$HF_PID/status") kB (peak $(awk '/VmHWM/ {print $2}' "/proc/$HF_PID/status") kB)" >&2; }
 
-# PostgreSQL refuses to run as root: as the postgres user when we are root.
-PG_PORT=$(free_port)
-mkdir "$WORK/pg"
-as_pg=()
-if [ "$(id -u)" = 0 ]; then
-    chown postgres:postgres "$WORK/pg"
-    as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups)
-fi
-"${as_pg[@]}" initdb -D "$WORK/pg/data" -U holdfast --auth=trust -E UTF8 --no-sync >/dev/null
-"${as_pg[@]}" postgres -D "$WORK/pg/data" -p "$PG_PORT" -k "$WORK/pg" \
-    -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100 >"$WORK/pg/log" 2>&1 &
-PIDS+=($!)
-PG_PID=$!
-wait_for postgres pg_isready -h 127.0.0.1 -p "$PG_PORT" -U holdfast
-"${as_pg[@]}" psql -h 127.0.0.1 -p "$PG_PORT" -U holdfast -d postgres -qc "CREATE DATABASE holdfast" >/dev/null
-
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
-PIDS+=($!)
-wait_for redis redis-cli -p "$REDIS_PORT" ping
+start_postgres
+start_redis
 
 ARGON_MS=$("$BIN/examples/argon2_time" 20)
 echo "one Argon2id hash (idle machine): $ARGON_MS ms" >&2
 
 HF_PORT=$(free_port)
-cat >"$WORK/holdfast.toml" <<TOML
-env = "production"
-listen = "127.0.0.1:$HF_PORT"
-issuer = "https://auth.bench.test"
-audience = "bench"
-[database]
-url = "postgres://holdfast@127.0.0.1:$PG_PORT/holdfast"
-[redis]
-url = "redis://127.0.0.1:$REDIS_PORT/0"
-[rate_limit]
-login_per_ip = "10000000/min"
-register_per_ip = "10000000/min"
-refresh_per_ip = "10000000/min"
+write_config
+cat >>"$WORK/holdfast.toml" <<TOML
 [passwords]
 hash_workers = $HASH_WORKERS
 queue = $HASH_QUEUE

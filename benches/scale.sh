@@ -55,12 +55,8 @@ cargo build --release --locked --bin holdfast --example ceiling >&2
 BIN=target/release
 BENCH_BIN=${BENCH_BIN:-$BIN/holdfast}
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_for() { # what, command...
-    local what=$1; shift
-    for _ in $(seq 1 600); do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; done
-    echo "$what did not start" >&2; return 1
-}
+# free_port, wait_for, start_postgres, start_redis, write_config.
+. benches/servers.sh
 WORK=$(mktemp -d /tmp/holdfast-scale-XXXXXX)
 chmod 755 "$WORK"
 PIDS=()
@@ -73,25 +69,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-PG_PORT=$(free_port)
-mkdir "$WORK/pg"
-as_pg=()
-if [ "$(id -u)" = 0 ]; then
-    chown postgres:postgres "$WORK/pg"
-    as_pg=(setpriv --reuid=postgres --regid=postgres --init-groups)
-fi
-"${as_pg[@]}" initdb -D "$WORK/pg/data" -U holdfast --auth=trust -E UTF8 --no-sync >/dev/null
-"${as_pg[@]}" postgres -D "$WORK/pg/data" -p "$PG_PORT" -k "$WORK/pg" \
-    -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=100 >"$WORK/pg/log" 2>&1 &
-PIDS+=($!)
-wait_for postgres pg_isready -h 127.0.0.1 -p "$PG_PORT" -U holdfast
+start_postgres
 sql() { "${as_pg[@]}" psql -h 127.0.0.1 -p "$PG_PORT" -U holdfast -d holdfast -qAtX -v ON_ERROR_STOP=1 "$@"; }
-"${as_pg[@]}" psql -h 127.0.0.1 -p "$PG_PORT" -U holdfast -d postgres -qc "CREATE DATABASE holdfast" >/dev/null
-
-REDIS_PORT=$(free_port)
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$WORK" >"$WORK/redis.log" 2>&1 &
-PIDS+=($!)
-wait_for redis redis-cli -p "$REDIS_PORT" ping
+start_redis
 rcli() { redis-cli -p "$REDIS_PORT" "$@"; }
 
 CEILING_PORT=$(free_port)
@@ -101,20 +81,7 @@ wait_for ceiling curl -s "http://127.0.0.1:$CEILING_PORT/"
 
 HF_PORT=$(free_port)
 BASE="http://127.0.0.1:$HF_PORT/api/v1"
-cat >"$WORK/holdfast.toml" <<TOML
-env = "production"
-listen = "127.0.0.1:$HF_PORT"
-issuer = "https://auth.bench.test"
-audience = "bench"
-[database]
-url = "postgres://holdfast@127.0.0.1:$PG_PORT/holdfast"
-[redis]
-url = "redis://127.0.0.1:$REDIS_PORT/0"
-[rate_limit]
-login_per_ip = "10000000/min"
-register_per_ip = "10000000/min"
-refresh_per_ip = "10000000/min"
-TOML
+write_config
 MASTER_KEY=$(head -c32 /dev/urandom | base64)
 
 rss_kb() { awk '/VmRSS/ { print $2 }' "/proc/$HF_PID/status"; }
