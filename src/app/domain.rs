@@ -45,8 +45,12 @@ pub(super) struct Domain {
 impl Domain {
     pub fn build(config: &Config, stores: &Stores, master: MasterKey) -> Result<Self, StartError> {
         let durable = &stores.durable;
-        let bus = bus(stores);
-        let audit = Audit::new(Arc::clone(&durable.audit), spill(stores, AUDIT_SPILL));
+        let bus = bus(stores, outbox_deadline(config));
+        let audit = Audit::new(
+            Arc::clone(&durable.audit),
+            spill(stores, AUDIT_SPILL),
+            outbox_deadline(config),
+        );
         let sessions: Arc<dyn SessionStore> = LayeredSessionStore::start(
             Arc::clone(&stores.shared.cache),
             Arc::clone(&durable.ledger),
@@ -133,6 +137,13 @@ impl Domain {
     }
 }
 
+/// How long a request waits for its audit event or invalidation row to be
+/// held: the database's timeout, then Redis's twice (the spill log's
+/// append, then its `WAIT` for a replica).
+fn outbox_deadline(config: &Config) -> std::time::Duration {
+    config.database.timeout + config.redis.timeout * 2
+}
+
 /// The streams where the outboxes hold what the database could not take.
 const AUDIT_SPILL: &str = "hf:outbox:audit";
 const INVALIDATION_SPILL: &str = "hf:outbox:invalidations";
@@ -156,11 +167,12 @@ where
 
 /// The invalidation bus: its log in the database, pub/sub on Redis when
 /// Redis is there.
-fn bus(stores: &Stores) -> Arc<Bus> {
+fn bus(stores: &Stores, deadline: std::time::Duration) -> Arc<Bus> {
     Bus::new(
         Some((
             Arc::clone(&stores.durable.invalidations),
             spill(stores, INVALIDATION_SPILL),
+            deadline,
         )),
         stores
             .shared

@@ -19,6 +19,8 @@ use uuid::Uuid;
 const BUFFER: usize = 10_000;
 /// The spill log's bound in the embedded mode (process memory).
 const MEMORY_SPILL: usize = 100_000;
+/// How long an in-process log (tests, the CLI) waits to record an event.
+const IN_PROCESS_DEADLINE: Duration = Duration::from_secs(5);
 /// Events deleted per statement by the retention purge.
 const PURGE_BATCH: i64 = 10_000;
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
@@ -34,24 +36,35 @@ pub struct Audit {
 impl Audit {
     /// An audit log whose events wait in `spill` while the database is
     /// away.
-    pub fn new(store: Arc<dyn AuditStore>, spill: Arc<dyn DeferredLog<AuditEvent>>) -> Arc<Self> {
-        Self::with_clock(store, spill, clock::system())
+    /// away; `deadline` bounds how long recording an event waits (the
+    /// stores' timeouts, `Outbox`).
+    pub fn new(
+        store: Arc<dyn AuditStore>,
+        spill: Arc<dyn DeferredLog<AuditEvent>>,
+        deadline: Duration,
+    ) -> Arc<Self> {
+        Self::with_clock(store, spill, deadline, clock::system())
     }
 
     /// An audit log of one process (tests, the CLI): its spill log is
     /// process memory.
     pub fn in_process(store: Arc<dyn AuditStore>) -> Arc<Self> {
-        Self::new(store, Arc::new(MemoryDeferredLog::new(MEMORY_SPILL)))
+        Self::new(
+            store,
+            Arc::new(MemoryDeferredLog::new(MEMORY_SPILL)),
+            IN_PROCESS_DEADLINE,
+        )
     }
 
     /// An audit log whose events are stamped by `clock`.
     pub fn with_clock(
         store: Arc<dyn AuditStore>,
         spill: Arc<dyn DeferredLog<AuditEvent>>,
+        deadline: Duration,
         clock: Arc<dyn Clock>,
     ) -> Arc<Self> {
         let writer = Arc::clone(&store);
-        let outbox = Outbox::start("audit", BUFFER, spill, move |events| {
+        let outbox = Outbox::start("audit", BUFFER, deadline, spill, move |events| {
             let writer = Arc::clone(&writer);
             async move { writer.append_audit(&events).await }
         });
@@ -244,6 +257,7 @@ mod tests {
         let audit = Audit::with_clock(
             Arc::clone(&store) as Arc<dyn AuditStore>,
             Arc::new(MemoryDeferredLog::new(10)),
+            Duration::from_secs(5),
             clock.clone(),
         );
         (store, audit)

@@ -88,11 +88,13 @@ pub enum Invalidation {
     },
 }
 
-/// The invalidation table and the spill log that holds its rows while
-/// the database is away.
+/// The invalidation table, the spill log that holds its rows while the
+/// database is away, and how long a publish waits for either (the stores'
+/// timeouts, `Outbox`).
 pub type DurableLog = (
     Arc<dyn InvalidationLog>,
     Arc<dyn DeferredLog<LoggedInvalidation>>,
+    Duration,
 );
 
 /// Something holding state an invalidation can make wrong.
@@ -124,9 +126,9 @@ impl Bus {
         log: Option<DurableLog>,
         redis: Option<(RedisLink, Arc<DependencyGuard>)>,
     ) -> Arc<Self> {
-        let log_store = log.as_ref().map(|(log, _)| Arc::clone(log));
-        let log = log.map(|(log, spill)| {
-            Outbox::start("invalidations", 10_000, spill, move |rows| {
+        let log_store = log.as_ref().map(|(log, _, _)| Arc::clone(log));
+        let log = log.map(|(log, spill, deadline)| {
+            Outbox::start("invalidations", 10_000, deadline, spill, move |rows| {
                 let log = Arc::clone(&log);
                 async move { log.append_invalidations(&rows).await }
             })

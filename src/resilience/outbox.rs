@@ -44,6 +44,13 @@ const ANONYMOUS_SPILL_LIMIT: usize = crate::store::deferred::MAX_DEFERRED / 5 * 
 
 pub struct Outbox<T: Send + Sync + 'static> {
     name: &'static str,
+    /// The longest a push waits for its answer: the stores' own timeouts
+    /// (database, then Redis). An item queued behind a batch that is
+    /// waiting out a hung database must not wait for that batch too
+    /// (DESIGN.md §4: nothing waits on a hung dependency longer than its
+    /// timeout). A push refused this way may still be stored later: it
+    /// was not acknowledged, which is all a 503 says.
+    deadline: Duration,
     tx: mpsc::Sender<Pending<T>>,
     spill: Arc<dyn DeferredLog<T>>,
 }
@@ -56,6 +63,7 @@ impl<T: Clone + Send + Sync + 'static> Outbox<T> {
     pub fn start<F, Fut>(
         name: &'static str,
         capacity: usize,
+        deadline: Duration,
         spill: Arc<dyn DeferredLog<T>>,
         write: F,
     ) -> Self
@@ -67,7 +75,12 @@ impl<T: Clone + Send + Sync + 'static> Outbox<T> {
         let write = Arc::new(write);
         tokio::spawn(run_writer(name, rx, Arc::clone(&spill), Arc::clone(&write)));
         tokio::spawn(run_drain(name, Arc::downgrade(&spill), write));
-        Self { name, tx, spill }
+        Self {
+            name,
+            deadline,
+            tx,
+            spill,
+        }
     }
 
     /// Holds `item` durably: `Ok` once the database or the spill log has
@@ -94,9 +107,20 @@ impl<T: Clone + Send + Sync + 'static> Outbox<T> {
             tracing::warn!(outbox = self.name, "outbox full; write refused");
             return Err(refused(self.name, FailureKind::QueueFull, "outbox full"));
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err(refused(self.name, FailureKind::QueueFull, "outbox closed")))
+        match tokio::time::timeout(self.deadline, answer).await {
+            Ok(answered) => answered.unwrap_or_else(|_| {
+                Err(refused(self.name, FailureKind::QueueFull, "outbox closed"))
+            }),
+            Err(_) => {
+                metrics::counter!("holdfast_outbox_refused_total", "outbox" => self.name)
+                    .increment(1);
+                Err(refused(
+                    self.name,
+                    FailureKind::Timeout,
+                    "not held within the stores' timeouts",
+                ))
+            }
+        }
     }
 
     /// How many items the spill log holds for the database.
@@ -304,6 +328,8 @@ mod tests {
     #[derive(Default)]
     struct Table {
         down: AtomicBool,
+        /// A zombie database: every write waits for ever.
+        hung: AtomicBool,
         rows: Mutex<Vec<u32>>,
         /// A value the table refuses for good (a constraint, say).
         poison: Option<u32>,
@@ -313,6 +339,9 @@ mod tests {
         async fn write(&self, items: Vec<u32>) -> Result<(), StoreError> {
             if self.down.load(Ordering::SeqCst) {
                 return Err(refused("test", FailureKind::Refused, "down"));
+            }
+            if self.hung.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
             }
             if self.poison.is_some_and(|p| items.contains(&p)) {
                 return Err(StoreError::Corrupt("refused".into()));
@@ -327,6 +356,7 @@ mod tests {
         Outbox::start(
             "test",
             4,
+            Duration::from_secs(5),
             Arc::clone(spill) as Arc<dyn DeferredLog<u32>>,
             move |items| {
                 let table = Arc::clone(&table);
@@ -409,6 +439,25 @@ mod tests {
             .push(3)
             .await
             .expect("an authenticated write still fits");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_push_waits_no_longer_than_the_deadline_behind_a_hung_write() {
+        let table = Arc::new(Table::default());
+        let spill = Arc::new(MemoryDeferredLog::new(10));
+        let outbox = outbox(&table, &spill);
+        table.hung.store(true, Ordering::SeqCst);
+        let started = tokio::time::Instant::now();
+        let refused = outbox.push(1).await;
+        assert!(
+            matches!(refused, Err(ref e) if e.is_unavailable()),
+            "{refused:?}"
+        );
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(5),
+            "the deadline, no more"
+        );
     }
 
     #[tokio::test]
