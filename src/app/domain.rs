@@ -137,11 +137,11 @@ impl Domain {
     }
 }
 
-/// How long a request waits for its audit event or invalidation row to be
-/// held: the database's timeout, then Redis's twice (the spill log's
-/// append, then its `WAIT` for a replica).
+/// How long a request waits for the outbox writer before it puts its
+/// audit event or invalidation row in the spill log itself: the
+/// database's timeout (`resilience::outbox`).
 fn outbox_deadline(config: &Config) -> std::time::Duration {
-    config.database.timeout + config.redis.timeout * 2
+    config.database.timeout
 }
 
 /// The streams where the outboxes hold what the database could not take.

@@ -44,12 +44,12 @@ const ANONYMOUS_SPILL_LIMIT: usize = crate::store::deferred::MAX_DEFERRED / 5 * 
 
 pub struct Outbox<T: Send + Sync + 'static> {
     name: &'static str,
-    /// The longest a push waits for its answer: the stores' own timeouts
-    /// (database, then Redis). An item queued behind a batch that is
-    /// waiting out a hung database must not wait for that batch too
-    /// (DESIGN.md §4: nothing waits on a hung dependency longer than its
-    /// timeout). A push refused this way may still be stored later: it
-    /// was not acknowledged, which is all a 503 says.
+    /// The longest a push waits for the writer: the database's timeout.
+    /// An item queued behind a batch that is waiting out a hung database
+    /// goes to the spill log itself then, instead of waiting for that
+    /// batch and its own attempt after it (DESIGN.md §4: nothing waits on a
+    /// hung dependency longer than its timeout, and logout works while
+    /// PostgreSQL hangs).
     deadline: Duration,
     tx: mpsc::Sender<Pending<T>>,
     spill: Arc<dyn DeferredLog<T>>,
@@ -98,7 +98,7 @@ impl<T: Clone + Send + Sync + 'static> Outbox<T> {
     async fn send(&self, item: T, anonymous: bool) -> Result<(), StoreError> {
         let (done, answer) = oneshot::channel();
         let pending = Pending {
-            item,
+            item: item.clone(),
             anonymous,
             done,
         };
@@ -111,15 +111,24 @@ impl<T: Clone + Send + Sync + 'static> Outbox<T> {
             Ok(answered) => answered.unwrap_or_else(|_| {
                 Err(refused(self.name, FailureKind::QueueFull, "outbox closed"))
             }),
-            Err(_) => {
-                metrics::counter!("holdfast_outbox_refused_total", "outbox" => self.name)
-                    .increment(1);
-                Err(refused(
-                    self.name,
-                    FailureKind::Timeout,
-                    "not held within the stores' timeouts",
-                ))
+            // Queued behind a batch that is waiting out a hung database:
+            // straight to the spill log rather than wait for that batch and
+            // then its own attempt. The writer may store it as well; a
+            // repeat is harmless (invalidations are idempotent, an audit
+            // event is stored once by its id).
+            Err(_) if !anonymous => {
+                let held = self.spill.push(&item).await;
+                if held.is_err() {
+                    metrics::counter!("holdfast_outbox_refused_total", "outbox" => self.name)
+                        .increment(1);
+                }
+                held
             }
+            Err(_) => Err(refused(
+                self.name,
+                FailureKind::Timeout,
+                "not held within the database's timeout",
+            )),
         }
     }
 
@@ -442,21 +451,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_push_waits_no_longer_than_the_deadline_behind_a_hung_write() {
+    async fn behind_a_hung_write_a_push_goes_to_the_spill_log_after_the_deadline() {
         let table = Arc::new(Table::default());
         let spill = Arc::new(MemoryDeferredLog::new(10));
         let outbox = outbox(&table, &spill);
         table.hung.store(true, Ordering::SeqCst);
         let started = tokio::time::Instant::now();
-        let refused = outbox.push(1).await;
-        assert!(
-            matches!(refused, Err(ref e) if e.is_unavailable()),
-            "{refused:?}"
-        );
+        outbox.push(1).await.expect("held by the spill log");
         assert_eq!(
             started.elapsed(),
             Duration::from_secs(5),
             "the deadline, no more"
+        );
+        assert_eq!(outbox.spilled(10).await.expect("read"), vec![1]);
+        // An anonymous item is not worth the spill log's room: refused.
+        let refused = outbox.push_anonymous(2).await;
+        assert!(
+            matches!(refused, Err(ref e) if e.is_unavailable()),
+            "{refused:?}"
         );
     }
 
