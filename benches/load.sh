@@ -125,21 +125,6 @@ request = function()
 end
 LUA
 
-# wrk --latency output → "rps p50 p99 total non2xx" (latencies in µs).
-measure() {
-    wrk --latency -t"$THREADS" "$@" | awk '
-        function us(v) {
-            if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000;
-            if (v ~ /s$/) return v * 1000000; return v
-        }
-        /Requests\/sec/ { rps = $2 }
-        /^ +50%/ { p50 = us($2) }
-        /^ +99%/ { p99 = us($2) }
-        / requests in / { total = $1 }
-        /Non-2xx/ { bad += $5 }
-        /Socket errors/ { gsub(",", ""); bad += $4 + $6 + $8 + $10 }
-        END { printf "%s %s %s %s %d\n", rps, p50, p99, total, bad }'
-}
 
 verify() { measure -c"$CONNECTIONS" -d"$1" -H "Authorization: Bearer $TOKEN" "$BASE/auth/verify"; }
 # The ceiling gets the very same request (path, token header) as verify, so
@@ -150,8 +135,6 @@ CEILING_URL="http://127.0.0.1:$CEILING_PORT/api/v1/auth/verify"
 ceiling() { measure -c"$CONNECTIONS" -d"$1" -H "Authorization: Bearer $TOKEN" "$CEILING_URL"; }
 bare() { measure -c"$CONNECTIONS" -d"$1" "http://127.0.0.1:$CEILING_PORT/"; }
 
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-col() { awk -v c="$2" '{ print $c }' "$1" | median; }
 : >"$WORK/ceiling.runs"
 : >"$WORK/verify.runs"
 : >"$WORK/ratio.runs"

@@ -128,23 +128,6 @@ start() {
     echo "$(awk -v a="$t0" -v b="$ready" 'BEGIN { printf "%.3f", b - a }') $rss ${answer:--}"
 }
 
-# wrk --latency output → "rps p50 p99 total non2xx" (latencies in µs).
-measure() {
-    wrk --latency -t"$THREADS" "$@" | awk '
-        function us(v) {
-            if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000;
-            if (v ~ /s$/) return v * 1000000; return v
-        }
-        /Requests\/sec/ { rps = $2 }
-        /^ +50%/ { p50 = us($2) }
-        /^ +99%/ { p99 = us($2) }
-        / requests in / { total = $1 }
-        /Non-2xx/ { bad += $5 }
-        /Socket errors/ { gsub(",", ""); bad += $4 + $6 + $8 + $10 }
-        END { printf "%s %s %s %s %d\n", rps, p50, p99, total, bad }'
-}
-median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
-col() { awk -v c="$2" '{ print $c }' "$1" | median; }
 
 # ROUNDS adjacent ceiling/verify pairs, both with the same wrk arguments
 # (default: the bench token's header; after a "--", the script's

@@ -1,7 +1,7 @@
 # Sourced by benches/load.sh and benches/scale.sh (not run alone): the
 # private servers both drive, each on a free loopback port in the
-# caller's $WORK, stopped by PID by the caller's cleanup (PIDS). The
-# machine's own PostgreSQL and Redis are never touched.
+# caller's $WORK, stopped by PID by the caller's cleanup (PIDS), and how
+# both read wrk. The machine's own PostgreSQL and Redis are never touched.
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
@@ -57,3 +57,23 @@ register_per_ip = "10000000/min"
 refresh_per_ip = "10000000/min"
 TOML
 }
+
+# wrk --latency output → "rps p50 p99 total non2xx" (latencies in µs).
+measure() {
+    wrk --latency -t"$THREADS" "$@" | awk '
+        function us(v) {
+            if (v ~ /us$/) return v + 0; if (v ~ /ms$/) return v * 1000;
+            if (v ~ /s$/) return v * 1000000; return v
+        }
+        /Requests\/sec/ { rps = $2 }
+        /^ +50%/ { p50 = us($2) }
+        /^ +99%/ { p99 = us($2) }
+        / requests in / { total = $1 }
+        /Non-2xx/ { bad += $5 }
+        /Socket errors/ { gsub(",", ""); bad += $4 + $6 + $8 + $10 }
+        END { printf "%s %s %s %s %d\n", rps, p50, p99, total, bad }'
+}
+
+median() { sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+# The median of column $2 of file $1.
+col() { awk -v c="$2" '{ print $c }' "$1" | median; }
